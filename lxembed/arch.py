@@ -1,0 +1,113 @@
+"""The architecture table: the one place that knows per-architecture facts."""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass, field
+from typing import Optional
+
+# ELF constants (e_machine values and flags) used to identify binaries.
+EM_386 = 3
+EM_MIPS = 8
+EM_ARM = 40
+EM_X86_64 = 62
+EM_AARCH64 = 183
+
+
+@dataclass(frozen=True)
+class Arch:
+    """Everything lxembed needs to know about one target architecture."""
+
+    debian: str  # Debian architecture name (dpkg --print-architecture)
+    triplet: str  # multiarch tuple, e.g. aarch64-linux-gnu
+    elf_class: int  # 32 or 64
+    elf_endian: str  # "little" or "big"
+    elf_machine: int  # e_machine
+    float_abi: Optional[str]  # ARM only: "hard" or "soft"
+    mips_abi: Optional[str]  # MIPS only: "o32", "n32", "n64"
+    uname: tuple  # what `uname -m` may print on this arch (first is canonical)
+    qemu_user: str  # qemu-user binary (static build)
+    qemu_system: str  # qemu-system binary
+    qemu_machine: str
+    qemu_cpu: Optional[str]
+    console: str  # kernel serial console device
+    kernel_arch: str  # Debian arch whose kernel boots this userland
+    kernel_package: str  # Debian kernel meta-package
+    kernel_flavour: str  # suffix of the kernel ABI name, e.g. "arm64" in 6.1.0-28-arm64
+    oci: str  # OCI/Go GOARCH name
+    oci_variant: Optional[str]
+    lxc: str  # lxc.arch value
+    nic: str  # qemu NIC device/model for -netdev user
+    nic_modules: tuple = field(default=())  # kernel modules for that NIC, in load order
+    ld_so: tuple = field(default=())  # dynamic loader paths (PT_INTERP) of this arch
+
+    @property
+    def qemu_user_path(self) -> str:
+        return f"/usr/bin/{self.qemu_user}-static"
+
+    @property
+    def qemu_system_path(self) -> str:
+        return f"/usr/bin/{self.qemu_system}"
+
+    def is_host(self) -> bool:
+        return host_arch() is self
+
+
+_VIRTIO_PCI_X86 = ("virtio", "virtio_ring", "virtio_pci_legacy_dev", "virtio_pci_modern_dev",
+                   "virtio_pci", "failover", "net_failover", "virtio_net")
+_VIRTIO_PCI_ARM = ("virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio_pci",
+                   "failover", "net_failover", "virtio_net")
+
+ARCHES = {
+    a.debian: a
+    for a in (
+        Arch("amd64", "x86_64-linux-gnu", 64, "little", EM_X86_64, None, None, ("x86_64",),
+             "qemu-x86_64", "qemu-system-x86_64", "pc", "max", "ttyS0", "amd64",
+             "linux-image-amd64", "amd64", "amd64", None, "x86_64",
+             "virtio-net-pci", _VIRTIO_PCI_X86, ("/lib64/ld-linux-x86-64.so.2",)),
+        Arch("i386", "i386-linux-gnu", 32, "little", EM_386, None, None, ("i686", "i586", "i386"),
+             "qemu-i386", "qemu-system-i386", "pc", "max", "ttyS0", "i386",
+             "linux-image-686", "686", "386", None, "i686",
+             "virtio-net-pci", _VIRTIO_PCI_X86, ("/lib/ld-linux.so.2",)),
+        Arch("arm64", "aarch64-linux-gnu", 64, "little", EM_AARCH64, None, None, ("aarch64",),
+             "qemu-aarch64", "qemu-system-aarch64", "virt", "cortex-a57", "ttyAMA0", "arm64",
+             "linux-image-arm64", "arm64", "arm64", None, "aarch64",
+             "virtio-net-pci", _VIRTIO_PCI_ARM, ("/lib/ld-linux-aarch64.so.1",)),
+        Arch("armhf", "arm-linux-gnueabihf", 32, "little", EM_ARM, "hard", None,
+             ("armv7l", "armv8l"),
+             "qemu-arm", "qemu-system-arm", "virt,highmem=off", "cortex-a15", "ttyAMA0", "armhf",
+             "linux-image-armmp", "armmp", "arm", "v7", "armhf",
+             "virtio-net-pci", _VIRTIO_PCI_ARM, ("/lib/ld-linux-armhf.so.3",)),
+        # armel userland runs on the armhf (armmp) kernel on qemu's virt machine.
+        Arch("armel", "arm-linux-gnueabi", 32, "little", EM_ARM, "soft", None,
+             ("armv7l", "armv5tel", "armv8l"),
+             "qemu-arm", "qemu-system-arm", "virt,highmem=off", "cortex-a15", "ttyAMA0", "armhf",
+             "linux-image-armmp", "armmp", "arm", "v5", "armel",
+             "virtio-net-pci", _VIRTIO_PCI_ARM, ("/lib/ld-linux.so.3",)),
+        Arch("mipsel", "mipsel-linux-gnu", 32, "little", EM_MIPS, None, "o32", ("mips",),
+             "qemu-mipsel", "qemu-system-mipsel", "malta", None, "ttyS0", "mipsel",
+             "linux-image-4kc-malta", "4kc-malta", "mipsle", None, "mipsel",
+             "pcnet", ("mii", "pcnet32"), ("/lib/ld.so.1",)),
+        Arch("mips64el", "mips64el-linux-gnuabi64", 64, "little", EM_MIPS, None, "n64",
+             ("mips64",),
+             "qemu-mips64el", "qemu-system-mips64el", "malta", "5KEc", "ttyS0", "mips64el",
+             "linux-image-5kc-malta", "5kc-malta", "mips64le", None, "mips64el",
+             "pcnet", ("mii", "pcnet32"), ("/lib64/ld.so.1",)),
+    )
+}
+
+_HOST_MACHINE_TO_DEBIAN = {"x86_64": "amd64", "aarch64": "arm64", "i686": "i386",
+                           "armv7l": "armhf", "mips": "mipsel", "mips64": "mips64el"}
+
+
+def get_arch(name: str) -> Arch:
+    """Look an architecture up by its Debian name."""
+    try:
+        return ARCHES[name]
+    except KeyError:
+        known = ", ".join(sorted(ARCHES))
+        raise KeyError(f"unknown architecture {name!r} (known: {known})") from None
+
+
+def host_arch() -> Arch:
+    return ARCHES[_HOST_MACHINE_TO_DEBIAN.get(platform.machine(), "amd64")]

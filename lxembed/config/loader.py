@@ -1,0 +1,160 @@
+"""Load boards and recipes by name (or path) into a validated Plan."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from ..arch import Arch, get_arch
+from ..errors import UserError
+from .schema import BOARD_SETTINGS, RECIPE_SETTINGS, required, validate
+from .toml_lines import key_line, parse
+
+DEFAULT_EPOCH = 1704067200  # 2024-01-01T00:00:00Z, when SOURCE_DATE_EPOCH is not set
+
+
+def project_dirs() -> List[Path]:
+    """Where boards/, recipes/ and overlays/ live: LXEMBED_PATH entries, then the project."""
+    dirs = [Path(p) for p in os.environ.get("LXEMBED_PATH", "").split(":") if p]
+    return dirs + [Path(__file__).resolve().parents[2]]
+
+
+def _find(kind: str, name: str) -> Path:
+    if name.endswith(".toml") or "/" in name:
+        path = Path(name)
+        if path.is_file():
+            return path
+        raise UserError(f"{kind[:-1]} file {name} does not exist")
+    for base in project_dirs():
+        path = base / kind / f"{name}.toml"
+        if path.is_file():
+            return path
+    known = ", ".join(_names(kind)) or "none"
+    raise UserError(f"unknown {kind[:-1]} {name!r} (known: {known})")
+
+
+def _names(kind: str) -> List[str]:
+    names = set()
+    for base in project_dirs():
+        names.update(p.stem for p in (base / kind).glob("*.toml"))
+    return sorted(names)
+
+
+def list_boards() -> List[str]:
+    return _names("boards")
+
+
+def list_recipes() -> List[str]:
+    return _names("recipes")
+
+
+def find_overlay(name: str) -> Path:
+    for base in project_dirs():
+        path = base / "overlays" / name
+        if path.is_dir():
+            return path
+    raise UserError(f"unknown overlay {name!r} (no overlays/{name}/ directory)")
+
+
+@dataclass
+class Board:
+    name: str
+    path: Path
+    arch: Arch
+    suite: str
+    settings: Dict[str, Any]
+
+    @property
+    def qemu(self) -> Optional[Dict[str, Any]]:
+        return self.settings["qemu"]
+
+
+@dataclass
+class Recipe:
+    name: str
+    path: Path
+    settings: Dict[str, Any]
+    text: str  # source, to point at lines in later errors
+    sources: List[Path]  # this file and every base it extends
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self.__dict__["settings"][key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def line_of(self, key: str, table: str = "") -> str:
+        return f"{self.path}:{key_line(self.text, table, key)}"
+
+
+@dataclass
+class Plan:
+    board: Board
+    recipe: Recipe
+    epoch: int
+
+    @property
+    def arch(self) -> Arch:
+        return self.board.arch
+
+
+def load_board(name: str) -> Board:
+    path = _find("boards", name)
+    data, text = parse(path)
+    settings = validate(data, BOARD_SETTINGS, path, text)
+    required(settings, ["arch"], path, text, "")
+    if settings["qemu"] is not None:
+        required(settings["qemu"], [], path, text, "qemu")
+    return Board(path.stem, path, get_arch(settings["arch"]), settings["suite"], settings)
+
+
+def _merge(base: Dict[str, Any], over: Dict[str, Any]) -> Dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if key == "base":
+            continue
+        old = out.get(key)
+        if isinstance(old, list) and isinstance(value, list):
+            out[key] = old + [v for v in value if v not in old]
+        elif isinstance(old, dict) and isinstance(value, dict):
+            out[key] = _merge(old, value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_recipe(name: str, _seen: tuple = ()) -> Recipe:
+    path = _find("recipes", name)
+    if path.resolve() in _seen:
+        raise UserError(f"{path}: recipe bases form a loop")
+    data, text = parse(path)
+    settings = validate(data, RECIPE_SETTINGS, path, text)
+    sources = [path]
+    if settings["base"]:
+        base = load_recipe(settings["base"], _seen + (path.resolve(),))
+        explicit = {k: v for k, v in settings.items() if k in data}
+        settings = _merge(base.settings, explicit)
+        sources += base.sources
+    for i, user in enumerate(settings["users"]):
+        required(user, ["name", "uid"], path, text, "users")
+    for svc in settings["services"]:
+        required(svc, ["name", "command"], path, text, "services")
+    for check in settings["checks"]:
+        required(check, ["name", "command"], path, text, "checks")
+    return Recipe(path.stem, path, settings, text, sources)
+
+
+def source_date_epoch() -> int:
+    value = os.environ.get("SOURCE_DATE_EPOCH")
+    if value is None:
+        return DEFAULT_EPOCH
+    try:
+        return int(value)
+    except ValueError:
+        raise UserError(f"SOURCE_DATE_EPOCH={value!r} is not an integer") from None
+
+
+def load_plan(board: str, recipe: str) -> Plan:
+    return Plan(load_board(board), load_recipe(recipe), source_date_epoch())

@@ -1,0 +1,34 @@
+"""The whole build: plan -> tree -> written artifacts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import List, Optional
+
+from .config import Plan
+from .log import step
+from .rootfs.build import build_tree
+from .writers import Artifact, write_formats
+from .writers.output import check_formats
+
+DEFAULT_FORMATS = ("cpio.zst",)
+
+
+def default_output(plan: Plan) -> Path:
+    return Path("out") / f"{plan.board.name}-{plan.recipe.name}"
+
+
+def build_image(plan: Plan, output: Optional[Path] = None, formats: Sequence[str] = DEFAULT_FORMATS,
+                mirror: Optional[str] = None) -> List[Artifact]:
+    check_formats(formats)
+    start = time.monotonic()
+    tree = build_tree(plan, mirror)
+    meta = {"board": plan.board.name, "recipe": plan.recipe.name, "arch": plan.arch.debian,
+            "suite": plan.board.suite, "source_date_epoch": plan.epoch}
+    with step("write " + ",".join(formats)):
+        artifacts = write_formats(tree, Path(output or default_output(plan)), formats, plan, meta)
+    step_time = time.monotonic() - start
+    del step_time
+    return artifacts

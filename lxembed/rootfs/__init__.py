@@ -1,0 +1,1 @@
+"""Rootfs assembly: packages, skeleton, busybox applets, init, overlays -> RootfsTree."""

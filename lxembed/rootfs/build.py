@@ -1,0 +1,75 @@
+"""Assemble a RootfsTree from a Plan: packages, skeleton, applets, init, overlays, files."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from ..config import Plan
+from ..config.loader import find_overlay
+from ..errors import UserError
+from ..log import info, step
+from ..sources.apt import PackageSource
+from ..sources.deb import extract_deb
+from ..tree import RootfsTree
+from .busybox import add_applet_links
+from .overlay import add_overlay
+from .skeleton import add_skeleton
+
+
+def package_source(plan: Plan, mirror: Optional[str] = None, arch: Optional[str] = None):
+    return PackageSource(plan.board.suite, arch or plan.arch.debian, mirror)
+
+
+def build_tree(plan: Plan, mirror: Optional[str] = None) -> RootfsTree:
+    recipe, epoch = plan.recipe.settings, plan.epoch
+    tree = RootfsTree()
+    source = package_source(plan, mirror)
+    with step("packages"):
+        if recipe["packages"]:
+            for deb in source.fetch(recipe["packages"]):
+                extract_deb(deb.path, tree, deb.name)
+        if recipe["pick"]:
+            _add_picked(tree, plan, source)
+    removed = tree.exclude(recipe["exclude"])
+    add_skeleton(tree, recipe, epoch)
+    if tree.get("/bin/busybox") is not None:
+        with step("busybox applets"):
+            add_applet_links(tree, plan.arch, epoch)
+    if tree.get("/init") is None and tree.get("/bin/busybox") is not None:
+        tree.symlink("/init", "/bin/busybox", mtime=epoch, origin="init")  # initramfs entry point
+    for name in recipe["overlays"]:
+        add_overlay(tree, find_overlay(name), epoch)
+    for path, content in sorted(recipe["files"].items()):
+        if not isinstance(content, str):
+            raise UserError(f"{plan.recipe.line_of('files')}: files.{path} must be a string")
+        tree.write(path, content.encode(), mode=0o755 if content.startswith("#!") else 0o644,
+                   mtime=epoch, origin="recipe files")
+    modules = list(recipe["modules"])
+    if modules:
+        tree.write("/etc/modules", ("\n".join(modules) + "\n").encode(), mtime=epoch,
+                   origin="recipe")
+    _check_architecture(tree, plan)
+    tree.clamp_mtimes(epoch)
+    info(f"{plan.board.name}/{plan.recipe.name}: {len(tree)} entries, "
+         f"{tree.total_bytes() / 1e6:.2f} MB of files ({removed} excluded)")
+    return tree
+
+
+def _add_picked(tree: RootfsTree, plan: Plan, source: PackageSource) -> None:
+    from ..elf.pick import pick_files  # the ELF toolkit computes the exact closure
+
+    full = RootfsTree()
+    for deb in source.fetch(plan.recipe.settings["pick_packages"]):
+        extract_deb(deb.path, full, deb.name)
+    picked = pick_files(full, plan.recipe.settings["pick"], plan.recipe.settings["data"], plan.arch)
+    for path, entry in picked:
+        if path != "/":
+            tree.add(path, entry)
+
+
+def _check_architecture(tree: RootfsTree, plan: Plan) -> None:
+    try:
+        from ..elf.closure import check_tree_arch
+    except ImportError:  # the ELF toolkit is optional while it is being written
+        return
+    check_tree_arch(tree, plan.arch)

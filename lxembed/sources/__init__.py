@@ -1,0 +1,1 @@
+"""Package sources: the Debian archive through apt, with a private state per (suite, arch)."""

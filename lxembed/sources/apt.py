@@ -1,0 +1,172 @@
+"""Debian packages through apt with a private state per (suite, arch).
+
+The host's dpkg is never touched: apt gets its own lists, cache and an empty status file, so
+it resolves the dependency closure of the requested packages for any architecture and
+verifies the archive signatures as usual. A resolution is remembered next to the lists, so a
+warm cache builds without running apt and without the network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+
+from ..errors import UserError
+from ..log import warn
+from ..paths import cache_dir
+from .mirror import DEBIAN_KEYRING, find_mirrors
+
+_INST = re.compile(r"^Inst (\S+) (?:\[\S+\] )?\((\S+) .*\[(\S+)\]\)")
+
+
+@dataclass(frozen=True)
+class Deb:
+    name: str
+    version: str
+    arch: str
+    path: Path
+
+
+class PackageSource:
+    """The Debian archive of one suite, for one architecture."""
+
+    def __init__(self, suite: str, arch: str, mirror: Optional[str] = None,
+                 components: Sequence[str] = ("main",)):
+        self.suite, self.arch = suite, arch
+        self.mirror_override = mirror
+        self.components = tuple(components)
+        self.root = cache_dir() / "apt" / f"{suite}-{arch}"
+        self.lists = self.root / "lists"
+        self.archives = self.root / "cache" / "archives"
+        for d in (self.lists / "partial", self.archives / "partial"):
+            d.mkdir(parents=True, exist_ok=True)
+        self.status = self.root / "status"
+        self.status.touch()
+
+    # -- apt plumbing ------------------------------------------------------------------------
+    def _write_sources_list(self) -> Path:
+        mirrors = find_mirrors(self.suite, self.mirror_override)
+        keyring = f" [signed-by={DEBIAN_KEYRING}]" if os.path.exists(DEBIAN_KEYRING) else ""
+        comps = " ".join(self.components)
+        lines = [f"deb{keyring} {mirrors.main} {self.suite} {comps}",
+                 f"deb{keyring} {mirrors.main} {self.suite}-updates {comps}"]
+        if mirrors.security:
+            lines.append(f"deb{keyring} {mirrors.security} {self.suite}-security {comps}")
+        path = self.root / "sources.list"
+        text = "\n".join(lines) + "\n"
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+        return path
+
+    def _apt(self, *args: str) -> subprocess.CompletedProcess:
+        opts = [
+            f"-oAPT::Architecture={self.arch}", f"-oAPT::Architectures={self.arch}",
+            f"-oDir::State={self.root}", f"-oDir::State::Lists={self.lists}",
+            f"-oDir::State::Status={self.status}", f"-oDir::Cache={self.root / 'cache'}",
+            f"-oDir::Etc::SourceList={self.root / 'sources.list'}",
+            "-oDir::Etc::SourceParts=/dev/null", "-oDir::Etc::Preferences=/dev/null",
+            "-oDir::Etc::PreferencesParts=/dev/null", "-oAPT::Install-Recommends=false",
+            "-oAPT::Install-Suggests=false", "-oAcquire::Languages=none",
+            # apt as root drops to _apt for downloads, which cannot write in our cache dir.
+            "-oAPT::Sandbox::User=root", "-oDebug::NoLocking=1", "-oAPT::Get::List-Cleanup=false",
+            "-opkgCacheGen::Essential=none", "-q",
+        ]
+        env = dict(os.environ, LC_ALL="C", DEBIAN_FRONTEND="noninteractive")
+        return subprocess.run(["apt-get", *opts, *args], capture_output=True, text=True, env=env)
+
+    @contextlib.contextmanager
+    def _locked(self):
+        with open(self.root / "lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            yield
+
+    def _main_index(self) -> List[Path]:
+        return sorted(self.lists.glob(f"*_dists_{self.suite}_main_binary-{self.arch}_Packages*"))
+
+    def update(self, force: bool = False) -> None:
+        """Fetch the package indexes unless they are already here (or `force`)."""
+        if self._main_index() and not force:
+            return
+        self._write_sources_list()
+        result = self._apt("update")
+        problems = [ln for ln in (result.stdout + result.stderr).splitlines()
+                    if ln.startswith(("E:", "W:", "Err:"))]
+        if not self._main_index():
+            detail = "\n  ".join(problems[:6]) or result.stderr.strip()
+            raise UserError(f"cannot fetch the {self.suite}/{self.arch} package index from the "
+                            f"Debian mirror:\n  {detail}",
+                            hint="check the network or give another mirror with --mirror")
+        for line in problems:
+            if "Failed to fetch" in line or line.startswith("Err:"):
+                # A secondary index (security, updates) may be absent for this arch.
+                warn(f"apt ({self.suite}/{self.arch}): {line}")
+
+    def _index_stamp(self) -> str:
+        h = hashlib.sha256()
+        for p in sorted(self.lists.glob("*_Packages*")):
+            st = p.stat()
+            h.update(f"{p.name}:{st.st_size}:{int(st.st_mtime)}".encode())
+        return h.hexdigest()[:16]
+
+    # -- resolution and download -------------------------------------------------------------
+    def resolve(self, packages: Sequence[str]) -> List[Deb]:
+        """The dependency closure of `packages`, as apt resolves it on an empty system."""
+        wanted = sorted(set(packages))
+        self.update()
+        key = hashlib.sha256(("\n".join(wanted) + self._index_stamp()).encode()).hexdigest()[:24]
+        memo = self.root / "resolved" / f"{key}.json"
+        if memo.exists():
+            return [Deb(n, v, a, self.archives / f) for n, v, a, f in json.loads(memo.read_text())]
+        self._write_sources_list()
+        result = self._apt("install", "-s", "-y", *wanted)
+        if result.returncode != 0:
+            raise UserError(self._explain(result.stdout + result.stderr, wanted))
+        debs = []
+        for line in result.stdout.splitlines():
+            m = _INST.match(line)
+            if m:
+                name, version, arch = m.group(1), m.group(2), m.group(3)
+                fname = f"{name}_{version.replace(':', '%3a')}_{arch}.deb"
+                debs.append(Deb(name, version, arch, self.archives / fname))
+        memo.parent.mkdir(exist_ok=True)
+        tmp = memo.with_suffix(".tmp")
+        tmp.write_text(json.dumps([[d.name, d.version, d.arch, d.path.name] for d in debs]))
+        os.replace(tmp, memo)
+        return debs
+
+    def _explain(self, output: str, wanted: Sequence[str]) -> str:
+        for pattern in (r"Unable to locate package (\S+)", r"Package '?(\S+?)'? has no installation"):
+            m = re.search(pattern, output)
+            if m:
+                return (f"unknown package {m.group(1)!r} in Debian {self.suite} for {self.arch}")
+        errors = [ln for ln in output.splitlines() if ln.startswith("E:") or "Depends:" in ln]
+        return (f"apt cannot resolve {', '.join(wanted)} for {self.suite}/{self.arch}:\n  "
+                + "\n  ".join(errors[:8]))
+
+    def fetch(self, packages: Sequence[str]) -> List[Deb]:
+        """Resolve and download (once) the closure of `packages`; returns verified .debs."""
+        with self._locked():
+            debs = self.resolve(packages)
+            missing = [d for d in debs if not d.path.exists()]
+            if missing:
+                self._write_sources_list()
+                names = [f"{d.name}={d.version}" for d in missing]
+                result = self._apt("install", "--download-only", "-y", *names)
+                still = [d for d in missing if not d.path.exists()]
+                if result.returncode != 0 or still:
+                    fails = [ln for ln in (result.stdout + result.stderr).splitlines()
+                             if ln.startswith(("E:", "Err:"))]
+                    what = ", ".join(f"{d.name} {d.version}" for d in still) or ", ".join(names)
+                    raise UserError(f"cannot download {what} ({self.suite}/{self.arch}) and it "
+                                    "is not in the cache:\n  " + "\n  ".join(fails[:6]),
+                                    hint="this needs the network once; later builds use the cache")
+            return debs

@@ -1,0 +1,177 @@
+"""Write the requested formats into an output directory, each atomically (temp + rename)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Dict, List
+
+import zstandard
+
+from ..errors import UserError
+from ..tree import RootfsTree
+from .cpio import write_cpio
+from .directory import write_dir
+from .manifest import manifest
+from .tar import write_tar
+
+ZSTD_LEVEL = 19
+
+
+@dataclass
+class Artifact:
+    format: str
+    path: str
+    bytes: int
+    sha256: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class _HashingFile:
+    """A write-only file that hashes and counts what passes through."""
+
+    def __init__(self, fh):
+        self.fh, self.sha, self.size = fh, hashlib.sha256(), 0
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        self.size += len(data)
+        return self.fh.write(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+
+def _stream(serialise: Callable, tree: RootfsTree, compression: str, fh) -> None:
+    if compression == "zst":
+        raw = bytearray()
+
+        class _Buf:
+            def write(self, data):
+                raw.extend(data)
+                return len(data)
+
+            def tell(self):
+                return len(raw)
+
+        serialise(tree, _Buf())
+        # One-shot compression with the content size in the frame header: reproducible.
+        fh.write(zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(bytes(raw)))
+    elif compression == "gz":
+        with gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0, compresslevel=9) as gz:
+            serialise(tree, _TellWrapper(gz))
+    else:
+        serialise(tree, fh)
+
+
+class _TellWrapper:
+    def __init__(self, fh):
+        self.fh, self.n = fh, 0
+
+    def write(self, data):
+        self.n += len(data)
+        return self.fh.write(data)
+
+    def tell(self):
+        return self.n
+
+
+_SERIALISERS = {"tar": write_tar, "cpio": write_cpio}
+# Extra formats (lxc, oci) register a writer: fn(tree, output_dir, plan) -> List[Artifact].
+EXTRA_FORMATS: Dict[str, Callable] = {}
+
+
+def known_formats() -> List[str]:
+    archives = [f"{s}{c}" for s in _SERIALISERS for c in ("", ".zst", ".gz")]
+    return ["dir"] + archives + sorted(EXTRA_FORMATS)
+
+
+def check_formats(formats: Sequence[str]) -> None:
+    bad = [f for f in formats if f not in known_formats()]
+    if bad:
+        raise UserError(f"unknown format {', '.join(bad)} (known: {', '.join(known_formats())})")
+
+
+def write_file_atomic(path: Path, writer: Callable) -> Artifact:
+    """Run `writer(fh)` into a temp file beside `path`, then rename: never a half image."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as raw:
+            fh = _HashingFile(raw)
+            writer(fh)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return Artifact("", str(path), fh.size, fh.sha.hexdigest())
+
+
+def replace_dir_atomic(dest: Path, fill: Callable[[Path], None]) -> None:
+    """Build a directory next to `dest` and swap it in; the old one stays until the end."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        fill(tmp)
+        os.chmod(tmp, 0o755)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old.{os.getpid()}")
+        os.rename(dest, old)
+    os.rename(tmp, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _tree_digest(root: Path) -> str:
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            p = os.path.join(dirpath, name)
+            h.update(os.path.relpath(p, root).encode())
+            if not os.path.islink(p):
+                with open(p, "rb") as fh:
+                    h.update(hashlib.sha256(fh.read()).digest())
+    return h.hexdigest()
+
+
+def write_formats(tree: RootfsTree, output: Path, formats: Sequence[str], plan=None,
+                  meta: dict = None) -> List[Artifact]:
+    check_formats(formats)
+    output = Path(output)
+    artifacts = []
+    for fmt in formats:
+        if fmt in EXTRA_FORMATS:
+            artifacts += EXTRA_FORMATS[fmt](tree, output, plan)
+            continue
+        if fmt == "dir":
+            dest = output / "rootfs"
+            replace_dir_atomic(dest, lambda tmp: write_dir(tree, tmp))
+            artifacts.append(Artifact("dir", str(dest), tree.total_bytes(), _tree_digest(dest)))
+            continue
+        kind, _, compression = fmt.partition(".")
+        art = write_file_atomic(output / f"rootfs.{fmt}", lambda fh, k=kind, c=compression:
+                                _stream(_SERIALISERS[k], tree, c, fh))
+        art.format = fmt
+        artifacts.append(art)
+    art = write_file_atomic(output / "manifest.json",
+                            lambda fh: fh.write(manifest(tree, meta or {})))
+    art.format = "manifest"
+    artifacts.append(art)
+    return artifacts
