@@ -150,6 +150,7 @@ RECIPE_SETTINGS = (
     Setting("description", "str", "", "one line about the image"),
     Setting("base", "str", None, "recipe this one extends (lists are appended, values replaced)"),
     Setting("packages", "list", [], "Debian packages installed whole (with their dependencies)"),
+    Setting("debs", "list", [], "local .deb files installed whole (paths relative to the recipe)"),
     Setting("pick", "list", [], "files taken from `pick_packages` with their exact ELF closure"),
     Setting("pick_packages", "list", [], "packages that `pick` takes files from"),
     Setting("data", "list", [], "data paths copied along with picked files"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 from ..config import Plan
@@ -28,6 +29,8 @@ def build_tree(plan: Plan, mirror: Optional[str] = None) -> RootfsTree:
         if recipe["packages"]:
             for deb in source.fetch(recipe["packages"]):
                 extract_deb(deb.path, tree, deb.name)
+        for deb in recipe["debs"]:
+            extract_deb(_local_deb(plan, deb), tree)
         if recipe["pick"]:
             _add_picked(tree, plan, source)
     removed = tree.exclude(recipe["exclude"])
@@ -53,6 +56,13 @@ def build_tree(plan: Plan, mirror: Optional[str] = None) -> RootfsTree:
     info(f"{plan.board.name}/{plan.recipe.name}: {len(tree)} entries, "
          f"{tree.total_bytes() / 1e6:.2f} MB of files ({removed} excluded)")
     return tree
+
+
+def _local_deb(plan: Plan, name: str) -> Path:
+    path = (plan.recipe.path.parent / name).resolve()
+    if not path.is_file():
+        raise UserError(f"{plan.recipe.line_of('debs')}: {name}: no such .deb file")
+    return path
 
 
 def _add_picked(tree: RootfsTree, plan: Plan, source: PackageSource) -> None:

@@ -1,0 +1,69 @@
+"""Shared test helpers: run the real CLI, make small .deb files."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_lxembed(*args: str, check: bool = False, env: dict = None,
+                cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """The real command line, as a user runs it."""
+    result = subprocess.run([sys.executable, "-m", "lxembed", *args], capture_output=True,
+                            text=True, cwd=cwd, env=env)
+    if check and result.returncode != 0:
+        raise AssertionError(f"lxembed {' '.join(args)} failed:\n{result.stderr}")
+    return result
+
+
+def _tar(members) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", format=tarfile.GNU_FORMAT) as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def make_deb(path: Path, entries) -> Path:
+    """Write a .deb (ar: debian-binary, control.tar.gz, data.tar.gz) with raw tar entries.
+
+    `entries` are (name, kind, payload): kind "file" (payload bytes), "dir", "symlink" (target).
+    Names are written as given, so a test can put '../' in them.
+    """
+    data = []
+    for name, kind, payload in entries:
+        info = tarfile.TarInfo(name)
+        info.mtime = 1700000000
+        if kind == "file":
+            info.size, info.mode = len(payload), 0o644
+            data.append((info, payload))
+        elif kind == "dir":
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            data.append((info, None))
+        elif kind == "symlink":
+            info.type, info.linkname = tarfile.SYMTYPE, payload
+            data.append((info, None))
+    control = b"Package: test\nVersion: 1.0\nArchitecture: all\nMaintainer: t <t@t>\n" \
+              b"Description: test\n"
+    cinfo = tarfile.TarInfo("./control")
+    cinfo.size = len(control)
+    members = [("debian-binary", b"2.0\n"), ("control.tar.gz", _tar([(cinfo, control)])),
+               ("data.tar.gz", _tar(data))]
+    out = bytearray(b"!<arch>\n")
+    for name, blob in members:
+        out += f"{name:<16}{0:<12}{0:<6}{0:<6}{'100644':<8}{len(blob):<10}`\n".encode()
+        out += blob + (b"\n" if len(blob) % 2 else b"")
+    path.write_bytes(bytes(out))
+    return path
+
+
+@pytest.fixture
+def cli():
+    return run_lxembed
