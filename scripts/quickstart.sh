@@ -1,0 +1,44 @@
+#!/bin/sh
+# Set up everything lxembed needs on a fresh Debian 12 machine (as root), then run one job:
+#   scripts/quickstart.sh demo    build the default image for this host's arch and boot it in qemu
+#   scripts/quickstart.sh test    run the full test suite (what CI runs)
+#   scripts/quickstart.sh quick   run the quick subset (no image builds, no boots)
+set -eu
+cd "$(dirname "$0")/.."
+job=${1:-demo}
+
+# System packages: qemu (user + system), LXC and crun, archive keys, cpio/zstd for tests.
+packages="python3 python3-venv python3-pip qemu-user-static qemu-system-arm qemu-system-mips
+  qemu-system-x86 lxc crun iproute2 iputils-ping debian-archive-keyring apt-utils cpio zstd
+  squashfs-tools e2fsprogs uidmap"
+missing=$(for p in $packages; do dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null |
+  grep -q "install ok installed" || echo "$p"; done)
+if [ -n "$missing" ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  # shellcheck disable=SC2086
+  apt-get install -y -q --no-install-recommends $missing
+fi
+
+# Python packages, from pyproject.toml, in a project venv.
+if [ ! -x .venv/bin/lxembed ] || [ pyproject.toml -nt .venv/.installed ]; then
+  python3 -m venv .venv
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e '.[test]'
+  touch .venv/.installed
+fi
+PATH="$PWD/.venv/bin:$PATH"
+export PATH
+
+case "$(dpkg --print-architecture)" in
+  amd64) board=qemu-x86_64 ;; arm64) board=qemu-arm64 ;; armhf) board=qemu-armhf ;;
+  i386) board=qemu-i386 ;; mipsel) board=qemu-mipsel ;; mips64el) board=qemu-mips64el ;;
+  *) board=qemu-arm64 ;;
+esac
+
+case "$job" in
+  demo) exec lxembed test --board "$board" --recipe busybox ;;
+  test) exec python -m pytest -q ;;
+  quick) exec python -m pytest -q -m "not slow" ;;
+  *) echo "usage: $0 demo|test|quick" >&2; exit 2 ;;
+esac
