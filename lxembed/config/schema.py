@@ -146,6 +146,8 @@ NETWORK_FIELDS = (
     Setting("interfaces", "tables", [], "device network interfaces", fields=INTERFACE_FIELDS),
 )
 
+from .container_schema import CONTAINER_FIELDS  # noqa: E402  (it needs Setting, above)
+
 RECIPE_SETTINGS = (
     Setting("description", "str", "", "one line about the image"),
     Setting("base", "str", None, "recipe this one extends (lists are appended, values replaced)"),
@@ -166,7 +168,7 @@ RECIPE_SETTINGS = (
     Setting("network", "table", None, "device networking", fields=NETWORK_FIELDS),
     Setting("services", "tables", [], "services started by the Python init", fields=SERVICE_FIELDS),
     Setting("checks", "tables", [], "extra checks `lxembed test` runs", fields=CHECK_FIELDS),
-    Setting("container", "raw", None, "container settings (see docs/containers.md)"),
+    Setting("container", "table", None, "containers: docs/containers.md", fields=CONTAINER_FIELDS),
 )
 
 
