@@ -1,0 +1,271 @@
+"""`lxembed ldd` (a cross-architecture ldd) and `lxembed inspect` (what is in an image)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections import Counter
+from typing import Dict, List, Optional
+
+from .arch import Arch, get_arch
+from .elf.closure import NOT_FOR_THE_CPU, LibraryResolver, ProgramClosure, wrong_arch_message
+from .elf.identify import ElfInfo, identify, is_elf, runs_on
+from .elf.image_reader import read_image
+from .elf.sysroot import HostSysroot, TreeSysroot
+from .errors import UserError
+from .tree import FILE, HARDLINK, SYMLINK, RootfsTree
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "ldd",
+        help="list the libraries programs load, for any architecture, without running them",
+        description="A cross-architecture ldd: reads the ELF files and searches the sysroot as "
+        "glibc's loader does. Exit status 1 if a library is missing.",
+    )
+    p.add_argument("--sysroot", default="/", help="root directory to search in (default: /)")
+    p.add_argument("--arch", help="Debian architecture (default: that of the first file)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="path inside the sysroot (a host path under the sysroot works too)",
+    )
+    p.set_defaults(func=cmd_ldd)
+    p = subparsers.add_parser(
+        "inspect",
+        help="report architectures, library closures and risky files of an image",
+        description="Inspect a directory or an image (tar, cpio newc; raw, .gz, .zst, .xz). "
+        "Exit status 1 if an ELF cannot run on the image's architecture, is "
+        "malformed, or misses a library.",
+    )
+    p.add_argument("path", metavar="PATH", help="image file or directory")
+    p.add_argument("--arch", help="the board's Debian architecture (default: the most common)")
+    p.add_argument("--top", type=int, default=10, help="how many of the biggest files to list")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_inspect)
+
+
+# -- ldd ------------------------------------------------------------------------------------------
+def _inside(sysroot: str, path: str) -> str:
+    """A path inside the sysroot: a host path under it is translated, anything else kept."""
+    root = os.path.abspath(sysroot)
+    host = os.path.abspath(path)
+    if root != "/" and (host + "/").startswith(root + "/") and os.path.lexists(host):
+        return "/" + os.path.relpath(host, root)
+    return path if path.startswith("/") else "/" + path
+
+
+def _detect_arch(infos: List[ElfInfo], what: str) -> Arch:
+    counts = Counter(
+        a.debian for info in infos if not info.arch_independent for a in info.matching_arches()
+    )
+    if not counts:
+        raise UserError(f"cannot tell the architecture of {what}", hint="give --arch")
+    return get_arch(counts.most_common(1)[0][0])
+
+
+def cmd_ldd(args) -> int:
+    sysroot = HostSysroot(args.sysroot)
+    if sysroot.trace("/") is None or not os.path.isdir(sysroot.root):
+        raise UserError(f"sysroot {args.sysroot} is not a directory")
+    files = [_inside(args.sysroot, f) for f in args.files]
+    arch = get_arch(args.arch) if args.arch else None
+    if arch is None:
+        infos = []
+        for path in files:
+            data = sysroot.read(path)
+            if data is not None and is_elf(data):
+                infos.append(identify(data, path, dynamic=False))
+        arch = _detect_arch(infos, ", ".join(files))
+    resolver = LibraryResolver(sysroot, arch)
+    reports, failed = [], False
+    for path in files:
+        try:
+            program: Optional[ProgramClosure] = resolver.program(path)
+            error = None
+        except UserError as err:
+            program, error = None, str(err)
+        failed = failed or error is not None or bool(program and program.missing)
+        reports.append((path, program, error))
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "sysroot": sysroot.root,
+                    "arch": arch.debian,
+                    "files": [_ldd_json(p, prog, err) for p, prog, err in reports],
+                },
+                indent=2,
+            )
+        )
+    else:
+        for path, program, error in reports:
+            if len(reports) > 1:
+                print(f"{path}:")
+            for line in _ldd_text(program, error):
+                print(line)
+            for missing in program.missing if program else ():
+                print(f"lxembed: {missing.message()}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _ldd_text(program: Optional[ProgramClosure], error: Optional[str]) -> List[str]:
+    if error is not None:
+        return [f"\terror: {error}"]
+    if program.info is None or program.info.elf_type not in ("ET_EXEC", "ET_DYN"):
+        return ["\tnot a dynamic executable"]
+    if program.info.is_static:
+        return ["\tstatically linked"]
+    lines = []
+    for name, path in program.ldd_lines:
+        if path is None:
+            lines.append(f"\t{name} => not found")
+        else:
+            lines.append(f"\t{path}" if name == path else f"\t{name} => {path}")
+    lines += [
+        f"\t{m.name} => not found (the dynamic loader)" for m in program.missing if m.is_interp
+    ]
+    return lines
+
+
+def _ldd_json(path: str, program: Optional[ProgramClosure], error: Optional[str]) -> dict:
+    if program is None:
+        return {"path": path, "error": error}
+    info = program.info
+    return {
+        "path": path,
+        "elf": info.describe() if info else None,
+        "interp": info.interp if info else None,
+        "static": bool(info and info.is_static),
+        "libraries": [
+            {
+                "name": o.name,
+                "path": o.path,
+                "real_path": o.real_path,
+                "needed_by": o.loader.path if o.loader else None,
+            }
+            for o in program.objects
+        ],
+        "missing": [
+            {
+                "name": m.name,
+                "chain": list(m.chain),
+                "searched": list(m.searched),
+                "message": m.message(),
+            }
+            for m in program.missing
+        ],
+        "error": None,
+    }
+
+
+# -- inspect --------------------------------------------------------------------------------------
+def inspect_tree(tree: RootfsTree, arch: Optional[Arch] = None, top: int = 10) -> Dict:
+    """Everything `lxembed inspect` reports, as a dict (the --json output)."""
+    infos: Dict[str, ElfInfo] = {}
+    malformed = []
+    for path, entry in tree:
+        if entry.type == FILE and is_elf(entry.data[:4]):
+            try:
+                infos[path] = identify(entry.data, path)
+            except UserError as err:
+                malformed.append(str(err))
+    code = {p: i for p, i in infos.items() if not p.startswith(NOT_FOR_THE_CPU)}
+    if arch is None and code:
+        arch = _detect_arch(list(code.values()), "the image")
+    labels = Counter(_arch_label(info) for info in code.values())
+    wrong = [
+        wrong_arch_message(p, i, arch) for p, i in code.items() if arch and not runs_on(i, arch)
+    ]
+    broken, checked = [], 0
+    if arch is not None:
+        resolver = LibraryResolver(TreeSysroot(tree), arch)
+        for path, info in code.items():
+            if not runs_on(info, arch) or info.elf_type not in ("ET_EXEC", "ET_DYN"):
+                continue
+            if info.is_static:
+                continue
+            checked += 1
+            try:
+                missing = [m.message() for m in resolver.program(path).missing]
+            except UserError as err:  # a malformed library or a loader for another arch
+                missing = [str(err)]
+            if missing:
+                broken.append({"path": path, "missing": missing})
+    files = [(p, e) for p, e in tree if e.type in (FILE, HARDLINK)]
+    special = [
+        {"path": p, "mode": f"{e.mode:04o}", "uid": e.uid, "gid": e.gid}
+        for p, e in files
+        if e.mode & 0o6000
+    ]
+    writable = [
+        {"path": p, "type": e.type, "mode": f"{e.mode:04o}", "sticky": bool(e.mode & 0o1000)}
+        for p, e in tree
+        if e.type != SYMLINK and e.mode & 0o002
+    ]
+    biggest = sorted(((len(e.data), p) for p, e in files if e.type == FILE), reverse=True)[:top]
+    return {
+        "entries": len(tree),
+        "bytes": tree.total_bytes(),
+        "arch": arch.debian if arch else None,
+        "elf_files": len(infos),
+        "architectures": dict(labels.most_common()),
+        "wrong_arch": wrong,
+        "malformed": malformed,
+        "closures": {"checked": checked, "satisfied": checked - len(broken), "broken": broken},
+        "setuid_setgid": special,
+        "world_writable": writable,
+        "biggest": [{"path": p, "bytes": n} for n, p in biggest],
+    }
+
+
+def _arch_label(info: ElfInfo) -> str:
+    if info.arch_independent:
+        return "arch-independent"
+    arches = info.matching_arches()
+    return "/".join(a.debian for a in arches) if arches else info.describe()
+
+
+def cmd_inspect(args) -> int:
+    tree, fmt = read_image(args.path)
+    report = inspect_tree(tree, get_arch(args.arch) if args.arch else None, args.top)
+    report = {"image": str(args.path), "format": fmt, **report}
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_inspect(report)
+    bad = report["wrong_arch"] or report["malformed"] or report["closures"]["broken"]
+    return 1 if bad else 0
+
+
+def _print_inspect(r: dict) -> None:
+    print(f"{r['image']}: {r['format']}, {r['entries']} entries, {_size(r['bytes'])} in files")
+    arches = ", ".join(f"{k} {v}" for k, v in r["architectures"].items()) or "none"
+    print(f"ELF files: {r['elf_files']} ({arches}); board architecture: {r['arch'] or '-'}")
+    for message in r["wrong_arch"] + r["malformed"]:
+        print(f"  REFUSED {message}")
+    c = r["closures"]
+    print(f"Library closures: {c['satisfied']} of {c['checked']} dynamic ELF files satisfied")
+    for item in c["broken"]:
+        for message in item["missing"]:
+            print(f"  BROKEN {item['path']}: {message}")
+    print(f"Setuid/setgid files: {len(r['setuid_setgid'])}")
+    for s in r["setuid_setgid"]:
+        print(f"  {s['mode']} {s['uid']}:{s['gid']} {s['path']}")
+    print(f"World-writable: {len(r['world_writable'])}")
+    for w in r["world_writable"]:
+        print(f"  {w['mode']} {w['type']:8} {w['path']}" + (" (sticky)" if w["sticky"] else ""))
+    print("Biggest files:")
+    for b in r["biggest"]:
+        print(f"  {_size(b['bytes']):>10}  {b['path']}")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
