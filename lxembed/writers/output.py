@@ -15,6 +15,7 @@ from typing import Callable, Dict, List
 import zstandard
 
 from ..errors import UserError
+from ..paths import cache_dir
 from ..tree import RootfsTree
 from .cpio import write_cpio
 from .directory import write_dir
@@ -66,13 +67,32 @@ def _stream(serialise: Callable, tree: RootfsTree, compression: str, fh) -> None
                 return len(raw)
 
         serialise(tree, _Buf())
-        # One-shot compression with the content size in the frame header: reproducible.
-        fh.write(zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(bytes(raw)))
+        fh.write(_zstd_cached(bytes(raw)))
     elif compression == "gz":
         with gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0, compresslevel=9) as gz:
             serialise(tree, _TellWrapper(gz))
     else:
         serialise(tree, fh)
+
+
+def _zstd_cached(raw: bytes) -> bytes:
+    """Level-19 zstd, remembered by content hash: an unchanged image is not compressed again.
+
+    One-shot compression puts the content size in the frame header; the output depends only on
+    the input and the level, so the cache cannot change what a build produces.
+    """
+    key = hashlib.sha256(raw + b"zstd%d" % ZSTD_LEVEL).hexdigest()
+    memo = cache_dir() / "zstd" / key[:2] / f"{key}.zst"
+    try:
+        return memo.read_bytes()
+    except FileNotFoundError:
+        pass
+    data = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(raw)
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    tmp = memo.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, memo)
+    return data
 
 
 class _TellWrapper:
