@@ -14,6 +14,7 @@ from ..sources.deb import extract_deb
 from ..tree import RootfsTree
 from .busybox import add_applet_links
 from .overlay import add_overlay
+from .python import add_init_config, add_python_init
 from .skeleton import add_skeleton
 
 
@@ -38,7 +39,11 @@ def build_tree(plan: Plan, mirror: Optional[str] = None) -> RootfsTree:
     if tree.get("/bin/busybox") is not None:
         with step("busybox applets"):
             add_applet_links(tree, plan.arch, epoch)
-    if tree.get("/init") is None and tree.get("/bin/busybox") is not None:
+    if recipe["init"] == "python":
+        with step("python init"):
+            add_python_init(tree, plan, source)
+            add_init_config(tree, plan)
+    elif tree.get("/init") is None and tree.get("/bin/busybox") is not None:
         tree.symlink("/init", "/bin/busybox", mtime=epoch, origin="init")  # initramfs entry point
     for name in recipe["overlays"]:
         add_overlay(tree, find_overlay(name), epoch)
@@ -52,6 +57,13 @@ def build_tree(plan: Plan, mirror: Optional[str] = None) -> RootfsTree:
         tree.write("/etc/modules", ("\n".join(modules) + "\n").encode(), mtime=epoch,
                    origin="recipe")
     _check_architecture(tree, plan)
+    # -- kernel modules (qemu boards): after the userland arch check, because modules belong
+    #    to the kernel's arch (armel images boot the armhf kernel).
+    if plan.board.qemu is not None:
+        from .modules import add_kernel_modules
+
+        with step("kernel modules"):
+            add_kernel_modules(tree, plan, mirror)
     tree.clamp_mtimes(epoch)
     info(f"{plan.board.name}/{plan.recipe.name}: {len(tree)} entries, "
          f"{tree.total_bytes() / 1e6:.2f} MB of files ({removed} excluded)")

@@ -6,31 +6,35 @@ import hashlib
 import os
 import subprocess
 import tempfile
+from pathlib import Path
 from typing import List
 
 from ..arch import Arch
 from ..errors import UserError
 from ..paths import cache_dir
 from ..tree import FILE, RootfsTree
+from ..writers.directory import write_dir
 
 BUSYBOX = "/bin/busybox"
 
 
-def applet_list(binary: bytes, arch: Arch) -> List[str]:
-    """`busybox --list-full` of this binary, run under qemu-user when the arch is foreign."""
+def applet_list(tree: RootfsTree, arch: Arch) -> List[str]:
+    """`busybox --list-full` of the image's busybox, run under qemu-user inside the tree.
+
+    qemu-user with -L runs a dynamic busybox against the image's own loader and libc, and
+    works the same for the host's architecture.
+    """
+    binary = tree.read(BUSYBOX)
     key = hashlib.sha256(binary).hexdigest()
     memo = cache_dir() / "applets" / f"{key}.txt"
     if memo.exists():
         return memo.read_text().split()
+    if not os.path.exists(arch.qemu_user_path):
+        raise UserError(f"{arch.qemu_user_path} is missing: install qemu-user-static to "
+                        f"build {arch.debian} images")
     with tempfile.TemporaryDirectory(prefix="lxembed-bb-") as tmp:
-        path = os.path.join(tmp, "busybox")
-        with open(path, "wb") as fh:
-            fh.write(binary)
-        os.chmod(path, 0o755)
-        cmd = [path, "--list-full"] if arch.is_host() else [arch.qemu_user_path, path, "--list-full"]
-        if not arch.is_host() and not os.path.exists(arch.qemu_user_path):
-            raise UserError(f"{arch.qemu_user_path} is missing: install qemu-user-static to "
-                            f"build {arch.debian} images")
+        write_dir(tree, Path(tmp))
+        cmd = [arch.qemu_user_path, "-L", tmp, os.path.join(tmp, BUSYBOX[1:]), "--list-full"]
         result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0 or not result.stdout.strip():
         raise UserError(f"the {arch.debian} busybox did not list its applets: "
@@ -51,7 +55,7 @@ def add_applet_links(tree: RootfsTree, arch: Arch, epoch: int) -> int:
     # Never setuid: a setuid multi-call binary makes every applet setuid (the busybox template's wart).
     entry.mode &= 0o755
     count = 0
-    for applet in applet_list(entry.data, arch):
+    for applet in applet_list(tree, arch):
         path = "/" + applet.lstrip("/")
         if path == BUSYBOX or tree.get(path) is not None:
             continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import lzma
 import os
 import shutil
 import tempfile
@@ -68,6 +69,11 @@ def _stream(serialise: Callable, tree: RootfsTree, compression: str, fh) -> None
 
         serialise(tree, _Buf())
         fh.write(_zstd_cached(bytes(raw)))
+    elif compression == "xz":
+        # CRC32 check: the kernel's initramfs xz decoder knows no other.
+        with lzma.LZMAFile(fh, "wb", check=lzma.CHECK_CRC32,
+                           preset=9 | lzma.PRESET_EXTREME) as xz:
+            serialise(tree, _TellWrapper(xz))
     elif compression == "gz":
         with gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0, compresslevel=9) as gz:
             serialise(tree, _TellWrapper(gz))
@@ -113,7 +119,7 @@ EXTRA_FORMATS: Dict[str, Callable] = {}
 
 
 def known_formats() -> List[str]:
-    archives = [f"{s}{c}" for s in _SERIALISERS for c in ("", ".zst", ".gz")]
+    archives = [f"{s}{c}" for s in _SERIALISERS for c in ("", ".zst", ".gz", ".xz")]
     return ["dir"] + archives + sorted(EXTRA_FORMATS)
 
 

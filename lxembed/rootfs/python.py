@@ -1,0 +1,171 @@
+"""CPython for the target arch, cut down to what the lxembed init really loads.
+
+The module set is measured, not listed by hand: the init runs under qemu-user inside the full
+Python tree with `-X importtime`, which names every module it imports. Those modules are kept
+as sourceless, hash-based .pyc files (no compile at boot, no mtime in the image); the
+interpreter and extension modules come with their exact ELF closure (lxembed.elf.pick).
+"""
+
+from __future__ import annotations
+
+import _imp
+import hashlib
+import importlib.util
+import json
+import marshal
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import List
+
+from ..arch import Arch
+from ..config import Plan
+from ..elf.pick import pick_files
+from ..errors import UserError
+from ..paths import cache_dir
+from ..sources.apt import PackageSource
+from ..sources.deb import extract_deb
+from ..tree import DIR, FILE, RootfsTree
+from ..writers.directory import write_dir
+
+PYTHON_PACKAGES = ("python3.11-minimal", "libpython3.11-stdlib")
+PYTHON = "/usr/bin/python3.11"
+STDLIB = "/usr/lib/python3.11"
+INIT_SOURCE = Path(__file__).resolve().parents[1] / "init" / "lxinit.py"
+INIT_PYC = "/usr/lib/lxembed/lxinit.pyc"
+INIT_CONFIG = "/etc/lxembed/init.json"
+# /sbin/init: a shebang takes one argument, so -I -S is written "-IS"; the init's code is
+# loaded from its .pyc with marshal (built in) so nothing is compiled at boot.
+INIT_SHIM = f"""#!{PYTHON} -IS
+import marshal
+with open("{INIT_PYC}", "rb") as f:
+    code = marshal.loads(f.read()[16:])
+exec(code, {{"__name__": "__main__", "__file__": "{INIT_PYC}"}})
+"""
+_IMPORT_LINE = re.compile(r"^import time:\s+\d+\s+\|\s+\d+\s+\|\s+(\S+)\s*$")
+
+
+def python_tree(source: PackageSource) -> RootfsTree:
+    tree = RootfsTree()
+    for deb in source.fetch(list(PYTHON_PACKAGES)):
+        extract_deb(deb.path, tree, deb.name)
+    return tree
+
+
+def probe_imports(full: RootfsTree, arch: Arch, init_source: bytes) -> List[str]:
+    """Modules the init imports, measured by running it under qemu-user in the full tree."""
+    key = hashlib.sha256(init_source + json.dumps(
+        sorted((p, e.sha256()) for p, e in full if p.startswith(("/usr/bin/python3",
+                                                                  STDLIB)))).encode())
+    memo = cache_dir() / "python-imports" / f"{arch.debian}-{key.hexdigest()[:24]}.json"
+    if memo.exists():
+        return json.loads(memo.read_text())
+    if not os.path.exists(arch.qemu_user_path):
+        raise UserError(f"{arch.qemu_user_path} is missing: install qemu-user-static")
+    with tempfile.TemporaryDirectory(prefix="lxembed-py-") as tmp:
+        root = Path(tmp) / "root"
+        write_dir(full, root)
+        (root / "init.py").write_bytes(init_source)
+        env = {"PATH": "/usr/bin:/bin", "LXINIT_CONFIG": "/nonexistent.json"}
+        proc = subprocess.Popen(
+            [arch.qemu_user_path, "-L", str(root), str(root / PYTHON.lstrip("/")), "-IS",
+             "-X", "importtime", str(root / "init.py")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp)
+        ready = False
+        for line in proc.stdout:
+            if b"ready" in line:
+                ready = True
+                break
+        proc.send_signal(signal.SIGTERM)  # the OCI table outside PID 1: stop
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+    modules = sorted({m.group(1) for m in map(_IMPORT_LINE.match, err.decode().splitlines())
+                      if m})
+    if not ready or not modules:
+        raise UserError(f"the lxembed init did not get ready under {arch.qemu_user}: "
+                        f"{err.decode()[-400:]}")
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    memo.write_text(json.dumps(modules))
+    return modules
+
+
+def _module_files(full: RootfsTree, modules: List[str], arch: Arch) -> List[str]:
+    """Stdlib files behind module names (builtin and frozen modules have none).
+
+    The frozen set is the host interpreter's, which compile_pyc() insists is 3.11 as well.
+    """
+    paths = [f"{STDLIB}/os.py"]  # the landmark getpath looks for (os itself is frozen)
+    for name in modules:
+        if _imp.is_frozen(name):  # built into the 3.11 interpreter: no file needed
+            continue
+        rel = name.replace(".", "/")
+        for candidate in (f"{STDLIB}/{rel}.py", f"{STDLIB}/{rel}/__init__.py",
+                          f"{STDLIB}/lib-dynload/{name}.cpython-311-{arch.triplet}.so"):
+            if full.get(candidate) is not None:
+                paths.append(candidate)
+                break
+    return paths
+
+
+def compile_pyc(source: bytes, path: str) -> bytes:
+    """An unchecked-hash .pyc (PEP 552): reproducible, never recompiled at boot."""
+    if sys.version_info[:2] != (3, 11):
+        raise UserError("building Python images needs Python 3.11 on the host (bytecode must "
+                        "match the target's python3.11)")
+    code = compile(source, path, "exec", dont_inherit=True, optimize=0)
+    flags = 0b01  # hash-based, unchecked
+    return (importlib.util.MAGIC_NUMBER + flags.to_bytes(4, "little")
+            + importlib.util.source_hash(source) + marshal.dumps(code))
+
+
+def add_python_init(tree: RootfsTree, plan: Plan, source: PackageSource) -> None:
+    """Install a minimal python3.11 and the lxembed init as /sbin/init (and /init)."""
+    arch, epoch = plan.arch, plan.epoch
+    full = python_tree(source)
+    init_source = INIT_SOURCE.read_bytes()
+    modules = probe_imports(full, arch, init_source)
+    files = _module_files(full, modules, arch)
+    native = [p for p in files if p.endswith(".so")]
+    picked = pick_files(full, [PYTHON] + native, [], arch)
+    for path, entry in picked:
+        if path != "/" and tree.get(path) is None:
+            tree.add(path, entry)
+    for path in sorted(set(files) - set(native)):
+        pyc = compile_pyc(full.read(path), path)
+        tree.write(path[:-3] + ".pyc", pyc, mtime=epoch, origin="python stdlib")
+    tree.write(INIT_PYC, compile_pyc(init_source, "lxinit.py"), mtime=epoch, origin="init")
+    tree.write("/sbin/init", INIT_SHIM.encode(), mode=0o755, mtime=epoch, origin="init")
+    tree.remove("/init")
+    tree.symlink("/init", "/sbin/init", mtime=epoch, origin="init")
+    for p, e in list(tree):
+        if p.startswith(STDLIB) and e.type == DIR:
+            e.mode = 0o755
+    assert tree.get(PYTHON).type == FILE
+
+
+def init_config(plan: Plan) -> dict:
+    """The recipe's settings the init reads at start (/etc/lxembed/init.json)."""
+    r = plan.recipe.settings
+    network = r.get("network") or {}
+    return {
+        "hostname": r["hostname"],
+        "mode": "auto",
+        "modules": list(r["modules"]),
+        "network": {"interfaces": [
+            {k: v for k, v in iface.items() if v not in (None, [], False) or k == "dhcp"}
+            for iface in network.get("interfaces", [])]},
+        "services": [{k: v for k, v in svc.items()} for svc in r["services"]],
+        "rescue_shell": True,
+    }
+
+
+def add_init_config(tree: RootfsTree, plan: Plan) -> None:
+    text = json.dumps(init_config(plan), indent=1, sort_keys=True) + "\n"
+    tree.write(INIT_CONFIG, text.encode(), mtime=plan.epoch, origin="init config")
