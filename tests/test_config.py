@@ -77,7 +77,7 @@ def test_base_recipe_appends_lists(tmp_path):
     recipe = load_recipe(str(path))
     assert recipe.packages == ["busybox-static", "zlib1g"]
     assert recipe.hostname == "child"
-    assert recipe.overlays == ["busybox-base"]
+    assert recipe.overlays == ["busybox-base", "udhcpc"]
 
 
 def test_show_prints_resolved_configuration(cli):
