@@ -7,6 +7,8 @@ from typing import Optional
 
 from ..config import Plan
 from ..config.loader import find_overlay
+from ..elf.closure import check_tree_arch
+from ..elf.pick import pick_files
 from ..errors import UserError
 from ..log import info, step
 from ..sources.apt import PackageSource
@@ -56,7 +58,7 @@ def build_tree(plan: Plan, mirror: Optional[str] = None) -> RootfsTree:
     if modules:
         tree.write("/etc/modules", ("\n".join(modules) + "\n").encode(), mtime=epoch,
                    origin="recipe")
-    _check_architecture(tree, plan)
+    check_tree_arch(tree, plan.arch)  # refuse any ELF that cannot run on the board
     # -- kernel modules (qemu boards): after the userland arch check, because modules belong
     #    to the kernel's arch (armel images boot the armhf kernel).
     if plan.board.qemu is not None:
@@ -78,8 +80,6 @@ def _local_deb(plan: Plan, name: str) -> Path:
 
 
 def _add_picked(tree: RootfsTree, plan: Plan, source: PackageSource) -> None:
-    from ..elf.pick import pick_files  # the ELF toolkit computes the exact closure
-
     full = RootfsTree()
     for deb in source.fetch(plan.recipe.settings["pick_packages"]):
         extract_deb(deb.path, full, deb.name)
@@ -89,9 +89,3 @@ def _add_picked(tree: RootfsTree, plan: Plan, source: PackageSource) -> None:
             tree.add(path, entry)
 
 
-def _check_architecture(tree: RootfsTree, plan: Plan) -> None:
-    try:
-        from ..elf.closure import check_tree_arch
-    except ImportError:  # the ELF toolkit is optional while it is being written
-        return
-    check_tree_arch(tree, plan.arch)

@@ -91,12 +91,17 @@ class Mirrors:
 
 
 def find_mirrors(suite: str, override: Optional[str] = None, etc: str = "/etc/apt") -> Mirrors:
-    """The archive for `suite` (and its security archive) from --mirror or the host's sources."""
+    """The archive for `suite` (and its security archive) from --mirror or the host's sources.
+
+    LXEMBED_MIRROR overrides the main archive, LXEMBED_SECURITY_MIRROR the security one
+    ("none" leaves it out).
+    """
     override = override or os.environ.get("LXEMBED_MIRROR")
     sources = [s for s in host_sources(etc) if _is_debian(s)]
     security = next((s.uri for s in sources if f"{suite}-security" in s.suites), None)
     if override:
-        return Mirrors(override.rstrip("/"), security)
+        security = os.environ.get("LXEMBED_SECURITY_MIRROR", security)
+        return Mirrors(override.rstrip("/"), None if security == "none" else security)
     main = next((s.uri for s in sources if suite in s.suites), None)
     if main is None:  # a host on another release: any Debian archive of its sources will do
         main = next((s.uri for s in sources if not s.uri.endswith("-security")), None)
@@ -104,6 +109,6 @@ def find_mirrors(suite: str, override: Optional[str] = None, etc: str = "/etc/ap
         raise UserError(f"no Debian mirror for {suite} in {etc}/sources.list*",
                         hint="give one with --mirror URL or LXEMBED_MIRROR")
     if security is None:
-        base = next((s.uri for s in sources if s.uri.endswith("-security")), None)
-        security = base
-    return Mirrors(main, security)
+        security = next((s.uri for s in sources if s.uri.endswith("-security")), None)
+    security = os.environ.get("LXEMBED_SECURITY_MIRROR", security)
+    return Mirrors(main, None if security == "none" else security)
