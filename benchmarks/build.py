@@ -6,7 +6,8 @@ boards, mmdebstrap --variant=custom installing the same package into a tarball, 
 the image sizes. Installs mmdebstrap from Debian when it is missing (needs root).
 
 mmdebstrap's custom variant installs with dpkg inside the chroot, so it also needs dpkg and a
-shell there (the busybox example of mmdebstrap(1) is used); the boards are amd64 and i386, which run natively here.
+shell there (the busybox example of mmdebstrap(1) is used); the boards are amd64 and i386,
+which run natively here.
 mmdebstrap keeps no package cache between runs: its time includes apt update and downloads,
 the way it is used. Goal: lxembed under 1 s warm, at most 1/5 of mmdebstrap's time.
 """

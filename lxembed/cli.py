@@ -21,7 +21,8 @@ COMMAND_MODULES = ("lxembed.cli_elf", "lxembed.cli_qemu", "lxembed.cli_container
 
 def add_target_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--board", "-b", required=True, help="board name or path to a board TOML")
-    parser.add_argument("--recipe", "-r", required=True, help="recipe name or path to a recipe TOML")
+    parser.add_argument("--recipe", "-r", required=True,
+                        help="recipe name or path to a recipe TOML")
     parser.add_argument("--mirror", help="Debian mirror URL (default: the host's apt sources)")
 
 

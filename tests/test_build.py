@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import tarfile
 import os
 import subprocess
+import tarfile
 
 import pytest
+from conftest import make_deb, run_lxembed
 from elftools.elf.elffile import ELFFile
 
-from conftest import make_deb, run_lxembed
 from lxembed.config import load_board
 
 QEMU_BOARDS = ["qemu-x86_64", "qemu-i386", "qemu-arm64", "qemu-armhf", "qemu-armel",

@@ -7,8 +7,8 @@ import signal
 import subprocess
 
 import pytest
-
 from conftest import run_lxembed
+
 from lxembed.config import load_board
 
 pytestmark = pytest.mark.slow
@@ -41,7 +41,8 @@ def test_init_runs_under_qemu_user(image, tmp_path):
     root = out / "rootfs"
     config = tmp_path / "init.json"
     config.write_text(json.dumps({"services": [
-        {"name": "hello", "type": "oneshot", "command": ["/bin/busybox", "echo", "hello from busybox"]}],
+        {"name": "hello", "type": "oneshot",
+         "command": ["/bin/busybox", "echo", "hello from busybox"]}],
         "ready_file": None, "log_dir": None}))
     proc = subprocess.Popen([arch.qemu_user_path, "-L", str(root), str(root / "usr/bin/python3.11"),
                              "-IS", str(root / "sbin/init")],

@@ -137,7 +137,7 @@ def load_recipe(name: str, _seen: tuple = ()) -> Recipe:
         explicit = {k: v for k, v in settings.items() if k in data}
         settings = _merge(base.settings, explicit)
         sources += base.sources
-    for i, user in enumerate(settings["users"]):
+    for user in settings["users"]:
         required(user, ["name", "uid"], path, text, "users")
     for svc in settings["services"]:
         required(svc, ["name", "command"], path, text, "services")

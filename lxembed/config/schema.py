@@ -26,8 +26,9 @@ class Setting:
 
 _PY_TYPES = {"str": str, "int": int, "float": (int, float), "bool": bool, "list": list,
              "dict": dict, "table": dict, "tables": list}
-_TYPE_NAMES = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
-               "list": "a list", "dict": "a table", "table": "a table", "tables": "an array of tables"}
+_TYPE_NAMES = {"str": "a string", "int": "an integer", "float": "a number",
+               "bool": "true or false", "list": "a list",
+               "dict": "a table", "table": "a table", "tables": "an array of tables"}
 
 
 def validate(data: Dict[str, Any], settings, path: Path, text: str, table: str = "",
@@ -47,8 +48,9 @@ def validate(data: Dict[str, Any], settings, path: Path, text: str, table: str =
             continue
         value = data[s.key]
         sub = f"{table}.{s.key}" if table else s.key
-        err = lambda msg, s=s: UserError(
-            f"{path}:{key_line(text, table, s.key, index)}: {where}{s.key}: {msg}")
+        def err(msg: str, s: Setting = s) -> UserError:
+            line = key_line(text, table, s.key, index)
+            return UserError(f"{path}:{line}: {where}{s.key}: {msg}")
         if s.kind == "raw":
             out[s.key] = value
             continue
@@ -101,7 +103,8 @@ BOARD_SETTINGS = (
             choices=("amd64", "i386", "arm64", "armhf", "armel", "mipsel", "mips64el")),
     Setting("suite", "str", "bookworm", "Debian suite the board is pinned to"),
     Setting("soc", "str", "", "SoC or machine name, for real hardware"),
-    Setting("qemu", "table", None, "qemu-system profile; absent for real hardware", fields=QEMU_FIELDS),
+    Setting("qemu", "table", None, "qemu-system profile; absent for real hardware",
+            fields=QEMU_FIELDS),
 )
 
 USER_FIELDS = (
@@ -162,7 +165,8 @@ RECIPE_SETTINGS = (
     Setting("init", "str", "busybox", "PID 1", choices=("busybox", "python")),
     Setting("exclude", "list", ["/usr/share/doc/*", "/usr/share/man/*", "/usr/share/info/*",
                                 "/usr/share/locale/*", "/usr/share/lintian/*",
-                                "/usr/share/bug/*", "/usr/share/initramfs-tools/*"], "glob patterns removed from the image"),
+                                "/usr/share/bug/*", "/usr/share/initramfs-tools/*"],
+            "glob patterns removed from the image"),
     Setting("users", "tables", [], "users besides root", fields=USER_FIELDS),
     Setting("modules", "list", [], "kernel modules the image loads at boot"),
     Setting("network", "table", None, "device networking", fields=NETWORK_FIELDS),

@@ -52,7 +52,8 @@ def add_applet_links(tree: RootfsTree, arch: Arch, epoch: int) -> int:
     entry = tree.get(BUSYBOX)
     if entry is None or entry.type != FILE:
         raise UserError(f"{BUSYBOX} is not in the image: add busybox-static to packages")
-    # Never setuid: a setuid multi-call binary makes every applet setuid (the busybox template's wart).
+    # Never setuid: a setuid multi-call binary makes every applet setuid (LXC's busybox
+    # template's wart).
     entry.mode &= 0o755
     count = 0
     for applet in applet_list(tree, arch):

@@ -33,7 +33,8 @@ def add_skeleton(tree: RootfsTree, recipe_settings: Dict[str, Any], epoch: int) 
     users = recipe_settings["users"]
     files = {
         "/etc/hostname": f"{hostname}\n",
-        "/etc/hosts": f"127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n::1\tlocalhost ip6-localhost\n",
+        "/etc/hosts": f"127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n"
+                      "::1\tlocalhost ip6-localhost\n",
         "/etc/passwd": _passwd(users),
         "/etc/group": _group(users),
         "/etc/shells": "/bin/sh\n/bin/ash\n",
@@ -91,7 +92,8 @@ def network_interfaces(interfaces: List[Dict[str, Any]]) -> str:
         name = iface["name"]
         out.append(f"auto {name}")
         if iface.get("vlan") is not None:
-            pre = f"    pre-up ip link add link {iface['link']} name {name} type vlan id {iface['vlan']}"
+            pre = (f"    pre-up ip link add link {iface['link']} name {name} type vlan "
+                   f"id {iface['vlan']}")
         else:
             pre = ""
         if iface["dhcp"]:

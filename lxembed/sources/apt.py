@@ -144,7 +144,8 @@ class PackageSource:
         return debs
 
     def _explain(self, output: str, wanted: Sequence[str]) -> str:
-        for pattern in (r"Unable to locate package (\S+)", r"Package '?(\S+?)'? has no installation"):
+        for pattern in (r"Unable to locate package (\S+)",
+                        r"Package '?(\S+?)'? has no installation"):
             m = re.search(pattern, output)
             if m:
                 return (f"unknown package {m.group(1)!r} in Debian {self.suite} for {self.arch}")
