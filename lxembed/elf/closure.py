@@ -217,11 +217,15 @@ class LibraryResolver:
         interp = None
         if info.interp:
             interp = self._load_interp(info.interp, root, result)
-            if interp is not None:
-                by_name[interp.path] = interp
-                if interp.info.soname:
-                    by_name[interp.info.soname] = interp
-                by_real[interp.real_path] = interp
+        elif info.needed and self.arch.ld_so:
+            # A library (or plugin) is only ever loaded into a program: the board's loader is
+            # already there under its usual name, and a DT_NEEDED on it matches its soname.
+            interp = self._implicit_loader(root)
+        if interp is not None:
+            by_name[interp.path] = interp
+            if interp.info.soname:
+                by_name[interp.info.soname] = interp
+            by_real[interp.real_path] = interp
         queue = deque([root])
         while queue:
             obj = queue.popleft()
@@ -263,6 +267,16 @@ class LibraryResolver:
                 + f" (the dynamic loader of {root.path})"
             )
         return LoadedObject(interp, interp, trace, info, loader=root)
+
+    def _implicit_loader(self, root: LoadedObject) -> Optional[LoadedObject]:
+        path = self.arch.ld_so[0]
+        trace = self.sysroot.trace(path)
+        if trace is None or trace.kind != "file":
+            return None  # then it is searched for like any library
+        info = self.info(trace)
+        if info is None or not runs_on(info, self.arch):
+            return None
+        return LoadedObject(path, path, trace, info, loader=root)
 
     def _search(
         self, name: str, requester: LoadedObject

@@ -142,7 +142,7 @@ def read_cpio(data: bytes, name: str) -> RootfsTree:
     """Parse cpio "newc" archives (the initramfs format), concatenated ones included."""
     tree = RootfsTree()
     links: Dict[Tuple[int, int, int], List[str]] = {}  # (ino, devmajor, devminor) -> paths
-    pos = 0
+    pos = trailers = 0
     while pos + _CPIO_HEADER <= len(data):
         if data[pos : pos + 6] not in CPIO_NEWC_MAGICS:
             if not data[pos : pos + 4].strip(b"\0"):
@@ -162,6 +162,7 @@ def read_cpio(data: bytes, name: str) -> RootfsTree:
             raise UserError(f"{name}: truncated cpio archive (entry {path!r} at byte {pos})")
         pos = _align4(data_start + size)
         if path == _CPIO_TRAILER:
+            trailers += 1
             continue
         kind = _MODE_TYPES.get(stat.S_IFMT(mode))
         if kind is None:
@@ -177,6 +178,8 @@ def read_cpio(data: bytes, name: str) -> RootfsTree:
         _put(tree, path, entry)
         if kind == FILE and nlink > 1:
             links.setdefault((ino, dmaj, dmin), []).append(path)
+    if data[pos:].strip(b"\0") or not trailers:
+        raise UserError(f"{name}: truncated cpio archive (it ends without a TRAILER!!! entry)")
     for paths in links.values():
         # newc stores a hard-linked file's data once, with the last name written.
         holder = next((p for p in paths if tree.entries[p].data), paths[0])
