@@ -109,3 +109,10 @@ def test_mirror_from_both_source_formats(tmp_path):
     assert mirrors.security == "http://mirror.example/debian-security"
     assert find_mirrors("bookworm", "http://override.example/debian/",
                         etc=str(etc)).main == "http://override.example/debian"
+
+
+def test_config_reference_is_current(cli):
+    from conftest import ROOT
+    result = cli("config-docs", check=True)
+    assert (ROOT / "docs/config.md").read_text() == result.stdout, \
+        "run: lxembed config-docs > docs/config.md"
