@@ -69,7 +69,7 @@ def _detect_arch(infos: List[ElfInfo], what: str) -> Arch:
 
 def cmd_ldd(args) -> int:
     sysroot = HostSysroot(args.sysroot)
-    if sysroot.trace("/") is None or not os.path.isdir(sysroot.root):
+    if not os.path.isdir(sysroot.root):
         raise UserError(f"sysroot {args.sysroot} is not a directory")
     files = [_inside(args.sysroot, f) for f in args.files]
     arch = get_arch(args.arch) if args.arch else None

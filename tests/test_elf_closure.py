@@ -226,7 +226,7 @@ def test_missing_interpreter():
 def test_library_for_another_arch_is_skipped_like_ld_so_does():
     t = armhf_tree()
     t.mkdir("/usr/local/lib")
-    t.write("/etc/ld.so.conf", b"include /etc/ld.so.conf.d/*.conf\n")
+    t.write("/etc/ld.so.conf", b"include\t/etc/ld.so.conf.d/*.conf\n")
     t.write("/etc/ld.so.conf.d/local.conf", b"# local\n/usr/local/lib\n")
     t.write("/usr/local/lib/libfoo.so.1", make_elf(**EL, soname="libfoo.so.1"))  # armel: skipped
     assert ld_so_conf_dirs(TreeSysroot(t)) == ["/usr/local/lib"]

@@ -160,9 +160,10 @@ def ld_so_conf_dirs(sysroot: Sysroot, conf: str = "/etc/ld.so.conf") -> List[str
         seen.add(real)
         for line in data.decode("utf-8", "replace").splitlines():
             line = line.split("#", 1)[0].strip()
-            word, _, rest = line.partition(" ")
+            words = line.split()
+            word = words[0] if words else ""
             if word == "include":
-                for pattern in rest.split():
+                for pattern in words[1:]:
                     pattern = posixpath.join(posixpath.dirname(path), pattern)
                     for match in sysroot.glob(pattern):
                         parse(match)
@@ -214,6 +215,8 @@ class LibraryResolver:
         result = ProgramClosure(path, info, root=root)
         by_name: Dict[str, Optional[LoadedObject]] = {}
         by_real: Dict[str, LoadedObject] = {trace.real_path: root}
+        if info.soname:
+            by_name[info.soname] = root  # a library asked about is loaded already
         interp = None
         if info.interp:
             interp = self._load_interp(info.interp, root, result)

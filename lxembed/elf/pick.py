@@ -118,6 +118,7 @@ def pick_files(
             copier.tree(path)
     closure = elf_closure(sysroot, sorted(set(copier.elf_files)), arch)
     closure.raise_for_missing()
-    for obj in closure.objects():
-        copier.path(obj.path)
+    for program in closure.programs:  # every path a loader opens, with its symlinks
+        for obj in program.objects:
+            copier.path(obj.path)
     return copier.out
