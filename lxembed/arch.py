@@ -40,6 +40,7 @@ class Arch:
     nic: str  # qemu NIC device/model for -netdev user
     nic_modules: tuple = field(default=())  # kernel modules for that NIC, in load order
     ld_so: tuple = field(default=())  # dynamic loader paths (PT_INTERP) of this arch
+    mips_nan: Optional[str] = None  # MIPS only: NaN encoding, "legacy" or "2008"
 
     @property
     def qemu_user_path(self) -> str:
@@ -87,12 +88,12 @@ ARCHES = {
         Arch("mipsel", "mipsel-linux-gnu", 32, "little", EM_MIPS, None, "o32", ("mips",),
              "qemu-mipsel", "qemu-system-mipsel", "malta", None, "ttyS0", "mipsel",
              "linux-image-4kc-malta", "4kc-malta", "mipsle", None, "mipsel",
-             "pcnet", ("mii", "pcnet32"), ("/lib/ld.so.1",)),
+             "pcnet", ("mii", "pcnet32"), ("/lib/ld.so.1",), "legacy"),
         Arch("mips64el", "mips64el-linux-gnuabi64", 64, "little", EM_MIPS, None, "n64",
              ("mips64",),
              "qemu-mips64el", "qemu-system-mips64el", "malta", "5KEc", "ttyS0", "mips64el",
              "linux-image-5kc-malta", "5kc-malta", "mips64le", None, "mips64el",
-             "pcnet", ("mii", "pcnet32"), ("/lib64/ld.so.1",)),
+             "pcnet", ("mii", "pcnet32"), ("/lib64/ld.so.1",), "legacy"),
     )
 }
 

@@ -130,6 +130,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("lxembed: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `lxembed list | head`: the reader left, nothing to report
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

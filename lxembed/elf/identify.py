@@ -143,7 +143,7 @@ def runs_on(info: ElfInfo, arch: Arch) -> bool:
             return False
     if info.machine == EM_MIPS:
         # Debian's MIPS ports use legacy NaN encoding; the table grows a field if that changes.
-        if info.mips_nan != getattr(arch, "mips_nan", "legacy"):
+        if info.mips_nan != arch.mips_nan:
             return False
     return True
 
