@@ -14,27 +14,47 @@ MACVLAN_MODES = ("bridge", "vepa", "private", "passthru")
 # Capabilities dropped unless the recipe says otherwise. CAP_SYS_BOOT stays: the init's
 # reboot(2) is how LXC learns halt from reboot. CAP_NET_ADMIN stays: the init may run udhcpc.
 HARDENED_CAP_DROP = (
-    "audit_control", "block_suspend", "lease", "mac_admin", "mac_override", "mknod",
-    "sys_module", "sys_pacct", "sys_ptrace", "sys_rawio", "sys_resource", "sys_time",
-    "syslog", "wake_alarm",
+    "audit_control",
+    "block_suspend",
+    "lease",
+    "mac_admin",
+    "mac_override",
+    "mknod",
+    "sys_module",
+    "sys_pacct",
+    "sys_ptrace",
+    "sys_rawio",
+    "sys_resource",
+    "sys_time",
+    "syslog",
+    "wake_alarm",
 )
 
 CONTAINER_NETWORK_FIELDS = (
     Setting("type", "str", None, "network kind", choices=NETWORK_TYPES),
     Setting("name", "str", None, "interface name inside the container (default: ethN)"),
-    Setting("link", "str", None, "host side: bridge (veth), parent (vlan, macvlan), "
-            "the device itself (phys)"),
-    Setting("hwaddr", "str", None, "MAC address (default: a stable locally administered MAC "
-            "derived from the container and interface names)"),
+    Setting(
+        "link",
+        "str",
+        None,
+        "host side: bridge (veth), parent (vlan, macvlan), the device itself (phys)",
+    ),
+    Setting(
+        "hwaddr",
+        "str",
+        None,
+        "MAC address (default: a stable locally administered MAC "
+        "derived from the container and interface names)",
+    ),
     Setting("ipv4", "list", [], "IPv4 addresses with prefix (10.0.3.2/24)"),
-    Setting("ipv4_gateway", "str", None, "IPv4 default gateway (or \"auto\")"),
+    Setting("ipv4_gateway", "str", None, 'IPv4 default gateway (or "auto")'),
     Setting("ipv6", "list", [], "IPv6 addresses with prefix"),
-    Setting("ipv6_gateway", "str", None, "IPv6 default gateway (or \"auto\")"),
+    Setting("ipv6_gateway", "str", None, 'IPv6 default gateway (or "auto")'),
     Setting("mtu", "int", None, "interface MTU"),
     Setting("veth_pair", "str", None, "veth: name of the host-side interface"),
     Setting("vlan_id", "int", None, "vlan: the VLAN id (1-4094)"),
     Setting("macvlan_mode", "str", "private", "macvlan mode", choices=MACVLAN_MODES),
-    Setting("flags", "list", ["up"], "interface flags (LXC knows only \"up\")"),
+    Setting("flags", "list", ["up"], 'interface flags (LXC knows only "up")'),
 )
 
 MOUNT_FIELDS = (
@@ -58,21 +78,40 @@ START_FIELDS = (
 )
 
 CONTAINER_FIELDS = (
-    Setting("mode", "str", "self-contained", "rootfs kind: the host's /usr bound read-only, or "
-            "the image's own files", choices=("bind-host", "self-contained")),
+    Setting(
+        "mode",
+        "str",
+        "self-contained",
+        "rootfs kind: the host's /usr bound read-only, or the image's own files",
+        choices=("bind-host", "self-contained"),
+    ),
     Setting("name", "str", None, "container name (default: the recipe name)"),
-    Setting("init", "str", None, "PID 1 (default: python for bind-host, the recipe's `init` "
-            "for self-contained)", choices=("python", "busybox")),
+    Setting(
+        "init",
+        "str",
+        None,
+        "PID 1 (default: python for bind-host, the recipe's `init` for self-contained)",
+        choices=("python", "busybox"),
+    ),
     Setting("tty", "int", 0, "/dev/ttyN devices (lxc.tty.max)"),
     Setting("pty", "int", 16, "most devpts ptys (lxc.pty.max)"),
     Setting("cap_drop", "list", list(HARDENED_CAP_DROP), "capabilities dropped"),
-    Setting("devices", "list", [], "device cgroup rules allowed besides the minimal set "
-            "(\"c 10:200 rwm\")"),
-    Setting("mount_auto", "list", ["proc:mixed", "sys:mixed", "cgroup:mixed"],
-            "lxc.mount.auto values"),
+    Setting(
+        "devices",
+        "list",
+        [],
+        'device cgroup rules allowed besides the minimal set ("c 10:200 rwm")',
+    ),
+    Setting(
+        "mount_auto", "list", ["proc:mixed", "sys:mixed", "cgroup:mixed"], "lxc.mount.auto values"
+    ),
     Setting("mounts", "tables", [], "extra mounts", fields=MOUNT_FIELDS),
-    Setting("host_binds", "list", ["/etc/alternatives", "/etc/ld.so.cache"],
-            "bind-host: host paths under /etc bound read-only (skipped when missing)"),
+    Setting(
+        "host_binds",
+        "list",
+        ["/etc/alternatives", "/etc/ld.so.cache"],
+        "bind-host: host paths under /etc bound read-only (skipped when missing)",
+    ),
     Setting("tmpfs", "list", ["/run", "/tmp"], "directories that get a fresh tmpfs"),
     Setting("readonly", "bool", False, "mount the container's root read-only"),
     Setting("environment", "dict", {}, "environment of the init (PATH is always set)"),
@@ -80,10 +119,20 @@ CONTAINER_FIELDS = (
     Setting("start", "table", None, "start at boot", fields=START_FIELDS),
     Setting("apparmor", "str", None, "AppArmor profile (lxc.apparmor.profile)"),
     Setting("selinux", "str", None, "SELinux context (lxc.selinux.context)"),
-    Setting("idmap", "list", [], "user namespace maps: \"u 0 100000 65536\", \"g 0 100000 65536\""),
-    Setting("lxc_version", "str", "5.0", "LXC version the config is written for; below 3.0 "
-            "the legacy keys (lxc.utsname, lxc.network.*) are used"),
+    Setting("idmap", "list", [], 'user namespace maps: "u 0 100000 65536", "g 0 100000 65536"'),
+    Setting(
+        "lxc_version",
+        "str",
+        "5.0",
+        "LXC version the config is written for; below 3.0 "
+        "the legacy keys (lxc.utsname, lxc.network.*) are used",
+    ),
     Setting("lxc_raw", "list", [], "extra `key = value` lines appended to the LXC config"),
-    Setting("network", "tables", [], "network interfaces ([[container.network]]; none: one "
-            "empty network namespace with lo up)", fields=CONTAINER_NETWORK_FIELDS),
+    Setting(
+        "network",
+        "tables",
+        [],
+        "network interfaces ([[container.network]]; none: one empty network namespace with lo up)",
+        fields=CONTAINER_NETWORK_FIELDS,
+    ),
 )
