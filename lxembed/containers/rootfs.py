@@ -176,7 +176,11 @@ def container_tree(tree: RootfsTree, plan: Plan, spec: ContainerSpec) -> RootfsT
     if spec.mode == "bind-host":
         return bind_host_tree(tree, plan, spec)
     out = RootfsTree(
-        entries={p: e for p, e in tree.entries.items() if not p.startswith(_RUNTIME_MADE[1:])}
+        entries={
+            p: e
+            for p, e in tree.entries.items()
+            if not p.startswith(_RUNTIME_MADE[1:]) and e.origin != "modules"
+        }
     )
     init = out.get(out.resolve("/sbin/init")) if out.get("/sbin/init") else None
     if init is None or init.type not in (FILE, HARDLINK):

@@ -1,0 +1,106 @@
+"""Container commands: `lxembed run` (build if needed, run in the foreground) and
+`lxembed container-config` (print the LXC config for any LXC version, or config.json)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shlex
+from pathlib import Path
+
+from .config import load_plan
+from .config.loader import find_overlay
+from .containers import container_spec
+from .containers.lxc_config import lxc_config
+from .containers.oci import oci_config
+from .errors import UserError
+from .log import info
+from .pipeline import build_image, default_output
+from .runners.containers import run_lxc, run_oci, stale
+
+
+def _inputs(plan) -> list:
+    paths = list(plan.recipe.sources) + [plan.board.path]
+    for name in plan.recipe.settings["overlays"]:
+        paths.append(find_overlay(name))
+    return paths
+
+
+def cmd_run(args) -> int:
+    plan = load_plan(args.board, args.recipe)
+    spec = container_spec(plan)  # refuse bad input before building anything
+    output = Path(args.output) if args.output else default_output(plan)
+    output = output.resolve()
+    fmt = args.runtime
+    artifact = output / ("lxc/config" if fmt == "lxc" else "oci/config.json")
+    if args.rebuild or stale(artifact, _inputs(plan)):
+        build_image(plan, output, [fmt], args.mirror)
+    else:
+        info(f"{artifact} is up to date (--rebuild to build it again)")
+    if fmt == "lxc":
+        return run_lxc(spec.name, output / "lxc" / "config", output / "lxc-run")
+    return run_oci(spec.name, output / "oci", shlex.split(args.oci_runtime))
+
+
+def _version(text: str) -> tuple:
+    m = re.match(r"^(\d+)(?:\.(\d+))?", text)
+    if not m:
+        raise UserError(f"--lxc-version {text!r} is not a version (2.0, 5.0)")
+    return int(m.group(1)), int(m.group(2) or 0)
+
+
+def cmd_container_config(args) -> int:
+    plan = load_plan(args.board, args.recipe)
+    spec = container_spec(plan)
+    output = (Path(args.output) if args.output else default_output(plan)).resolve()
+    if args.runtime == "oci":
+        print(json.dumps(oci_config(spec), indent=2))
+        return 0
+    if args.lxc_version:
+        spec.lxc_version = _version(args.lxc_version)
+    rootfs = args.rootfs or str(output / "lxc" / "rootfs")
+    print(lxc_config(spec, rootfs, plan.board.name, plan.recipe.name), end="")
+    return 0
+
+
+def _target(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--board", "-b", required=True, help="board name or path to a board TOML")
+    p.add_argument("--recipe", "-r", required=True, help="recipe name or path to a recipe TOML")
+    p.add_argument("--output", "-o", help="build directory (default: out/BOARD-RECIPE)")
+    p.add_argument(
+        "--runtime",
+        choices=("lxc", "oci"),
+        default="lxc",
+        help="LXC or an OCI runtime (default: lxc)",
+    )
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "run",
+        help="build a container if needed and run it in the foreground (Ctrl-C stops it cleanly)",
+    )
+    _target(p)
+    p.add_argument("--mirror", help="Debian mirror URL (default: the host's apt sources)")
+    p.add_argument(
+        "--rebuild", action="store_true", help="build even if the output is newer than the recipe"
+    )
+    p.add_argument(
+        "--oci-runtime",
+        default="crun",
+        help="OCI runtime command, split like a shell would (crun, runc)",
+    )
+    p.set_defaults(func=cmd_run)
+    p = subparsers.add_parser(
+        "container-config",
+        help="print a container's LXC config (for any LXC version) or OCI config.json",
+    )
+    _target(p)
+    p.add_argument(
+        "--lxc-version",
+        help="write keys for this LXC version; below 3.0 the "
+        "legacy keys (default: the recipe's lxc_version)",
+    )
+    p.add_argument("--rootfs", help="rootfs path the LXC config names (default: OUTPUT/lxc/rootfs)")
+    p.set_defaults(func=cmd_container_config)

@@ -1,0 +1,1 @@
+"""Runners: start built images and containers (qemu-system, qemu-user, LXC, crun)."""
