@@ -1,0 +1,308 @@
+"""Debian kernels for qemu boards: the image and /lib/modules/KVER, fetched once and pinned.
+
+The board's kernel meta-package (linux-image-arm64, ...) is resolved through the same private
+apt state as every other package; only the versioned image package it points to is downloaded
+(its dependency closure -- initramfs-tools, udev, kmod -- is for installed systems, not for us).
+The image and the modules tree are unpacked once per (package, version) under
+cache_dir()/kernels/, with a kernel.json that pins what was used.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import json
+import lzma
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import zstandard
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+
+from ..config import Board
+from ..errors import UserError
+from ..log import info, step
+from ..paths import cache_dir
+from .apt import Deb, PackageSource
+from .deb import ar_members
+
+_ELF_MAGIC = b"\x7fELF"
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One unpacked Debian kernel."""
+
+    package: str  # the versioned image package, e.g. linux-image-6.1.0-28-arm64
+    version: str  # its Debian version, e.g. 6.1.119-1
+    meta: str  # the meta-package the board names, e.g. linux-image-arm64
+    arch: str  # Debian architecture of the kernel
+    release: str  # `uname -r`, the directory under /lib/modules
+    image: Path  # /boot/vmlinuz-KVER as shipped (Image, zImage, bzImage or ELF)
+    vmlinux: Optional[Path]  # x86: the ELF inside the bzImage, for a direct (PVH) boot
+    modules: Path  # the unpacked /lib/modules/KVER
+
+    def pin(self) -> Dict[str, Any]:
+        """What to record so a run can be repeated: names and versions, no host paths."""
+        return {
+            "package": self.package,
+            "version": self.version,
+            "meta": self.meta,
+            "arch": self.arch,
+            "release": self.release,
+        }
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+
+def kernel_arch(board: Board) -> str:
+    """Debian arch of the board's kernel (the armel board boots the armhf kernel)."""
+    qemu = board.qemu or {}
+    return qemu.get("kernel_arch") or board.arch.kernel_arch
+
+
+def kernel_meta_package(board: Board) -> str:
+    qemu = board.qemu or {}
+    return qemu.get("kernel_package") or board.arch.kernel_package
+
+
+def fetch_kernel(board: Board, mirror: Optional[str] = None) -> Kernel:
+    """The board's kernel, unpacked in the cache; downloads it the first time only."""
+    if board.qemu is None:
+        raise UserError(
+            f"board {board.name} has no [qemu] profile, so no kernel to boot",
+            hint="use --user to run the checks under qemu-user instead",
+        )
+    arch, meta = kernel_arch(board), kernel_meta_package(board)
+    source = PackageSource(board.suite, arch, mirror)
+    deb = _image_package(source, meta)
+    root = cache_dir() / "kernels" / f"{deb.name}_{deb.version.replace(':', '%3a')}_{deb.arch}"
+    done = root / "kernel.json"
+    if not done.exists():
+        with _lock(root.with_name(f".{root.name}.lock")):
+            if not done.exists():
+                with step(f"kernel {deb.name} {deb.version}"):
+                    _download(source, deb)
+                    _unpack(deb, root, meta)
+    data = json.loads(done.read_text())
+    vmlinux = root / data["vmlinux"] if data.get("vmlinux") else None
+    return Kernel(
+        data["package"],
+        data["version"],
+        meta,
+        data["arch"],
+        data["release"],
+        root / data["image"],
+        vmlinux,
+        root / "lib" / "modules" / data["release"],
+    )
+
+
+def _image_package(source: PackageSource, meta: str) -> Deb:
+    """The versioned linux-image-KVER package the meta-package resolves to (apt simulation)."""
+    closure = source.resolve([meta])
+    images = [
+        d
+        for d in closure
+        if d.name.startswith("linux-image-")
+        and d.name != meta
+        and re.match(r"linux-image-\d", d.name)
+    ]
+    if not images:
+        if re.match(r"linux-image-\d", meta):  # the board named a versioned package itself
+            images = [d for d in closure if d.name == meta]
+        if not images:
+            raise UserError(
+                f"{meta} ({source.suite}/{source.arch}) depends on no linux-image-KVER package"
+            )
+    return images[-1]
+
+
+def _lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return _FileLock(path)
+
+
+class _FileLock:
+    """flock(2) on a file: two builds never unpack the same kernel at once."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self):
+        self.fh = open(self.path, "w")
+        fcntl.flock(self.fh, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        self.fh.close()
+
+
+def _download(source: PackageSource, deb: Deb) -> None:
+    """Download just this package (apt verifies it against the signed index)."""
+    if deb.path.exists():
+        return
+    with source._locked():
+        source._write_sources_list()
+        # `apt-get download` writes into the working directory: run it inside the archive cache.
+        # The resolved closure is not installed, so `install --download-only` would pull ~40
+        # packages (udev, initramfs-tools...) a kernel image on its own does not need.
+        cwd = os.getcwd()
+        os.chdir(source.archives)
+        try:
+            result = source._apt("download", f"{deb.name}={deb.version}")
+        finally:
+            os.chdir(cwd)
+    if result.returncode != 0 or not deb.path.exists():
+        errors = [
+            ln
+            for ln in (result.stdout + result.stderr).splitlines()
+            if ln.startswith(("E:", "Err:", "W:"))
+        ]
+        raise UserError(
+            f"cannot download {deb.name} {deb.version} ({source.arch}):\n  "
+            + "\n  ".join(errors[:6] or [result.stderr.strip()]),
+            hint="this needs the network once; later runs use the cache",
+        )
+
+
+def _data_tar(path: Path) -> tarfile.TarFile:
+    """Stream the data.tar of a .deb (kernel packages unpack to ~400 MB: never all in memory)."""
+    for member, blob in ar_members(path.read_bytes(), str(path)):
+        if not member.startswith("data.tar"):
+            continue
+        if member.endswith(".xz"):
+            stream = lzma.LZMAFile(io.BytesIO(blob))
+        elif member.endswith(".zst"):
+            stream = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(blob))
+        elif member.endswith(".gz"):
+            return tarfile.open(fileobj=io.BytesIO(blob), mode="r|gz")
+        else:
+            stream = io.BytesIO(blob)
+        return tarfile.open(fileobj=stream, mode="r|")
+    raise UserError(f"{path}: no data.tar member")
+
+
+def _unpack(deb: Deb, root: Path, meta: str) -> None:
+    """Unpack /boot/vmlinuz-*, /boot/config-* and /lib/modules/ into `root`, atomically."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    try:
+        image, release = None, None
+        with _data_tar(deb.path) as tar:
+            for member in tar:
+                name = member.name.lstrip("./")
+                if name.startswith("usr/lib/modules/"):
+                    name = name[4:]  # merged-/usr packages: keep one layout in the cache
+                keep = name.startswith(
+                    ("boot/vmlinuz-", "boot/vmlinux-", "boot/config-", "lib/modules/")
+                )
+                if not keep or ".." in name.split("/"):
+                    continue
+                dest = tmp / name
+                if member.isdir():
+                    dest.mkdir(parents=True, exist_ok=True)
+                elif member.isreg():
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    with tar.extractfile(member) as src, open(dest, "wb") as out:
+                        shutil.copyfileobj(src, out, 1 << 20)
+                    if name.startswith(("boot/vmlinuz-", "boot/vmlinux-")):
+                        image, release = name, name.split("-", 1)[1]
+                elif member.issym():
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    os.symlink(member.linkname, dest)
+        if image is None:
+            raise UserError(f"{deb.path.name}: no /boot/vmlinuz-* in the package")
+        vmlinux = None
+        if deb.arch in ("amd64", "i386"):
+            elf = extract_vmlinux((tmp / image).read_bytes())
+            if elf is not None and has_pvh_entry(elf):
+                vmlinux = f"boot/vmlinux-{release}"
+                (tmp / vmlinux).write_bytes(elf)
+        pin = {
+            "package": deb.name,
+            "version": deb.version,
+            "meta": meta,
+            "arch": deb.arch,
+            "release": release,
+            "image": image,
+            "vmlinux": vmlinux,
+        }
+        (tmp / "kernel.json").write_text(json.dumps(pin, indent=2) + "\n")
+        if root.exists():
+            shutil.rmtree(root)
+        os.rename(tmp, root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    info(f"kernel {deb.name} {deb.version}: {release}")
+
+
+# Compressed payloads a bzImage may carry, as scripts/extract-vmlinux searches for them.
+_PAYLOADS = (
+    (b"\x1f\x8b\x08", "gzip"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"\x5d\x00\x00", "lzma"),
+)
+
+
+def extract_vmlinux(bzimage: bytes) -> Optional[bytes]:
+    """The ELF vmlinux inside an x86 bzImage, or None (then boot the bzImage itself).
+
+    Loaded with -kernel, an ELF with a PVH note starts in 64-bit mode directly: no real-mode
+    setup, no self-decompression -- about 2 s less to ready under TCG (see FACTS.md).
+    """
+    for magic, kind in _PAYLOADS:
+        start = bzimage.find(magic)
+        while start != -1:
+            elf = _try_decompress(bzimage[start:], kind)
+            if elf is not None and elf.startswith(_ELF_MAGIC):
+                return elf
+            start = bzimage.find(magic, start + 1)
+    return None
+
+
+def has_pvh_entry(elf: bytes) -> bool:
+    """True if the ELF carries the Xen PVH entry note qemu needs to start it directly
+    (CONFIG_PVH: the amd64 kernel has it, the 686 one does not)."""
+    try:
+        for segment in ELFFile(io.BytesIO(elf)).iter_segments():
+            if segment.header.p_type != "PT_NOTE":
+                continue
+            for note in segment.iter_notes():
+                # XEN_ELFNOTE_PHYS32_ENTRY; pyelftools names unknown Xen note types by number.
+                if note.n_name == "Xen" and note.n_type in (18, "XEN_ELFNOTE_PHYS32_ENTRY"):
+                    return True
+    except ELFError:
+        return False
+    return False
+
+
+def _try_decompress(blob: bytes, kind: str) -> Optional[bytes]:
+    try:
+        if kind == "gzip":
+            return zlib.decompressobj(31).decompress(blob)
+        if kind == "xz":
+            return lzma.LZMADecompressor(lzma.FORMAT_XZ).decompress(blob)
+        if kind == "lzma":
+            return lzma.LZMADecompressor(lzma.FORMAT_ALONE).decompress(blob)
+        if kind == "zstd":
+            return zstandard.ZstdDecompressor().decompressobj().decompress(blob)
+    except (lzma.LZMAError, zlib.error, zstandard.ZstdError, EOFError):
+        return None
+    return None
+
+
+def describe(kernel: Kernel) -> str:
+    """One line for logs: which kernel boots."""
+    direct = " (direct ELF boot)" if kernel.vmlinux else ""
+    return f"{kernel.package} {kernel.version} [{kernel.release}]{direct}"
