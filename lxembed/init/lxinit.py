@@ -53,6 +53,7 @@ SIGNAL_TABLES = {
 RB = {HALT: 0xCDEF0123, POWEROFF: 0x4321FEDC, REBOOT: 0x01234567}
 RB_DISABLE_CAD = 0  # ctrl-alt-del then sends SIGINT to PID 1 instead of an instant reboot
 PR_SET_CHILD_SUBREAPER = 36
+NULL_DEV = os.makedev(1, 3)  # /dev/null
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
 # (fstype, target, flags, data, device only): the runtime owns /dev in a container.
 MOUNTS = [
@@ -398,12 +399,18 @@ class Init:
     def ensure_stdio(self):
         """Point fds 0-2 at the console (or a dummy) so pipes and logs never take them."""
         for fd in (0, 1, 2):
+            paths = (("/dev/console", os.O_RDWR | os.O_NOCTTY), ("/", os.O_RDONLY))
             try:
-                if os.fstat(fd).st_mode & 0o170000 != 0o040000:  # open and not our dummy dir
+                st = os.fstat(fd)
+                if st.st_mode & 0o170000 == 0o040000:  # our dummy directory: retry the console
+                    pass
+                elif self.pid1 and st.st_mode & 0o170000 == 0o020000 and st.st_rdev == NULL_DEV:
+                    paths = paths[:1]  # `lxc-start -d` gives PID 1 /dev/null, the pty as console
+                else:
                     continue
             except OSError:
                 pass
-            for path, flags in (("/dev/console", os.O_RDWR | os.O_NOCTTY), ("/", os.O_RDONLY)):
+            for path, flags in paths:
                 try:
                     new = os.open(path, flags)
                 except OSError:
