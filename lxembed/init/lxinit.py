@@ -54,6 +54,9 @@ RB = {HALT: 0xCDEF0123, POWEROFF: 0x4321FEDC, REBOOT: 0x01234567}
 RB_DISABLE_CAD = 0  # ctrl-alt-del then sends SIGINT to PID 1 instead of an instant reboot
 PR_SET_CHILD_SUBREAPER = 36
 NULL_DEV = os.makedev(1, 3)  # /dev/null
+# TIOCSCTTY without termios (a cut-down image has none): MIPS numbers its tty ioctls apart.
+TIOCSCTTY = 0x5480 if os.uname().machine.startswith("mips") else 0x540E
+MODULES_FILE = "/etc/modules"  # the build lists the board's driver modules here, in load order
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
 # (fstype, target, flags, data, device only): the runtime owns /dev in a container.
 MOUNTS = [
@@ -234,9 +237,7 @@ def exec_child(argv, env, cwd=None, ids=None, out_fd=None, quiet=False, ctty=Fal
         os.setsid()  # own process group: shutdown signals the whole group
         if ctty:
             try:
-                import termios
-
-                fcntl.ioctl(0, termios.TIOCSCTTY, 1)  # job control for the rescue shell
+                fcntl.ioctl(0, TIOCSCTTY, 1)  # job control for the rescue shell
             except Exception:
                 pass
         if out_fd is not None or quiet:
@@ -480,12 +481,24 @@ class Init:
             signal.sigtimedwait([signal.SIGCHLD], 0.05)  # other signals stay pending for later
 
     def load_modules(self):
+        """The config's modules, then /etc/modules ("NAME [ARGS]" lines), each once."""
+        wanted = [[str(m)] for m in self.cfg["modules"]]
+        try:
+            with open(MODULES_FILE) as f:
+                wanted += [line.split("#", 1)[0].split() for line in f]
+        except OSError:
+            pass
+        seen, argvs = set(), []
+        for words in wanted:
+            if words and words[0] not in seen:
+                seen.add(words[0])
+                argvs.append(words)
         modprobe = find_tool("modprobe")
-        if self.cfg["modules"] and not modprobe:
+        if argvs and not modprobe:
             say("no modprobe: modules not loaded")
             return
-        for module in self.cfg["modules"]:
-            self.step("modprobe " + str(module), self.run, modprobe + [str(module)])
+        for words in argvs:
+            self.step("modprobe " + words[0], self.run, modprobe + words)
 
     def set_hostname(self):
         name = str(self.cfg["hostname"])
@@ -801,6 +814,8 @@ class Init:
         if pid is None:
             return
         self.signal_group(pid, signal.SIGTERM)
+        if svc.console:  # an interactive shell ignores SIGTERM; a hangup ends it
+            self.signal_group(pid, signal.SIGHUP)
         if not self.wait_for(lambda: svc.pid != pid, svc.stop_timeout):
             say("%s: still running after %gs: SIGKILL" % (svc.name, svc.stop_timeout))
             self.signal_group(pid, signal.SIGKILL)
