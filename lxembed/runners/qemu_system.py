@@ -1,0 +1,268 @@
+"""Boot an initramfs image under qemu-system with the board's Debian kernel and test it.
+
+The command line comes from the architecture table and the board's [qemu] profile; the serial
+console is qemu's stdio on pipes, networking is qemu's user-mode stack with the arch's NIC.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from ..config import Board
+from ..errors import UserError
+from ..sources.kernel import Kernel
+from . import READY, Check, CheckResult, TestReport
+from .accel import Accel
+from .console import ConsoleClosed, ConsoleTimeout, SerialConsole, tail
+
+# KVM-sized timeouts in seconds; Accel.timeout() scales them for TCG.
+BOOT_TIMEOUT = 10.0
+CHECK_TIMEOUT = 5.0
+POWEROFF_TIMEOUT = 3.0
+
+# Kernel options for test boots. `quiet`: every console line costs emulated UART writes, and a
+# clean console is easier to read; errors still show. `cryptomgr.notests`: skips the crypto
+# self-tests, ~0.3 s of a 2 s TCG boot, irrelevant to what an image test proves.
+FAST_APPEND = "quiet cryptomgr.notests"
+
+
+@dataclass
+class QemuSetup:
+    """Everything that decides the qemu command line for one board."""
+
+    binary: str
+    machine: str
+    cpu: Optional[str]
+    memory: int
+    smp: int
+    console: str
+    nic: str
+    append: str
+    extra_args: List[str] = field(default_factory=list)
+
+    @classmethod
+    def for_board(
+        cls, board: Board, machine: Optional[str] = None, cpu: Optional[str] = None
+    ) -> "QemuSetup":
+        qemu = board.qemu
+        if qemu is None:
+            raise UserError(
+                f"board {board.name} has no [qemu] profile (real hardware)",
+                hint="test it without a kernel: lxembed test --user",
+            )
+        arch = board.arch
+        return cls(
+            binary=arch.qemu_system_path,
+            machine=machine or qemu["machine"] or arch.qemu_machine,
+            cpu=cpu or qemu["cpu"] or arch.qemu_cpu,
+            memory=qemu["memory"],
+            smp=qemu["smp"],
+            console=qemu["console"] or arch.console,
+            nic=qemu["nic"] or arch.nic,
+            append=qemu["append"],
+            extra_args=list(qemu["extra_args"]),
+        )
+
+
+def kernel_file(kernel: Kernel, direct: bool = True) -> Path:
+    """The file to give -kernel: x86_64's ELF vmlinux boots straight into 64-bit mode (PVH),
+    skipping real-mode setup and xz decompression: ~1 s less under TCG."""
+    return kernel.vmlinux if direct and kernel.vmlinux is not None else kernel.image
+
+
+def qemu_argv(
+    setup: QemuSetup,
+    kernel: Kernel,
+    initrd: Path,
+    accel: Accel,
+    *,
+    interactive: bool = False,
+    verbose: bool = False,
+    append: str = "",
+    network: bool = True,
+    direct: bool = True,
+) -> List[str]:
+    """The qemu-system command line that boots `initrd` with `kernel`."""
+    cmdline = f"console={setup.console} panic=-1"
+    if not verbose:
+        cmdline += f" {FAST_APPEND}"
+    cmdline = " ".join(x for x in (cmdline, setup.append, append) if x)
+    argv = [setup.binary, *accel.qemu_args(), "-M", setup.machine]
+    if setup.cpu:
+        argv += ["-cpu", setup.cpu]
+    argv += [
+        "-m",
+        str(setup.memory),
+        "-smp",
+        str(setup.smp),
+        # No default VGA, floppy, CD-ROM or NIC: less to emulate, nothing we do not ask for.
+        "-nodefaults",
+        "-no-reboot",
+        "-display",
+        "none",
+        # Interactive: Ctrl-A X quits, Ctrl-A C reaches the monitor. Tests: the console alone.
+        "-serial",
+        "mon:stdio" if interactive else "stdio",
+        "-kernel",
+        str(kernel_file(kernel, direct)),
+        "-initrd",
+        str(initrd),
+        "-append",
+        cmdline,
+    ]
+    if network:
+        # romfile=: no PXE option ROM to load, nobody boots from the network here.
+        argv += ["-netdev", "user,id=n0", "-device", f"{setup.nic},netdev=n0,romfile="]
+    return argv + setup.extra_args
+
+
+def _stop(proc: subprocess.Popen, grace: float) -> bool:
+    """Wait for qemu to exit; kill it after `grace` s. True if it exited by itself."""
+    try:
+        proc.wait(timeout=grace)
+        return True
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return False
+
+
+@dataclass
+class GuestRun:
+    """Options for one non-interactive boot."""
+
+    boot_timeout: Optional[float] = None  # seconds to the ready marker (default: scaled)
+    check_timeout: Optional[float] = None
+    verbose: bool = False
+    direct: bool = True
+
+
+def check_guest(
+    board: Board,
+    recipe: str,
+    setup: QemuSetup,
+    kernel: Kernel,
+    initrd: Path,
+    accel: Accel,
+    checks: Sequence[Check],
+    log_path: Path,
+    run: Optional[GuestRun] = None,
+) -> TestReport:
+    """Boot, wait for the ready marker, run `checks` over the console, power off."""
+    run = run or GuestRun()
+    boot_timeout = run.boot_timeout or accel.timeout(BOOT_TIMEOUT)
+    check_timeout = run.check_timeout or accel.timeout(CHECK_TIMEOUT)
+    report = TestReport(
+        board.name, recipe, "system", accel.name, console_log=str(log_path), kernel=kernel.pin()
+    )
+    argv = qemu_argv(setup, kernel, initrd, accel, verbose=run.verbose, direct=run.direct)
+    if shutil.which(argv[0]) is None:
+        raise UserError(f"{argv[0]} is not installed", hint="apt-get install qemu-system")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    with open(log_path, "wb") as log:
+        log.write(f"# {shlex.join(argv)}\n".encode())
+        log.flush()
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        console = SerialConsole(proc.stdout.fileno(), proc.stdin.fileno(), log)
+        try:
+            _drive(console, report, checks, boot_timeout, check_timeout, start)
+            if not report.error:
+                console.send("sync; poweroff -f\n")
+                if not _stop(proc, accel.timeout(POWEROFF_TIMEOUT)):
+                    report.error = "the guest did not power off (qemu killed)"
+        except ConsoleClosed:
+            report.error = report.error or (
+                f"qemu exited during the test (status {proc.poll()}); see the console log"
+            )
+        finally:
+            if proc.poll() is None:
+                _stop(proc, 0)
+            for pipe in (proc.stdin, proc.stdout):
+                try:
+                    pipe.close()
+                except OSError:
+                    pass
+    report.seconds = round(time.monotonic() - start, 3)
+    return report
+
+
+def _drive(
+    console: SerialConsole,
+    report: TestReport,
+    checks: Sequence[Check],
+    boot_timeout: float,
+    check_timeout: float,
+    start: float,
+) -> None:
+    try:
+        console.expect(READY, boot_timeout)
+    except ConsoleTimeout:
+        report.error = (
+            f"the guest did not print the ready marker within {boot_timeout:.0f} s "
+            "(hung guest killed)"
+        )
+        return
+    report.boot_seconds = round(time.monotonic() - start, 3)
+    try:
+        console.sync(check_timeout)
+    except ConsoleTimeout:
+        report.error = "ready, but no shell answers on the console"
+        return
+    status, output = console.run("cat /proc/uptime", check_timeout)
+    m = re.match(r"\s*([\d.]+)", output or "")
+    if status == 0 and m:
+        report.guest_uptime = float(m.group(1))
+    for check in checks:
+        t0 = time.monotonic()
+        status, output = console.run(check.command, check_timeout)
+        result = CheckResult(
+            check.name,
+            False,
+            output,
+            -1 if status is None else status,
+            round(time.monotonic() - t0, 3),
+        )
+        if status is None:
+            result.error = f"timed out after {check_timeout:.0f} s (interrupted)"
+        else:
+            result.ok = check.judge(status, output)
+        report.checks.append(result)
+
+
+def boot_interactive(
+    setup: QemuSetup,
+    kernel: Kernel,
+    initrd: Path,
+    accel: Accel,
+    verbose: bool = True,
+    direct: bool = True,
+) -> int:
+    """qemu on this terminal: the serial console and, after Ctrl-A C, the monitor."""
+    argv = qemu_argv(setup, kernel, initrd, accel, interactive=True, verbose=verbose, direct=direct)
+    if shutil.which(argv[0]) is None:
+        raise UserError(f"{argv[0]} is not installed", hint="apt-get install qemu-system")
+    return subprocess.call(argv)
+
+
+def failure_text(report: TestReport, lines: int = 30) -> str:
+    """What a failed run shows: the error, then the end of the console log."""
+    out = [report.error] if report.error else []
+    if report.console_log and os.path.exists(report.console_log):
+        out.append(f"console log: {report.console_log} (last {lines} lines):")
+        out.append(tail(Path(report.console_log), lines))
+    return "\n".join(out)
