@@ -185,7 +185,7 @@ def test_bind_host_rootfs_is_tiny(tmp_path):
     for link, target in layout.symlinks.items():
         assert out.get(link).target == target
     assert out.get("/usr/bin/busybox") is None and out.get("/usr").type == "dir"
-    assert out.get("/.lxembed/lxinit.pyz") is not None
+    assert out.get("/.lxembed/lxinit.py.z") is not None
     write_dir(out, tmp_path / "rootfs")
     du = subprocess.run(["du", "-sk", str(tmp_path / "rootfs")], capture_output=True, text=True)
     assert int(du.stdout.split()[0]) < 100

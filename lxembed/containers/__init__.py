@@ -202,7 +202,7 @@ def _init(plan: Plan, c: dict, mode: str) -> Tuple[str, List[str]]:
             HOST_PYTHON,
             "-I",
             "-S",
-            f"{LXINIT_DIR}/lxinit.pyz",
+            f"{LXINIT_DIR}/lxinit",
             "--config",
             f"{LXINIT_DIR}/init.json",
         ]
