@@ -254,6 +254,19 @@ def test_busybox_self_contained(tmp_path, containers):
     assert c.stop() < 5  # busybox init always pauses 2 x 1 s while halting
 
 
+def test_python_self_contained(tmp_path, containers):
+    out = tmp_path / "py"
+    build_image(load_plan("qemu-x86_64", "container-python"), out, ["lxc"])
+    c = Lxc("container-python", out / "lxc/config", tmp_path / "run")
+    containers.append(c)
+    c.start()
+    c.wait_ready()
+    # The image's own python3.11 (not the host's): /usr is the image's.
+    assert "/usr/bin/python3.11" in c.attach("cat /proc/1/cmdline | tr '\\0' ' '").stdout
+    assert c.stop() < 1.0
+    assert "SIGKILL" not in c.console_text()
+
+
 # -- networks ----------------------------------------------------------------------------------
 
 
