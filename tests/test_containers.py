@@ -263,3 +263,16 @@ def test_real_recipes_resolve():
         assert spec.name == recipe
     assert container_spec(load_plan("qemu-x86_64", "container-bind")).init == "python"
     assert os.path.exists("/usr/bin/python3")
+
+
+def test_idmap_shifts_rootfs_owners(tmp_path):
+    from lxembed.containers.rootfs import container_tree
+
+    plan = make_plan(tmp_path, BIND + 'idmap = ["u 0 100000 65536", "g 0 200000 65536"]\n')
+    spec = container_spec(plan)
+    tree = RootfsTree()
+    tree.write("/etc/hostname", b"cbind\n", uid=0, gid=42)
+    out = container_tree(tree, plan, spec)
+    entry = out.get("/etc/hostname")
+    assert (entry.uid, entry.gid) == (100000, 200042)
+    assert tree.get("/etc/hostname").uid == 0  # the image's own tree is left alone

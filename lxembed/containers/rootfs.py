@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List
 
@@ -167,8 +167,30 @@ def _add_python_init(out: RootfsTree, plan: Plan, spec: ContainerSpec) -> None:
     out.write(f"{LXINIT_DIR}/init.json", config.encode(), mtime=epoch, origin="lxembed init")
 
 
+def _shift_ids(out: RootfsTree, spec: ContainerSpec) -> None:
+    """With a user namespace, root inside is a plain uid outside: own the files by the mapped
+    ids, or the container's root could not write its own /etc (LXC and OCI runtimes do not
+    shift a directory rootfs themselves)."""
+
+    def mapped(value: int, kind: str) -> int:
+        for k, inside, outside, count in spec.idmap:
+            if k == kind and inside <= value < inside + count:
+                return outside + value - inside
+        return 65534  # unmapped ids show up as nobody inside anyway
+
+    for path, entry in list(out.entries.items()):
+        out.entries[path] = replace(entry, uid=mapped(entry.uid, "u"), gid=mapped(entry.gid, "g"))
+
+
 def container_tree(tree: RootfsTree, plan: Plan, spec: ContainerSpec) -> RootfsTree:
     """The tree a container's rootfs/ is written from; `tree` itself is never changed."""
+    out = _container_tree(tree, plan, spec)
+    if spec.idmap:
+        _shift_ids(out, spec)
+    return out
+
+
+def _container_tree(tree: RootfsTree, plan: Plan, spec: ContainerSpec) -> RootfsTree:
     if spec.mode == "bind-host":
         return bind_host_tree(tree, plan, spec)
     out = RootfsTree(
