@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import List, Optional
 
 from .config import Plan
+from .containers import container_spec
 from .log import step
 from .rootfs.build import build_tree
 from .writers import Artifact, write_formats
 from .writers.output import check_formats
 
 DEFAULT_FORMATS = ("cpio.zst",)
+CONTAINER_FORMATS = {"lxc", "oci"}
 
 
 def default_output(plan: Plan) -> Path:
@@ -23,12 +24,11 @@ def default_output(plan: Plan) -> Path:
 def build_image(plan: Plan, output: Optional[Path] = None, formats: Sequence[str] = DEFAULT_FORMATS,
                 mirror: Optional[str] = None) -> List[Artifact]:
     check_formats(formats)
-    start = time.monotonic()
+    if CONTAINER_FORMATS & set(formats):
+        container_spec(plan)  # every container error before anything is fetched or written
     tree = build_tree(plan, mirror)
     meta = {"board": plan.board.name, "recipe": plan.recipe.name, "arch": plan.arch.debian,
             "suite": plan.board.suite, "source_date_epoch": plan.epoch}
     with step("write " + ",".join(formats)):
         artifacts = write_formats(tree, Path(output or default_output(plan)), formats, plan, meta)
-    step_time = time.monotonic() - start
-    del step_time
     return artifacts

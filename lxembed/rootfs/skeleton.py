@@ -87,7 +87,8 @@ def _shadow(users: List[Dict[str, Any]]) -> str:
 
 def network_interfaces(interfaces: List[Dict[str, Any]]) -> str:
     """/etc/network/interfaces for busybox ifup (udhcpc for DHCP)."""
-    out = ["# lxembed: busybox ifup reads this", "auto lo", "iface lo inet loopback", ""]
+    # lo is brought up by the init (the kernel gives it 127.0.0.1 itself).
+    out = ["# lxembed: busybox ifup reads this", ""]
     for iface in interfaces:
         name = iface["name"]
         out.append(f"auto {name}")
