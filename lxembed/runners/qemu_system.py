@@ -183,7 +183,9 @@ def check_guest(
             _drive(console, report, checks, boot_timeout, check_timeout, start)
             if not report.error:
                 console.send("sync; poweroff -f\n")
-                if not _stop(proc, accel.timeout(POWEROFF_TIMEOUT)):
+                # Read on until qemu exits (EOF), so the log ends with the kernel's power-off.
+                console.drain(accel.timeout(POWEROFF_TIMEOUT))
+                if not _stop(proc, 1.0):
                     report.error = "the guest did not power off (qemu killed)"
         except ConsoleClosed:
             report.error = report.error or (

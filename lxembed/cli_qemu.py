@@ -1,0 +1,233 @@
+"""lxembed boot | test: run an image under qemu-system (Debian kernel) or qemu-user."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Iterable, Optional
+
+from . import log
+from .cli import add_target_args
+from .config import Plan, load_plan
+from .config.loader import find_overlay
+from .errors import UserError
+from .paths import cache_dir
+from .pipeline import build_image
+from .runners import TestReport, load_checks
+from .runners.accel import choose_accel
+from .runners.qemu_system import (
+    GuestRun,
+    QemuSetup,
+    boot_interactive,
+    check_guest,
+    failure_text,
+)
+from .runners.qemu_user import check_tree
+from .sources.kernel import Kernel, describe, fetch_kernel
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def image_dir(plan: Plan, output: Optional[str]) -> Path:
+    """--output, or a directory in the cache named after the board and recipe files."""
+    if output:
+        return Path(output)
+    key = hashlib.sha256(f"{plan.board.path.resolve()}\n{plan.recipe.path.resolve()}".encode())
+    name = f"{plan.board.name}-{plan.recipe.name}-{key.hexdigest()[:8]}"
+    return cache_dir() / "images" / name
+
+
+def _inputs(plan: Plan) -> Iterable[Path]:
+    """Files whose change makes a built image stale: configs, overlays, lxembed itself."""
+    yield plan.board.path
+    yield from plan.recipe.sources
+    for name in plan.recipe.settings["overlays"]:
+        yield from (p for p in find_overlay(name).rglob("*") if p.is_file())
+    yield from _PACKAGE.rglob("*.py")
+
+
+def ensure_image(
+    plan: Plan,
+    out: Path,
+    fmt: str,
+    mirror: Optional[str],
+    kernel: Optional[Kernel] = None,
+    rebuild: bool = False,
+) -> Path:
+    """Build `fmt` into `out` unless an up-to-date one is there; returns its path."""
+    path = out / ("rootfs" if fmt == "dir" else f"rootfs.{fmt}")
+    stamp = out / f".lxembed-{fmt}.json"
+    want = json.dumps(
+        {
+            "board": str(plan.board.path.resolve()),
+            "epoch": plan.epoch,
+            "recipe": str(plan.recipe.path.resolve()),
+            "kernel": kernel.pin() if kernel else None,
+        },
+        sort_keys=True,
+    )
+    if not rebuild and path.exists() and stamp.exists() and stamp.read_text() == want:
+        built = stamp.stat().st_mtime
+        if all(p.stat().st_mtime <= built for p in _inputs(plan)):
+            log.info(f"image {path} is up to date")
+            return path
+    build_image(plan, out, [fmt], mirror)
+    stamp.write_text(want)
+    return path
+
+
+def _explicit_image(args, fmt: str) -> Optional[Path]:
+    if not args.image:
+        return None
+    path = Path(args.image)
+    if fmt == "dir" and path.is_dir() and (path / "rootfs").is_dir():
+        path = path / "rootfs"
+    if fmt != "dir" and path.is_dir():
+        candidates = sorted(path.glob("rootfs.cpio*"))
+        if not candidates:
+            raise UserError(f"{path} holds no rootfs.cpio* image")
+        path = candidates[0]
+    if not path.exists():
+        raise UserError(f"image {path} does not exist")
+    if fmt == "dir" and not path.is_dir():
+        raise UserError(f"--user needs a directory image (format dir), not {path}")
+    return path
+
+
+def cmd_boot(args) -> int:
+    plan = load_plan(args.board, args.recipe)
+    setup = QemuSetup.for_board(plan.board, args.machine, args.cpu)
+    kernel = fetch_kernel(plan.board, args.mirror)
+    image = _explicit_image(args, "cpio") or ensure_image(
+        plan, image_dir(plan, args.output), "cpio", args.mirror, kernel, args.rebuild
+    )
+    accel = choose_accel(plan.arch, args.accel)
+    log.info(
+        f"booting {plan.board.name}/{plan.recipe.name} with {describe(kernel)} "
+        f"({accel.name}: {accel.reason}); Ctrl-A X quits"
+    )
+    return boot_interactive(
+        setup, kernel, image, accel, verbose=not args.quiet_kernel, direct=not args.no_direct
+    )
+
+
+def cmd_test(args) -> int:
+    plan = load_plan(args.board, args.recipe)
+    if args.user:
+        report = _test_user(plan, args)
+    else:
+        report = _test_system(plan, args)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print_report(report)
+    if not report.ok and not args.json:
+        text = failure_text(report) if report.mode == "system" else report.error
+        if text:
+            print(text, file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+def _test_system(plan: Plan, args) -> TestReport:
+    setup = QemuSetup.for_board(plan.board, args.machine, args.cpu)
+    checks = load_checks(plan, "system")
+    kernel = fetch_kernel(plan.board, args.mirror)
+    out = image_dir(plan, args.output)
+    image = _explicit_image(args, "cpio") or ensure_image(
+        plan, out, "cpio", args.mirror, kernel, args.rebuild
+    )
+    accel = choose_accel(plan.arch, args.accel)
+    log.info(
+        f"{plan.board.name}/{plan.recipe.name}: {describe(kernel)}, {accel.name} ({accel.reason})"
+    )
+    log_path = image.parent / "console.log"
+    run = GuestRun(
+        boot_timeout=args.timeout, verbose=args.verbose_kernel, direct=not args.no_direct
+    )
+    return check_guest(
+        plan.board, plan.recipe.name, setup, kernel, image, accel, checks, log_path, run
+    )
+
+
+def _test_user(plan: Plan, args) -> TestReport:
+    checks = load_checks(plan, "user")
+    root = _explicit_image(args, "dir") or ensure_image(
+        plan, image_dir(plan, args.output), "dir", args.mirror, None, args.rebuild
+    )
+    return check_tree(plan.board.name, plan.recipe.name, plan.arch, root, checks, args.timeout)
+
+
+def print_report(report: TestReport) -> None:
+    head = f"{report.board}/{report.recipe} ({report.mode}, {report.accel})"
+    if report.boot_seconds is not None:
+        uptime = f", guest uptime {report.guest_uptime:.2f} s" if report.guest_uptime else ""
+        head += f": ready in {report.boot_seconds:.2f} s{uptime}"
+    print(head)
+    width = max((len(c.name) for c in report.checks), default=0)
+    for c in report.checks:
+        first = (c.output.splitlines() or [""])[0]
+        more = " ..." if len(c.output.splitlines()) > 1 else ""
+        detail = c.error or (f"(status {c.status}) " if c.status else "") + first + more
+        print(f"  {'ok  ' if c.ok else 'FAIL'}  {c.name:{width}}  {detail}")
+    passed = sum(c.ok for c in report.checks)
+    verdict = "passed" if report.ok else "FAILED"
+    if report.error and not report.checks:
+        print(f"FAILED after {report.seconds:.2f} s, no checks run")
+    else:
+        print(f"{passed}/{len(report.checks)} checks passed in {report.seconds:.2f} s: {verdict}")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    add_target_args(p)
+    p.add_argument("--output", "-o", help="image directory (default: one in the cache)")
+    p.add_argument(
+        "--image", help="boot this built image (rootfs.cpio*, or its directory) instead of building"
+    )
+    p.add_argument("--rebuild", action="store_true", help="build even if the image is current")
+    p.add_argument(
+        "--accel",
+        choices=("auto", "kvm", "tcg"),
+        default=None,
+        help="qemu accelerator (default: KVM only if it can run the guest)",
+    )
+    p.add_argument("--machine", help="override the board's qemu machine")
+    p.add_argument("--cpu", help="override the board's qemu CPU")
+    p.add_argument(
+        "--no-direct",
+        action="store_true",
+        help="boot the packaged vmlinuz even where a direct ELF boot is possible",
+    )
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("boot", help="boot an image under qemu-system, on this terminal")
+    _add_common(p)
+    p.add_argument("--quiet-kernel", action="store_true", help="boot with `quiet`")
+    p.set_defaults(func=cmd_boot)
+
+    p = subparsers.add_parser(
+        "test", help="boot an image (or run it under qemu-user) and run its checks"
+    )
+    _add_common(p)
+    p.add_argument(
+        "--user",
+        action="store_true",
+        help="run the checks under qemu-user in the image tree (no kernel)",
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds to wait for the ready marker (qemu-user: per check); a hung "
+        "guest is killed (default: 60 under TCG, 10 under KVM)",
+    )
+    p.add_argument(
+        "--verbose-kernel",
+        action="store_true",
+        help="boot without `quiet`: every kernel message in the console log",
+    )
+    p.set_defaults(func=cmd_test)
