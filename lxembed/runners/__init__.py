@@ -22,6 +22,8 @@ from ..errors import UserError
 STANDARD_CHECK_FIELDS = CHECK_FIELDS + (
     Setting("system", "bool", True, "run when the image boots under qemu-system"),
     Setting("description", "str", "", "what the check proves"),
+    Setting("interface", "str", None, "only if the recipe configures this network interface"),
+    Setting("dhcp", "bool", False, "with `interface`: only if it is configured by DHCP"),
 )
 
 READY = re.compile(r"lxembed(-init)?: ready")
@@ -64,6 +66,17 @@ def _expand(text: str, plan: Plan) -> str:
     return text.replace("{uname}", "|".join(re.escape(u) for u in plan.arch.uname))
 
 
+def _applies(item: Dict[str, Any], plan: Plan) -> bool:
+    """A check about a network interface applies only to recipes that configure it."""
+    if not item["interface"]:
+        return True
+    network = plan.recipe.settings.get("network") or {}
+    for iface in network.get("interfaces") or []:
+        if iface.get("name") == item["interface"]:
+            return bool(iface.get("dhcp")) or not item["dhcp"]
+    return False
+
+
 def load_checks(plan: Plan, mode: str) -> List[Check]:
     """Standard checks, then the recipe's, for `mode` "system" or "user"."""
     path = standard_checks_file()
@@ -76,7 +89,7 @@ def load_checks(plan: Plan, mode: str) -> List[Check]:
         item = validate(item, STANDARD_CHECK_FIELDS, path, text, "checks", i)
         if item["name"] is None or item["command"] is None:
             raise UserError(f"{path}: every [[checks]] needs name and command")
-        if item[mode]:
+        if item[mode] and _applies(item, plan):
             checks.append(
                 Check(
                     item["name"],
