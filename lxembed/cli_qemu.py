@@ -24,6 +24,7 @@ from .runners.qemu_system import (
     boot_interactive,
     check_guest,
     failure_text,
+    initramfs_with_modules,
 )
 from .runners.qemu_user import check_tree
 from .sources.kernel import Kernel, describe, fetch_kernel
@@ -109,9 +110,10 @@ def cmd_boot(args) -> int:
         f"booting {plan.board.name}/{plan.recipe.name} with {describe(kernel)} "
         f"({accel.name}: {accel.reason}); Ctrl-A X quits"
     )
-    return boot_interactive(
-        setup, kernel, image, accel, verbose=not args.quiet_kernel, direct=not args.no_direct
-    )
+    with initramfs_with_modules(image) as initrd:
+        return boot_interactive(
+            setup, kernel, initrd, accel, verbose=not args.quiet_kernel, direct=not args.no_direct
+        )
 
 
 def cmd_test(args) -> int:
@@ -147,9 +149,10 @@ def _test_system(plan: Plan, args) -> TestReport:
     run = GuestRun(
         boot_timeout=args.timeout, verbose=args.verbose_kernel, direct=not args.no_direct
     )
-    return check_guest(
-        plan.board, plan.recipe.name, setup, kernel, image, accel, checks, log_path, run
-    )
+    with initramfs_with_modules(image) as initrd:
+        return check_guest(
+            plan.board, plan.recipe.name, setup, kernel, initrd, accel, checks, log_path, run
+        )
 
 
 def _test_user(plan: Plan, args) -> TestReport:

@@ -10,7 +10,7 @@ from ..config.loader import find_overlay
 from ..elf.closure import check_tree_arch
 from ..elf.pick import pick_files
 from ..errors import UserError
-from ..log import info, step
+from ..log import info, progress, step
 from ..sources.apt import PackageSource
 from ..sources.deb import extract_deb
 from ..tree import RootfsTree
@@ -30,8 +30,11 @@ def build_tree(plan: Plan, mirror: Optional[str] = None) -> RootfsTree:
     source = package_source(plan, mirror)
     with step("packages"):
         if recipe["packages"]:
-            for deb in source.fetch(recipe["packages"]):
-                extract_deb(deb.path, tree, deb.name)
+            debs = source.fetch(recipe["packages"])
+            with progress("extract", len(debs)) as advance:
+                for deb in debs:
+                    extract_deb(deb.path, tree, deb.name)
+                    advance()
         for deb in recipe["debs"]:
             extract_deb(_local_deb(plan, deb), tree)
         if recipe["pick"]:
@@ -59,13 +62,6 @@ def build_tree(plan: Plan, mirror: Optional[str] = None) -> RootfsTree:
         tree.write("/etc/modules", ("\n".join(modules) + "\n").encode(), mtime=epoch,
                    origin="recipe")
     check_tree_arch(tree, plan.arch)  # refuse any ELF that cannot run on the board
-    # -- kernel modules (qemu boards): after the userland arch check, because modules belong
-    #    to the kernel's arch (armel images boot the armhf kernel).
-    if plan.board.qemu is not None:
-        from .modules import add_kernel_modules
-
-        with step("kernel modules"):
-            add_kernel_modules(tree, plan, mirror)
     tree.clamp_mtimes(epoch)
     info(f"{plan.board.name}/{plan.recipe.name}: {len(tree)} entries, "
          f"{tree.total_bytes() / 1e6:.2f} MB of files ({removed} excluded)")

@@ -21,7 +21,7 @@ from elftools.elf.elffile import ELFFile
 
 from ..config import Plan
 from ..errors import UserError
-from ..log import info
+from ..log import info, step
 from ..sources.kernel import Kernel, fetch_kernel
 from ..tree import RootfsTree
 
@@ -191,6 +191,21 @@ def wanted_modules(plan: Plan) -> List[str]:
     names = list(qemu.get("modules") or []) + list(plan.arch.nic_modules)
     names += list(plan.recipe.settings.get("modules") or [])
     return list(dict.fromkeys(canonical(n) for n in names))
+
+
+def kernel_modules_tree(plan: Plan, mirror: Optional[str] = None) -> RootfsTree:
+    """The modules of a qemu board's kernel, as a tree of their own.
+
+    It is written as a second initramfs segment (modules.cpio*) that the runner appends to
+    the rootfs one: the kernel unpacks concatenated archives in order. The userland image stays
+    kernel-agnostic (and a busybox image stays under 1 MB), and modules belong to the kernel's
+    arch anyway (armel images boot the armhf kernel).
+    """
+    tree = RootfsTree()
+    with step("kernel modules"):
+        add_kernel_modules(tree, plan, mirror)
+    tree.clamp_mtimes(plan.epoch)
+    return tree
 
 
 def add_kernel_modules(

@@ -6,15 +6,17 @@ console is qemu's stdio on pipes, networking is qemu's user-mode stack with the 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
 import shutil
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence
 
 from ..config import Board
 from ..errors import UserError
@@ -270,3 +272,21 @@ def failure_text(report: TestReport, lines: int = 30) -> str:
         out.append(f"console log: {report.console_log} (last {lines} lines):")
         out.append(tail(Path(report.console_log), lines))
     return "\n".join(out)
+
+
+@contextlib.contextmanager
+def initramfs_with_modules(image: Path) -> Iterator[Path]:
+    """The rootfs initramfs with the build's kernel-modules segment appended (if there is one).
+
+    The kernel unpacks concatenated archives in order. The joined copy is a temporary file:
+    a runner never changes an image.
+    """
+    modules = image.with_name("modules" + image.name[len("rootfs"):])
+    if not image.name.startswith("rootfs.") or not modules.exists():
+        yield image
+        return
+    with tempfile.NamedTemporaryFile(prefix="lxembed-initrd-", suffix=image.suffix) as joined:
+        joined.write(image.read_bytes())
+        joined.write(modules.read_bytes())
+        joined.flush()
+        yield Path(joined.name)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..errors import UserError
-from ..log import warn
+from ..log import progress, warn
 from ..paths import cache_dir
 from .mirror import DEBIAN_KEYRING, find_mirrors
 
@@ -67,7 +67,7 @@ class PackageSource:
             path.write_text(text)
         return path
 
-    def _apt(self, *args: str) -> subprocess.CompletedProcess:
+    def _apt(self, *args: str, title: str = "") -> subprocess.CompletedProcess:
         opts = [
             f"-oAPT::Architecture={self.arch}", f"-oAPT::Architectures={self.arch}",
             f"-oDir::State={self.root}", f"-oDir::State::Lists={self.lists}",
@@ -81,7 +81,25 @@ class PackageSource:
             "-opkgCacheGen::Essential=none", "-q",
         ]
         env = dict(os.environ, LC_ALL="C", DEBIAN_FRONTEND="noninteractive")
-        return subprocess.run(["apt-get", *opts, *args], capture_output=True, text=True, env=env)
+        if not title:
+            return subprocess.run(["apt-get", *opts, *args], capture_output=True, text=True,
+                                  env=env)
+        # apt's machine-readable status ("dlstatus:N:PERCENT:...") on a pipe drives the bar.
+        read_fd, write_fd = os.pipe()
+        proc = subprocess.Popen(["apt-get", f"-oAPT::Status-Fd={write_fd}", *opts, *args],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env, pass_fds=(write_fd,))
+        os.close(write_fd)
+        with progress(title, 100) as advance, os.fdopen(read_fd) as status:
+            done = 0.0
+            for line in status:
+                parts = line.split(":")
+                if parts[0] == "dlstatus" and len(parts) > 2:
+                    percent = float(parts[2])
+                    advance(percent - done)
+                    done = percent
+        out, err = proc.communicate()
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
     @contextlib.contextmanager
     def _locked(self):
@@ -97,7 +115,7 @@ class PackageSource:
         if self._main_index() and not force:
             return
         self._write_sources_list()
-        result = self._apt("update")
+        result = self._apt("update", title=f"apt update {self.suite}/{self.arch}")
         problems = [ln for ln in (result.stdout + result.stderr).splitlines()
                     if ln.startswith(("E:", "W:", "Err:"))]
         if not self._main_index():
@@ -161,7 +179,8 @@ class PackageSource:
             if missing:
                 self._write_sources_list()
                 names = [f"{d.name}={d.version}" for d in missing]
-                result = self._apt("install", "--download-only", "-y", *names)
+                result = self._apt("install", "--download-only", "-y", *names,
+                                   title=f"download {len(names)} packages ({self.arch})")
                 still = [d for d in missing if not d.path.exists()]
                 if result.returncode != 0 or still:
                     fails = [ln for ln in (result.stdout + result.stderr).splitlines()

@@ -11,11 +11,12 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import zstandard
 
 from ..errors import UserError
+from ..log import progress
 from ..paths import cache_dir
 from ..tree import RootfsTree
 from .cpio import write_cpio
@@ -178,26 +179,33 @@ def _tree_digest(root: Path) -> str:
 
 
 def write_formats(tree: RootfsTree, output: Path, formats: Sequence[str], plan=None,
-                  meta: dict = None) -> List[Artifact]:
+                  meta: Optional[dict] = None, name: str = "rootfs") -> List[Artifact]:
+    """Write `tree` as NAME.FORMAT (NAME/ for dir) plus its manifest, each atomically."""
     check_formats(formats)
     output = Path(output)
     artifacts = []
-    for fmt in formats:
-        if fmt in EXTRA_FORMATS:
-            artifacts += EXTRA_FORMATS[fmt](tree, output, plan)
-            continue
-        if fmt == "dir":
-            dest = output / "rootfs"
-            replace_dir_atomic(dest, lambda tmp: write_dir(tree, tmp))
-            artifacts.append(Artifact("dir", str(dest), tree.total_bytes(), _tree_digest(dest)))
-            continue
-        kind, _, compression = fmt.partition(".")
-        art = write_file_atomic(output / f"rootfs.{fmt}", lambda fh, k=kind, c=compression:
-                                _stream(_SERIALISERS[k], tree, c, fh))
-        art.format = fmt
-        artifacts.append(art)
-    art = write_file_atomic(output / "manifest.json",
+    with progress("write", len(formats)) as advance:
+        for fmt in formats:
+            artifacts += _write_one(tree, output, fmt, plan, name)
+            advance()
+    manifest_name = "manifest.json" if name == "rootfs" else f"{name}.manifest.json"
+    art = write_file_atomic(output / manifest_name,
                             lambda fh: fh.write(manifest(tree, meta or {})))
-    art.format = "manifest"
+    art.format = "manifest" if name == "rootfs" else f"{name}.manifest"
     artifacts.append(art)
     return artifacts
+
+
+def _write_one(tree: RootfsTree, output: Path, fmt: str, plan, name: str) -> List[Artifact]:
+    if fmt in EXTRA_FORMATS:
+        return EXTRA_FORMATS[fmt](tree, output, plan)
+    if fmt == "dir":
+        dest = output / name
+        replace_dir_atomic(dest, lambda tmp: write_dir(tree, tmp))
+        label = fmt if name == "rootfs" else f"{name}.{fmt}"
+        return [Artifact(label, str(dest), tree.total_bytes(), _tree_digest(dest))]
+    kind, _, compression = fmt.partition(".")
+    art = write_file_atomic(output / f"{name}.{fmt}",
+                            lambda fh: _stream(_SERIALISERS[kind], tree, compression, fh))
+    art.format = fmt if name == "rootfs" else f"{name}.{fmt}"
+    return [art]
