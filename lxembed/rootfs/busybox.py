@@ -14,6 +14,7 @@ from ..errors import UserError
 from ..paths import cache_dir
 from ..tree import FILE, RootfsTree
 from ..writers.directory import write_dir
+from .emulate import qemu_user_argv
 
 BUSYBOX = "/bin/busybox"
 
@@ -29,12 +30,9 @@ def applet_list(tree: RootfsTree, arch: Arch) -> List[str]:
     memo = cache_dir() / "applets" / f"{key}.txt"
     if memo.exists():
         return memo.read_text().split()
-    if not os.path.exists(arch.qemu_user_path):
-        raise UserError(f"{arch.qemu_user_path} is missing: install qemu-user-static to "
-                        f"build {arch.debian} images")
     with tempfile.TemporaryDirectory(prefix="lxembed-bb-") as tmp:
         write_dir(tree, Path(tmp))
-        cmd = [arch.qemu_user_path, "-L", tmp, os.path.join(tmp, BUSYBOX[1:]), "--list-full"]
+        cmd = qemu_user_argv(tree, Path(tmp), BUSYBOX, arch) + ["--list-full"]
         result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0 or not result.stdout.strip():
         raise UserError(f"the {arch.debian} busybox did not list its applets: "

@@ -13,7 +13,6 @@ import hashlib
 import importlib.util
 import json
 import marshal
-import os
 import re
 import signal
 import subprocess
@@ -31,6 +30,7 @@ from ..sources.apt import PackageSource
 from ..sources.deb import extract_deb
 from ..tree import DIR, FILE, RootfsTree
 from ..writers.directory import write_dir
+from .emulate import qemu_user_argv
 
 PYTHON_PACKAGES = ("python3.11-minimal", "libpython3.11-stdlib")
 PYTHON = "/usr/bin/python3.11"
@@ -64,16 +64,14 @@ def probe_imports(full: RootfsTree, arch: Arch, init_source: bytes) -> List[str]
     memo = cache_dir() / "python-imports" / f"{arch.debian}-{key.hexdigest()[:24]}.json"
     if memo.exists():
         return json.loads(memo.read_text())
-    if not os.path.exists(arch.qemu_user_path):
-        raise UserError(f"{arch.qemu_user_path} is missing: install qemu-user-static")
     with tempfile.TemporaryDirectory(prefix="lxembed-py-") as tmp:
         root = Path(tmp) / "root"
         write_dir(full, root)
         (root / "init.py").write_bytes(init_source)
         env = {"PATH": "/usr/bin:/bin", "LXINIT_CONFIG": "/nonexistent.json"}
         proc = subprocess.Popen(
-            [arch.qemu_user_path, "-L", str(root), str(root / PYTHON.lstrip("/")), "-IS",
-             "-X", "importtime", str(root / "init.py")],
+            qemu_user_argv(full, root, PYTHON, arch) + ["-IS", "-X", "importtime",
+                                                         str(root / "init.py")],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp)
         ready = False
         for line in proc.stdout:
