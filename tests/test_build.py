@@ -133,7 +133,8 @@ def test_unknown_package_fails_and_keeps_the_previous_image(tmp_path):
     assert result.returncode != 0
     assert "unknown package 'no-such-package-lxembed'" in result.stderr
     assert (out / "rootfs.cpio.zst").read_bytes() == before
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "rootfs.cpio.zst"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "manifest.json", "modules.cpio.zst", "modules.manifest.json", "rootfs.cpio.zst"]
 
 
 @pytest.mark.parametrize("entries, message", [
