@@ -1,0 +1,167 @@
+"""The Python init as PID 1 on a real kernel: `busybox-python` under qemu-system.
+
+Each board boots once (a module-scoped fixture): to the ready marker, through the standard
+checks of `lxembed test` (qemu/checks.toml), through checks of what the init set up in device
+mode, then an orderly `poweroff`: busybox sends SIGUSR2 to PID 1, the init stops its services
+and calls reboot(2) with RB_POWER_OFF, and qemu (-no-reboot) exits on its own. Unlike
+`lxembed test`, which ends with `poweroff -f`, the power-off here goes through the init.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import pytest
+
+from lxembed.cli_qemu import ensure_image
+from lxembed.config import load_plan
+from lxembed.runners import READY, Check, load_checks
+from lxembed.runners.accel import choose_accel
+from lxembed.runners.console import ConsoleClosed, ConsoleTimeout, SerialConsole
+from lxembed.runners.qemu_system import (
+    BOOT_TIMEOUT,
+    CHECK_TIMEOUT,
+    QemuSetup,
+    initramfs_with_modules,
+    qemu_argv,
+)
+from lxembed.sources.kernel import fetch_kernel
+
+pytestmark = [pytest.mark.slow, pytest.mark.qemu]
+
+RECIPE = "busybox-python"
+BOARDS = ["qemu-arm64", "qemu-mipsel"]
+POWEROFF_TIMEOUT = 5.0  # KVM-sized, scaled for TCG like the runner's
+# Console lines of the init that mean a setup step went wrong. The kernel hands init the
+# command-line words it does not know (nokaslr on malta and arm64): the init notes and ignores
+# them, that is no trouble.
+TROUBLE = re.compile(
+    r"lxembed-init: (?!ignoring argument).*(failed|cannot|timed out|exit status [1-9]|"
+    r"no modprobe|no udhcpc|no ip command|ignoring|error)"
+)
+
+# Checks of what the init did in device mode: (name, command, expected output regex).
+INIT_CHECKS = [
+    ("pid1-is-the-init", "tr '\\0' ' ' < /proc/1/cmdline", r"^/usr/bin/python3\.11 -IS /init"),
+    ("ready-file", "ls /run/lxembed/ready", r"^/run/lxembed/ready$"),
+    ("mounts", "cut -d' ' -f2,3 /proc/mounts",
+     r"(?s)(?=.*^/dev devtmpfs$)(?=.*^/dev/pts devpts$)(?=.*^/sys sysfs$)"
+     r"(?=.*^/run tmpfs$)(?=.*^/tmp tmpfs$)(?=.*^/dev/shm tmpfs$)"),
+    ("lo-up", "ip link show lo", r"<LOOPBACK,UP,LOWER_UP>"),
+    ("init-rss", "grep VmRSS /proc/1/status", r"^VmRSS:\s+\d+ kB$"),
+    # The rescue shell got the console as its controlling tty (TIOCSCTTY): job control, Ctrl-C.
+    ("rescue-shell-tty", "set -- $(cat /proc/$$/stat); echo tty=$7", r"^tty=[1-9]\d*$"),
+]  # fmt: skip
+
+
+@dataclass
+class Boot:
+    board: str
+    before_ready: str = ""
+    boot_seconds: Optional[float] = None
+    checks: Dict[str, Tuple[Optional[int], str]] = field(default_factory=dict)
+    standard: List[Check] = field(default_factory=list)  # qemu/checks.toml, as `lxembed test`
+    shutdown: str = ""
+    poweroff_seconds: Optional[float] = None
+    exit_status: Optional[int] = None
+    error: str = ""
+
+
+def _boot(board: str, out: Path) -> Boot:
+    plan = load_plan(board, RECIPE)
+    setup = QemuSetup.for_board(plan.board)
+    if shutil.which(setup.binary) is None:
+        pytest.skip(f"{setup.binary} is not installed")
+    kernel = fetch_kernel(plan.board)
+    image = ensure_image(plan, out, "cpio", None, kernel)
+    accel = choose_accel(plan.arch)
+    boot = Boot(board)
+    boot.standard = load_checks(plan, "system")
+    commands = [(c.name, c.command) for c in boot.standard] + [c[:2] for c in INIT_CHECKS]
+    with initramfs_with_modules(image) as initrd, open(out / "console.log", "wb") as log:
+        argv = qemu_argv(setup, kernel, initrd, accel)
+        start = time.monotonic()
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        console = SerialConsole(proc.stdout.fileno(), proc.stdin.fileno(), log)
+        try:
+            match = console.expect(
+                re.compile(r"(?s)(.*?)" + READY.pattern), accel.timeout(BOOT_TIMEOUT)
+            )
+            boot.before_ready = match.group(1)
+            boot.boot_seconds = time.monotonic() - start
+            timeout = accel.timeout(CHECK_TIMEOUT)
+            console.sync(timeout)
+            for name, command in commands:
+                boot.checks[name] = console.run(command, timeout)
+            # busybox poweroff: SIGUSR2 to PID 1; the init's shutdown ends in reboot(2).
+            t0 = time.monotonic()
+            console.send("poweroff\n")
+            boot.shutdown = console.drain(accel.timeout(POWEROFF_TIMEOUT))
+            boot.exit_status = proc.wait(timeout=1.0)
+            boot.poweroff_seconds = time.monotonic() - t0
+        except (ConsoleClosed, ConsoleTimeout, subprocess.TimeoutExpired) as e:
+            boot.error = f"{type(e).__name__}: {e}"
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            boot.shutdown += console.buffer
+            proc.stdin.close()
+            proc.stdout.close()
+    return boot
+
+
+@pytest.fixture(scope="module", params=BOARDS)
+def boot(request, tmp_path_factory) -> Boot:
+    b = _boot(request.param, tmp_path_factory.mktemp(request.param))
+    print(f"\n{b.board}: ready after {b.boot_seconds or 0:.2f} s (host wall time), "
+          f"powered off {b.poweroff_seconds or 0:.2f} s after `poweroff`")  # fmt: skip
+    return b
+
+
+def test_boots_to_ready_in_device_mode(boot):
+    assert boot.boot_seconds is not None, boot.error
+    assert "lxembed-init: mode device, busybox signal table" in boot.before_ready
+    trouble = [line for line in boot.before_ready.splitlines() if TROUBLE.search(line)]
+    assert not trouble, boot.before_ready
+    # DHCP went through the init's own udhcpc script.
+    assert re.search(r"udhcpc: lease of \d+\.\d+\.\d+\.\d+ obtained", boot.before_ready)
+
+
+def test_standard_checks_pass(boot):
+    assert boot.standard and not boot.error, boot.error
+    failed = {}
+    for check in boot.standard:
+        status, output = boot.checks.get(check.name, (None, ""))
+        if status is None or not check.judge(status, output):
+            failed[check.name] = (status, output)
+    assert not failed, failed
+
+
+@pytest.mark.parametrize("name", [c[0] for c in INIT_CHECKS])
+def test_what_the_init_set_up(boot, name):
+    assert name in boot.checks, boot.error
+    status, output = boot.checks[name]
+    expect = dict((c[0], c[2]) for c in INIT_CHECKS)[name]
+    assert status == 0 and re.search(expect, output, re.M), (status, output)
+    if name == "init-rss":
+        print(f"{boot.board}: PID 1 {output.split(':')[1].strip()}")
+
+
+def test_poweroff_goes_through_the_init(boot):
+    assert boot.exit_status is not None, f"{boot.error}\n{boot.shutdown}"
+    text = boot.shutdown
+    order = ["lxembed-init: SIGUSR2: poweroff", "lxembed-init: poweroff: stopping services",
+             "lxembed-init: rescue-shell: stopped (killed by SIGHUP)", "lxembed-init: poweroff\n",
+             "reboot: Power down"]  # fmt: skip
+    at = [text.find(s) for s in order]
+    assert -1 not in at and at == sorted(at), text
+    assert "SIGKILL" not in text and "would not die" not in text, text
+    assert boot.exit_status == 0, text  # qemu exits by itself on the guest's power-off
