@@ -8,8 +8,6 @@ warm cache builds without running apt and without the network.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -22,7 +20,7 @@ from typing import List, Optional
 
 from ..errors import UserError
 from ..log import progress, warn
-from ..paths import cache_dir
+from ..paths import cache_dir, file_lock
 from .mirror import DEBIAN_KEYRING, find_mirrors
 
 _INST = re.compile(r"^Inst (\S+) (?:\[\S+\] )?\((\S+) .*\[(\S+)\]\)")
@@ -67,7 +65,8 @@ class PackageSource:
             path.write_text(text)
         return path
 
-    def _apt(self, *args: str, title: str = "") -> subprocess.CompletedProcess:
+    def _apt(self, *args: str, title: str = "", cwd: Optional[Path] = None
+             ) -> subprocess.CompletedProcess:
         opts = [
             f"-oAPT::Architecture={self.arch}", f"-oAPT::Architectures={self.arch}",
             f"-oDir::State={self.root}", f"-oDir::State::Lists={self.lists}",
@@ -83,12 +82,12 @@ class PackageSource:
         env = dict(os.environ, LC_ALL="C", DEBIAN_FRONTEND="noninteractive")
         if not title:
             return subprocess.run(["apt-get", *opts, *args], capture_output=True, text=True,
-                                  env=env)
+                                  env=env, cwd=cwd)
         # apt's machine-readable status ("dlstatus:N:PERCENT:...") on a pipe drives the bar.
         read_fd, write_fd = os.pipe()
         proc = subprocess.Popen(["apt-get", f"-oAPT::Status-Fd={write_fd}", *opts, *args],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=env, pass_fds=(write_fd,))
+                                env=env, pass_fds=(write_fd,), cwd=cwd)
         os.close(write_fd)
         with progress(title, 100) as advance, os.fdopen(read_fd) as status:
             done = 0.0
@@ -101,11 +100,8 @@ class PackageSource:
         out, err = proc.communicate()
         return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
-    @contextlib.contextmanager
     def _locked(self):
-        with open(self.root / "lock", "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            yield
+        return file_lock(self.root / "lock")
 
     def _main_index(self) -> List[Path]:
         return sorted(self.lists.glob(f"*_dists_{self.suite}_main_binary-{self.arch}_Packages*"))
@@ -190,3 +186,20 @@ class PackageSource:
                                     "is not in the cache:\n  " + "\n  ".join(fails[:6]),
                                     hint="this needs the network once; later builds use the cache")
             return debs
+
+    def download(self, deb: Deb) -> Deb:
+        """Download exactly this package, without its dependencies (apt verifies it)."""
+        if deb.path.exists():
+            return deb
+        with self._locked():
+            self._write_sources_list()
+            # `apt-get download` writes into the working directory: the archive cache.
+            result = self._apt("download", f"{deb.name}={deb.version}", cwd=self.archives,
+                               title=f"download {deb.name}")
+        if result.returncode != 0 or not deb.path.exists():
+            errors = [ln for ln in (result.stdout + result.stderr).splitlines()
+                      if ln.startswith(("E:", "Err:", "W:"))]
+            raise UserError(f"cannot download {deb.name} {deb.version} ({self.arch}):\n  "
+                            + "\n  ".join(errors[:6] or [result.stderr.strip()]),
+                            hint="this needs the network once; later runs use the cache")
+        return deb

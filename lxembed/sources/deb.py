@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import lzma
 import tarfile
@@ -45,6 +46,26 @@ def _decompress(member: str, blob: bytes, name: str) -> bytes:
     raise UserError(f"{name}: unsupported compression in {member}")
 
 
+def open_data_tar(path: Path) -> tarfile.TarFile:
+    """The data.tar of a .deb as a stream: members in order, never all unpacked in memory
+    (a kernel package unpacks to ~400 MB)."""
+    for member, blob in ar_members(Path(path).read_bytes(), str(path)):
+        if not member.startswith("data.tar"):
+            continue
+        if member.endswith(".xz"):
+            stream = lzma.LZMAFile(io.BytesIO(blob))
+        elif member.endswith(".zst"):
+            stream = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(blob))
+        elif member.endswith(".gz"):
+            stream = gzip.GzipFile(fileobj=io.BytesIO(blob))
+        elif member.endswith(".tar"):
+            stream = io.BytesIO(blob)
+        else:
+            raise UserError(f"{path}: unsupported compression in {member}")
+        return tarfile.open(fileobj=stream, mode="r|")
+    raise UserError(f"{path}: no data.tar member")
+
+
 def deb_tar(path: Path, prefix: str = "data.tar") -> bytes:
     """The uncompressed data.tar (or control.tar) of a .deb."""
     for member, blob in ar_members(Path(path).read_bytes(), str(path)):
@@ -77,7 +98,7 @@ def extract_deb(path: Path, tree: RootfsTree, origin: str = "") -> int:
     """
     origin = origin or Path(path).name
     count = 0
-    with tarfile.open(fileobj=io.BytesIO(deb_tar(path)), mode="r:") as tar:
+    with open_data_tar(path) as tar:
         for member in tar:
             try:
                 dest = normpath(member.name)

@@ -9,14 +9,12 @@ cache_dir()/kernels/, with a kernel.json that pins what was used.
 
 from __future__ import annotations
 
-import fcntl
 import io
 import json
 import lzma
 import os
 import re
 import shutil
-import tarfile
 import tempfile
 import zlib
 from dataclasses import asdict, dataclass
@@ -30,9 +28,9 @@ from elftools.elf.elffile import ELFFile
 from ..config import Board
 from ..errors import UserError
 from ..log import info, step
-from ..paths import cache_dir
+from ..paths import cache_dir, file_lock
 from .apt import Deb, PackageSource
-from .deb import ar_members
+from .deb import open_data_tar
 
 _ELF_MAGIC = b"\x7fELF"
 
@@ -88,10 +86,10 @@ def fetch_kernel(board: Board, mirror: Optional[str] = None) -> Kernel:
     root = cache_dir() / "kernels" / f"{deb.name}_{deb.version.replace(':', '%3a')}_{deb.arch}"
     done = root / "kernel.json"
     if not done.exists():
-        with _lock(root.with_name(f".{root.name}.lock")):
+        with file_lock(root.with_name(f".{root.name}.lock")):
             if not done.exists():
                 with step(f"kernel {deb.name} {deb.version}"):
-                    _download(source, deb)
+                    source.download(deb)
                     _unpack(deb, root, meta)
     data = json.loads(done.read_text())
     vmlinux = root / data["vmlinux"] if data.get("vmlinux") else None
@@ -127,77 +125,12 @@ def _image_package(source: PackageSource, meta: str) -> Deb:
     return images[-1]
 
 
-def _lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return _FileLock(path)
-
-
-class _FileLock:
-    """flock(2) on a file: two builds never unpack the same kernel at once."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __enter__(self):
-        self.fh = open(self.path, "w")
-        fcntl.flock(self.fh, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc):
-        self.fh.close()
-
-
-def _download(source: PackageSource, deb: Deb) -> None:
-    """Download just this package (apt verifies it against the signed index)."""
-    if deb.path.exists():
-        return
-    with source._locked():
-        source._write_sources_list()
-        # `apt-get download` writes into the working directory: run it inside the archive cache.
-        # The resolved closure is not installed, so `install --download-only` would pull ~40
-        # packages (udev, initramfs-tools...) a kernel image on its own does not need.
-        cwd = os.getcwd()
-        os.chdir(source.archives)
-        try:
-            result = source._apt("download", f"{deb.name}={deb.version}")
-        finally:
-            os.chdir(cwd)
-    if result.returncode != 0 or not deb.path.exists():
-        errors = [
-            ln
-            for ln in (result.stdout + result.stderr).splitlines()
-            if ln.startswith(("E:", "Err:", "W:"))
-        ]
-        raise UserError(
-            f"cannot download {deb.name} {deb.version} ({source.arch}):\n  "
-            + "\n  ".join(errors[:6] or [result.stderr.strip()]),
-            hint="this needs the network once; later runs use the cache",
-        )
-
-
-def _data_tar(path: Path) -> tarfile.TarFile:
-    """Stream the data.tar of a .deb (kernel packages unpack to ~400 MB: never all in memory)."""
-    for member, blob in ar_members(path.read_bytes(), str(path)):
-        if not member.startswith("data.tar"):
-            continue
-        if member.endswith(".xz"):
-            stream = lzma.LZMAFile(io.BytesIO(blob))
-        elif member.endswith(".zst"):
-            stream = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(blob))
-        elif member.endswith(".gz"):
-            return tarfile.open(fileobj=io.BytesIO(blob), mode="r|gz")
-        else:
-            stream = io.BytesIO(blob)
-        return tarfile.open(fileobj=stream, mode="r|")
-    raise UserError(f"{path}: no data.tar member")
-
-
 def _unpack(deb: Deb, root: Path, meta: str) -> None:
     """Unpack /boot/vmlinuz-*, /boot/config-* and /lib/modules/ into `root`, atomically."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     try:
         image, release = None, None
-        with _data_tar(deb.path) as tar:
+        with open_data_tar(deb.path) as tar:
             for member in tar:
                 name = member.name.lstrip("./")
                 if name.startswith("usr/lib/modules/"):
