@@ -19,6 +19,7 @@ from typing import Dict, List, Tuple, Union
 import zstandard
 
 from ..errors import UserError
+from ..sources.deb import tar_entry
 from ..tree import BLOCK, CHAR, DIR, FIFO, FILE, HARDLINK, SYMLINK, Entry, RootfsTree, normpath
 
 CPIO_NEWC_MAGICS = (b"070701", b"070702")  # newc, and newc with checksums
@@ -109,30 +110,9 @@ def read_tar(data: bytes, name: str) -> RootfsTree:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
             for member in tar:
                 path = normpath(member.name)
-                entry = Entry(
-                    FILE,
-                    member.mode & 0o7777,
-                    member.uid,
-                    member.gid,
-                    int(member.mtime),
-                    origin=name,
-                )
-                if member.isdir():
-                    entry.type = DIR
-                elif member.issym():
-                    entry.type, entry.target = SYMLINK, member.linkname
-                elif member.islnk():
-                    entry.type, entry.target = HARDLINK, normpath(member.linkname)
-                elif member.isreg():
-                    entry.data = tar.extractfile(member).read()
-                elif member.ischr() or member.isblk():
-                    entry.type = CHAR if member.ischr() else BLOCK
-                    entry.major, entry.minor = member.devmajor, member.devminor
-                elif member.isfifo():
-                    entry.type = FIFO
-                else:
-                    continue
-                _put(tree, path, entry)
+                entry = tar_entry(tar, member, name)
+                if entry is not None:
+                    _put(tree, path, entry)
     except (tarfile.TarError, EOFError) as err:
         raise UserError(f"{name}: corrupt tar archive: {err}") from None
     return tree

@@ -8,9 +8,10 @@ in qemu/checks.toml, recipes add their own.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..config import Plan
 from ..config.loader import project_dirs
@@ -51,6 +52,20 @@ class CheckResult:
 
     def as_dict(self) -> Dict[str, Any]:
         return asdict(self)
+
+
+def run_check(check: Check, run: Callable[[str], Tuple[Optional[int], str]], timeout: float,
+              on_timeout: str) -> CheckResult:
+    """Run one check through `run(command) -> (status or None on timeout, output)`."""
+    t0 = time.monotonic()
+    status, output = run(check.command)
+    result = CheckResult(check.name, False, output, -1 if status is None else status,
+                         round(time.monotonic() - t0, 3))
+    if status is None:
+        result.error = f"timed out after {timeout:.0f} s ({on_timeout})"
+    else:
+        result.ok = check.judge(status, output)
+    return result
 
 
 def standard_checks_file() -> Path:

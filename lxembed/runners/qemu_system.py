@@ -21,7 +21,7 @@ from typing import Iterator, List, Optional, Sequence
 from ..config import Board
 from ..errors import UserError
 from ..sources.kernel import Kernel
-from . import READY, Check, CheckResult, TestReport
+from . import READY, Check, TestReport, run_check
 from .accel import Accel
 from .console import ConsoleClosed, ConsoleTimeout, SerialConsole, tail
 
@@ -234,20 +234,8 @@ def _drive(
     if status == 0 and m:
         report.guest_uptime = float(m.group(1))
     for check in checks:
-        t0 = time.monotonic()
-        status, output = console.run(check.command, check_timeout)
-        result = CheckResult(
-            check.name,
-            False,
-            output,
-            -1 if status is None else status,
-            round(time.monotonic() - t0, 3),
-        )
-        if status is None:
-            result.error = f"timed out after {check_timeout:.0f} s (interrupted)"
-        else:
-            result.ok = check.judge(status, output)
-        report.checks.append(result)
+        report.checks.append(run_check(check, lambda cmd: console.run(cmd, check_timeout),
+                                       check_timeout, "interrupted"))
 
 
 def boot_interactive(

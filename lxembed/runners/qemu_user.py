@@ -28,7 +28,7 @@ from ..arch import Arch
 from ..errors import UserError
 from ..log import warn
 from ..paths import cache_dir
-from . import Check, CheckResult, TestReport
+from . import Check, TestReport, run_check
 
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
 BINFMTS = Path("/usr/share/binfmts")  # qemu-user-static's handler descriptions
@@ -257,19 +257,7 @@ def check_tree(
     start = time.monotonic()
     with contextlib.nullcontext() if native else BinfmtHandler(arch):
         for check in checks:
-            t0 = time.monotonic()
-            status, output = run_in_tree(root, check.command, timeout)
-            result = CheckResult(
-                check.name,
-                False,
-                output,
-                -1 if status is None else status,
-                round(time.monotonic() - t0, 3),
-            )
-            if status is None:
-                result.error = f"timed out after {timeout:.0f} s (killed)"
-            else:
-                result.ok = check.judge(status, output)
-            report.checks.append(result)
+            report.checks.append(run_check(check, lambda cmd: run_in_tree(root, cmd, timeout),
+                                           timeout, "killed"))
     report.seconds = round(time.monotonic() - start, 3)
     return report

@@ -9,7 +9,7 @@ import tarfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import zstandard
 
@@ -91,6 +91,28 @@ def deb_control(path: Path) -> Dict[str, str]:
     return {}
 
 
+def tar_entry(tar: tarfile.TarFile, member: tarfile.TarInfo, origin: str) -> Optional[Entry]:
+    """The tree entry for one tar member (None for types a rootfs does not hold)."""
+    entry = Entry(FILE, member.mode & 0o7777, member.uid, member.gid, int(member.mtime),
+                  origin=origin)
+    if member.isdir():
+        entry.type = DIR
+    elif member.issym():
+        entry.type, entry.target = SYMLINK, member.linkname
+    elif member.islnk():
+        entry.type, entry.target = HARDLINK, normpath(member.linkname)
+    elif member.isreg():
+        entry.data = tar.extractfile(member).read()
+    elif member.ischr() or member.isblk():
+        entry.type = CHAR if member.ischr() else BLOCK
+        entry.major, entry.minor = member.devmajor, member.devminor
+    elif member.isfifo():
+        entry.type = FIFO
+    else:
+        return None
+    return entry
+
+
 def extract_deb(path: Path, tree: RootfsTree, origin: str = "") -> int:
     """Add every entry of a .deb's data.tar to the tree; returns how many were added.
 
@@ -104,26 +126,11 @@ def extract_deb(path: Path, tree: RootfsTree, origin: str = "") -> int:
                 dest = normpath(member.name)
             except UserError as err:
                 raise UserError(f"{path}: {err}") from None
-            entry = Entry(FILE, member.mode & 0o7777, member.uid, member.gid, int(member.mtime),
-                          origin=origin)
-            if member.isdir():
-                entry.type = DIR
-            elif member.issym():
-                entry.type, entry.target = SYMLINK, member.linkname
-            elif member.islnk():
-                entry.type = HARDLINK
-                try:
-                    entry.target = normpath(member.linkname)
-                except UserError as err:
-                    raise UserError(f"{path}: {err}") from None
-            elif member.isreg():
-                entry.data = tar.extractfile(member).read()
-            elif member.ischr() or member.isblk():
-                entry.type = CHAR if member.ischr() else BLOCK
-                entry.major, entry.minor = member.devmajor, member.devminor
-            elif member.isfifo():
-                entry.type = FIFO
-            else:
+            try:
+                entry = tar_entry(tar, member, origin)
+            except UserError as err:
+                raise UserError(f"{path}: {err}") from None
+            if entry is None:
                 continue
             try:
                 if entry.type == DIR and dest == "/":
