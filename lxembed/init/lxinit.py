@@ -932,7 +932,10 @@ class Init:
         say("some processes would not die")
 
     def finish(self):
-        os.sync()
+        # Only a device's disks need it: the page cache outlives a container, and there sync(2)
+        # flushes every filesystem of the host (300 MB dirty made lxc-stop take 0.3 s).
+        if self.mode == "device":
+            os.sync()
         if not self.pid1:
             say("would %s now, but not PID 1: exiting" % self.action)
             return 0
