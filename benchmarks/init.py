@@ -1,0 +1,392 @@
+#!/usr/bin/env python3
+"""The Python init against busybox init, side by side on one board and kernel (qemu-arm64).
+
+    python3 benchmarks/init.py                 # qemu-arm64, 3 boots per image (medians)
+    python3 benchmarks/init.py -n 5 --json
+    python3 benchmarks/init.py -b qemu-mipsel --no-lxc
+
+Boots go exactly as `lxembed test` boots (same qemu command line and kernel options, the
+uncompressed rootfs.cpio plus the modules segment), driven over the serial console:
+
+- boot to ready: host wall time from qemu's start to the ready marker, and the guest's uptime
+  at that moment (read after the shell answers, minus the host time since the marker);
+- PID 1's VmRSS, from /proc/1/status in the guest;
+- shutdown with 10 services, in the guest: `poweroff` typed on the console until qemu exits
+  (-no-reboot). The images for this are `busybox` and `busybox-python` plus 10 services each
+  (busybox: `::respawn:` lines in /etc/inittab; the Python init: [[services]] that trap SIGTERM
+  and exit 0); the recipes are written to the work directory. With --lxc (the default when root
+  and LXC are there) also `lxc-stop` of the container-bind recipe with the same 10 services;
+- image size: rootfs.cpio.zst and modules.cpio.zst as `lxembed build -f cpio.zst` writes them
+  (and the .xz pair for comparison), with the largest files of the Python image compressed alone
+  (zstd -19) for the breakdown.
+
+Boots of the two inits alternate, so a change in the host's load hits both alike.
+
+Goals (issue 6): the Python init adds < 0.2 s to boot-to-ready on qemu-arm64, RSS < 10 MB,
+shutdown < 1 s, arm64 busybox-python < 3.0 MB compressed. Exit status 1 if a goal is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import zstandard
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lxembed import log  # noqa: E402
+from lxembed.arch import host_arch  # noqa: E402
+from lxembed.cli_qemu import ensure_image  # noqa: E402
+from lxembed.config import list_boards, load_board, load_plan  # noqa: E402
+from lxembed.config.loader import find_overlay  # noqa: E402
+from lxembed.errors import UserError  # noqa: E402
+from lxembed.paths import cache_dir  # noqa: E402
+from lxembed.pipeline import build_image  # noqa: E402
+from lxembed.runners import READY  # noqa: E402
+from lxembed.runners.accel import choose_accel  # noqa: E402
+from lxembed.runners.console import ConsoleClosed, ConsoleTimeout, SerialConsole  # noqa: E402
+from lxembed.runners.qemu_system import (  # noqa: E402
+    BOOT_TIMEOUT,
+    CHECK_TIMEOUT,
+    QemuSetup,
+    initramfs_with_modules,
+    qemu_argv,
+)
+from lxembed.sources.kernel import fetch_kernel  # noqa: E402
+
+SERVICES = 10
+GOALS = {"boot_added": 0.2, "rss_mb": 10.0, "shutdown": 1.0, "image_mb": 3.0}
+# A service that behaves: it exits 0 on SIGTERM (and its sleep child dies with the group).
+SERVICE_SH = "trap 'exit 0' TERM; echo up; while :; do sleep 60 & wait; done"
+
+
+def _recipes(work: Path) -> Dict[str, str]:
+    """Recipe name or path per variant; the 10-service ones are written to `work`."""
+    work.mkdir(parents=True, exist_ok=True)
+    base_inittab = _busybox_inittab()
+    lines = "".join(f'::respawn:/bin/sh -c "{SERVICE_SH}"\n' for _ in range(SERVICES))
+    busybox_10 = work / "busybox-10-services.toml"
+    busybox_10.write_text(
+        'base = "busybox"\n'
+        f'description = "busybox init with {SERVICES} respawn services (benchmark)"\n'
+        f"[files]\n{json.dumps('/etc/inittab')} = {json.dumps(base_inittab + lines)}\n"
+    )
+    services = "".join(
+        f'[[services]]\nname = "s{i}"\ncommand = ["/bin/sh", "-c", {json.dumps(SERVICE_SH)}]\n'
+        + (f'after = ["s{i - 1}"]\n' if i else "")
+        for i in range(SERVICES)
+    )
+    python_10 = work / "busybox-python-10-services.toml"
+    python_10.write_text(
+        f'base = "busybox-python"\ndescription = "the Python init with {SERVICES} services"\n'
+        + services
+    )
+    bind_10 = work / "container-bind-10-services.toml"
+    bind_10.write_text(f'base = "container-bind"\n{services}')
+    return {
+        "busybox": "busybox",
+        "python": "busybox-python",
+        "busybox-10": str(busybox_10),
+        "python-10": str(python_10),
+        "bind-10": str(bind_10),
+    }
+
+
+def _busybox_inittab() -> str:
+    """The inittab the busybox recipe's overlay installs (the 10 services are added to it)."""
+    board = next(b for b in list_boards() if load_board(b).qemu is not None)
+    plan = load_plan(board, "busybox")
+    for name in plan.recipe.settings["overlays"]:
+        path = find_overlay(name) / "etc" / "inittab"
+        if path.is_file():
+            return path.read_text()
+    raise UserError("the busybox recipe has no /etc/inittab overlay")
+
+
+class Boot:
+    """One boot: ready, uptime, PID 1's RSS, then `poweroff` through the init."""
+
+    def __init__(self):
+        self.wall: Optional[float] = None
+        self.uptime: Optional[float] = None
+        self.rss_kb: Optional[int] = None
+        self.shutdown: Optional[float] = None
+        self.error = ""
+
+
+def boot_once(board: str, recipe: str, work: Path, log_path: Path, services: int = 0) -> Boot:
+    plan = load_plan(board, recipe)
+    setup = QemuSetup.for_board(plan.board)
+    kernel = fetch_kernel(plan.board)
+    image = ensure_image(plan, work / "images" / plan.recipe.name, "cpio", None, kernel)
+    accel = choose_accel(plan.arch)
+    timeout = accel.timeout(CHECK_TIMEOUT)
+    result = Boot()
+    with initramfs_with_modules(image) as initrd, open(log_path, "wb") as log_file:
+        argv = qemu_argv(setup, kernel, initrd, accel)
+        start = time.monotonic()
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        console = SerialConsole(proc.stdout.fileno(), proc.stdin.fileno(), log_file)
+        try:
+            console.expect(READY, accel.timeout(BOOT_TIMEOUT))
+            ready = time.monotonic()
+            result.wall = ready - start
+            console.sync(timeout)
+            status, out = console.run("cat /proc/uptime", timeout)
+            if status == 0:  # the guest clock at the marker: now minus the host time since
+                result.uptime = float(out.split()[0]) - (time.monotonic() - ready)
+            status, out = console.run("grep VmRSS /proc/1/status", timeout)
+            m = re.search(r"VmRSS:\s+(\d+) kB", out or "")
+            result.rss_kb = int(m.group(1)) if m else None
+            if services:  # let every service reach its SIGTERM trap: a fair stop
+                console.run("sleep 1", timeout)
+            t0 = time.monotonic()
+            console.send("poweroff\n")
+            said = console.drain(accel.timeout(30.0))  # until qemu exits (EOF) on the power-off
+            proc.wait(timeout=5)
+            result.shutdown = time.monotonic() - t0
+            if proc.returncode != 0:
+                result.error = f"qemu exited with status {proc.returncode}"
+            elif re.search(r"lxembed-init: .*SIGKILL", said):
+                result.error = f"a service was SIGKILLed at shutdown (console log {log_path})"
+        except (ConsoleTimeout, ConsoleClosed, subprocess.TimeoutExpired) as e:
+            result.error = f"{type(e).__name__}: {e} (console log {log_path})"
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdin.close()
+            proc.stdout.close()
+    return result
+
+
+def lxc_stop_times(recipe: str, work: Path, repeat: int) -> List[float]:
+    """`lxc-stop` wall times of the bind-host container with the Python init and 10 services."""
+    from lxembed.runners.containers import lxc_start_argv, lxc_stop
+
+    board = next(b for b in list_boards() if load_board(b).arch.debian == host_arch().debian)
+    plan = load_plan(board, recipe)
+    out = work / "images" / plan.recipe.name
+    build_image(plan, out, ["lxc"])
+    config, name = out / "lxc" / "config", "lxinit-bench"
+    times = []
+    for i in range(repeat):
+        run = work / f"lxc-run-{i}"
+        shutil.rmtree(run, ignore_errors=True)
+        run.mkdir(parents=True)
+        console = run / "console.log"
+        subprocess.run(
+            lxc_start_argv(name, run, config, console_log=console, daemon=True),
+            check=True,
+            timeout=30,
+        )
+        try:
+            text = ""
+            deadline = time.monotonic() + 30
+            while text.count("] up") < SERVICES or "lxembed-init: ready" not in text:
+                if time.monotonic() > deadline:
+                    raise UserError(f"the container did not get ready: {console}")
+                time.sleep(0.02)
+                text = console.read_text(errors="replace") if console.exists() else ""
+            t0 = time.monotonic()
+            stop = lxc_stop(name, run, config)
+            times.append(time.monotonic() - t0)
+            if stop.returncode != 0:
+                raise UserError(f"lxc-stop failed: {stop.stderr.strip()}")
+            text = console.read_text(errors="replace")
+            if "SIGKILL" in text:
+                raise UserError(f"a service was SIGKILLed in the container: {console}")
+        finally:
+            lxc_stop(name, run, config, kill=True)
+            lock = Path("/run/lxc/lock") / str(run).lstrip("/")
+            shutil.rmtree(lock, ignore_errors=True)
+    return times
+
+
+def image_sizes(board: str, recipe: str, work: Path) -> Dict[str, int]:
+    plan = load_plan(board, recipe)
+    kernel = fetch_kernel(plan.board)
+    rootfs = ensure_image(plan, work / "images" / plan.recipe.name, "cpio.zst", None, kernel)
+    modules = rootfs.with_name("modules.cpio.zst")
+    sizes = {"rootfs.cpio.zst": rootfs.stat().st_size}
+    sizes["modules.cpio.zst"] = modules.stat().st_size if modules.exists() else 0
+    sizes["total"] = sizes["rootfs.cpio.zst"] + sizes["modules.cpio.zst"]
+    # For comparison: xz (the kernels take it too) packs the ELF files a little tighter.
+    xz = ensure_image(plan, work / "images" / plan.recipe.name, "cpio.xz", None, kernel)
+    modules_xz = xz.with_name("modules.cpio.xz")
+    sizes["total.xz"] = xz.stat().st_size + (
+        modules_xz.stat().st_size if modules_xz.exists() else 0
+    )
+    return sizes
+
+
+def largest_files(board: str, recipe: str, work: Path, top: int = 8) -> List[tuple]:
+    """(path, bytes, zstd -19 bytes) of the image's largest files, each compressed alone."""
+    plan = load_plan(board, recipe)
+    root = ensure_image(plan, work / "images" / plan.recipe.name, "dir", None)
+    files = [p for p in root.rglob("*") if p.is_file() and not p.is_symlink()]
+    files.sort(key=lambda p: p.stat().st_size, reverse=True)
+    zstd = zstandard.ZstdCompressor(level=19)
+    return [
+        ("/" + str(p.relative_to(root)), p.stat().st_size, len(zstd.compress(p.read_bytes())))
+        for p in files[:top]
+    ]
+
+
+def _median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def run(args) -> dict:
+    work = Path(args.work) if args.work else cache_dir() / "benchmarks" / "init"
+    recipes = _recipes(work)
+    plan = load_plan(args.board, "busybox-python")
+    kernel = fetch_kernel(plan.board)
+    accel = choose_accel(plan.arch)
+    setup = QemuSetup.for_board(plan.board)
+    report = {
+        "board": args.board,
+        "machine": setup.machine,
+        "cpu": setup.cpu,
+        "accel": accel.name,
+        "kernel": kernel.pin(),
+        "initrd": "uncompressed rootfs.cpio + modules.cpio (as lxembed test boots)",
+        "boots": args.repeat,
+        "inits": {},
+    }
+    variants = ("busybox", "python", "busybox-10", "python-10")
+    boots: Dict[str, List[Boot]] = {v: [] for v in variants}
+    for i in range(args.repeat):  # interleaved: the host's load changes hit both inits alike
+        for v in variants:
+            services = SERVICES if v.endswith("-10") else 0
+            log_path = work / f"console-{v}-{i}.log"
+            boots[v].append(boot_once(args.board, recipes[v], work, log_path, services))
+    for key, label in (("busybox", "busybox init"), ("python", "Python init")):
+        ok = [b for b in boots[key] if not b.error]
+        shut = [b for b in boots[key + "-10"] if not b.error]
+        report["inits"][key] = {
+            "label": label,
+            "recipe": recipes[key],
+            "wall_to_ready": _median(b.wall for b in ok),
+            "uptime_at_ready": _median(b.uptime for b in ok),
+            "pid1_rss_kb": _median(b.rss_kb for b in ok),
+            "shutdown_10_services": _median(b.shutdown for b in shut),
+            "image": image_sizes(args.board, recipes[key], work),
+            "errors": [b.error for b in boots[key] + boots[key + "-10"] if b.error],
+        }
+    report["largest_files_python"] = largest_files(args.board, "busybox-python", work)
+    if args.lxc:
+        times = lxc_stop_times(recipes["bind-10"], work, args.repeat)
+        report["lxc_stop_10_services"] = _median(times)
+    return report
+
+
+def verdicts(report: dict) -> Dict[str, tuple]:
+    bb, py = report["inits"]["busybox"], report["inits"]["python"]
+    added = None
+    if bb["wall_to_ready"] is not None and py["wall_to_ready"] is not None:
+        added = py["wall_to_ready"] - bb["wall_to_ready"]
+    rss = py["pid1_rss_kb"] / 1024 if py["pid1_rss_kb"] is not None else None
+    shut = py["shutdown_10_services"]
+    image = py["image"]["total"] / 1e6
+    return {
+        "boot_added": (added, added is not None and added < GOALS["boot_added"]),
+        "rss_mb": (rss, rss is not None and rss < GOALS["rss_mb"]),
+        "shutdown": (shut, shut is not None and shut < GOALS["shutdown"]),
+        "image_mb": (image, image < GOALS["image_mb"]),
+    }
+
+
+def print_report(report: dict) -> None:
+    bb, py = report["inits"]["busybox"], report["inits"]["python"]
+    v = verdicts(report)
+    k = report["kernel"]
+    print(
+        f"{report['board']} ({report['machine']}, {report['cpu']}, {report['accel']}), "
+        f"{k['package']} {k['version']}; {report['initrd']}; "
+        f"medians of {report['boots']} boots each"
+    )
+
+    def s(x, unit="s", scale=1.0, digits=2):
+        return f"{x / scale:.{digits}f} {unit}" if x is not None else "-"
+
+    def goal(key, text):
+        value, ok = v[key]
+        return f"{text}: {'ok' if ok else 'MISSED'}" if value is not None else text
+
+    rows = [
+        ("boot to ready, host wall", s(bb["wall_to_ready"]), s(py["wall_to_ready"]),
+         goal("boot_added", f"+{s(v['boot_added'][0])}, goal < +0.20 s")),
+        ("boot to ready, guest uptime", s(bb["uptime_at_ready"]), s(py["uptime_at_ready"]), ""),
+        ("PID 1 VmRSS", s(bb["pid1_rss_kb"], "MB", 1024), s(py["pid1_rss_kb"], "MB", 1024),
+         goal("rss_mb", "goal < 10 MB")),
+        (f"shutdown, {SERVICES} services, in the guest", s(bb["shutdown_10_services"]),
+         s(py["shutdown_10_services"]), goal("shutdown", "goal < 1 s")),
+        ("rootfs.cpio.zst", s(bb["image"]["rootfs.cpio.zst"], "MB", 1e6),
+         s(py["image"]["rootfs.cpio.zst"], "MB", 1e6), ""),
+        ("modules.cpio.zst", s(bb["image"]["modules.cpio.zst"], "MB", 1e6),
+         s(py["image"]["modules.cpio.zst"], "MB", 1e6), ""),
+        ("image, zstd -19, total", s(bb["image"]["total"], "MB", 1e6),
+         s(py["image"]["total"], "MB", 1e6), goal("image_mb", "goal < 3.0 MB")),
+        ("image, xz -9e, total (for comparison)", s(bb["image"]["total.xz"], "MB", 1e6),
+         s(py["image"]["total.xz"], "MB", 1e6), ""),
+    ]  # fmt: skip
+    print(f"{'':38} {'busybox init':>13} {'Python init':>13}  goal")
+    for name, a, b, g in rows:
+        print(f"{name:38} {a:>13} {b:>13}  {g}")
+    if "lxc_stop_10_services" in report:
+        print(
+            f"{'lxc-stop, ' + str(SERVICES) + ' services (container-bind)':38} {'':>13} "
+            f"{s(report['lxc_stop_10_services']):>13}  host python3, SIGPWR -> reboot(2)"
+        )
+    print(f"\nlargest files of busybox-python ({report['board']}), each compressed alone:")
+    for path, raw, packed in report["largest_files_python"]:
+        print(f"  {path:58} {raw / 1e6:6.2f} MB -> {packed / 1e6:5.2f} MB")
+    for key in ("busybox", "python"):
+        for err in report["inits"][key]["errors"]:
+            print(f"{report['inits'][key]['label']}: {err}", file=sys.stderr)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-b", "--board", default="qemu-arm64")
+    parser.add_argument("-n", "--repeat", type=int, default=3, help="boots per image")
+    parser.add_argument("--work", help="images, recipes and console logs (default: the cache)")
+    can_lxc = os.geteuid() == 0 and shutil.which("lxc-start") is not None
+    parser.add_argument("--lxc", action=argparse.BooleanOptionalAction, default=can_lxc,
+                        help="also time lxc-stop of a container with the Python init")  # fmt: skip
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    log.set_quiet(True)
+    try:
+        report = run(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    report["goals"] = {k: {"value": val, "ok": ok} for k, (val, ok) in verdicts(report).items()}
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_report(report)
+    return 0 if all(g["ok"] for g in report["goals"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
