@@ -214,9 +214,22 @@ def lxc_stop_times(recipe: str, work: Path, repeat: int) -> List[float]:
                 raise UserError(f"a service was SIGKILLed in the container: {console}")
         finally:
             lxc_stop(name, run, config, kill=True)
-            lock = Path("/run/lxc/lock") / str(run).lstrip("/")
-            shutil.rmtree(lock, ignore_errors=True)
+            _remove_lock_dir(run)
     return times
+
+
+def _remove_lock_dir(lxcpath: Path) -> None:
+    """LXC leaves a lock directory named after the lxcpath under /run/lxc/lock."""
+    top = Path("/run/lxc/lock")
+    lock = top / str(lxcpath).lstrip("/")
+    shutil.rmtree(lock, ignore_errors=True)
+    for parent in lock.parents:
+        if parent == top:
+            break
+        try:
+            parent.rmdir()
+        except OSError:
+            break
 
 
 def image_sizes(board: str, recipe: str, work: Path) -> Dict[str, int]:
