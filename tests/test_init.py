@@ -6,6 +6,7 @@ import ast
 import functools
 import glob
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -422,3 +423,21 @@ def test_signal_tables(start_init, env, config, sig, action):
     out = init.console()
     assert "%s: %s" % (signal.Signals(sig).name, action) in out
     assert "would %s now" % action in out
+
+
+@pytest.mark.parametrize("text", [
+    '{"hostname": "gw", "services": [{"name": "a", "command": ["/bin/true"], "after": []}]}',
+    ' [1, -2.5e3, true, false, null, "\\u00e9\\n", {"nested": {"deep": [[]]}}] \n',
+    '{"x": NaN, "y": -Infinity}',
+    '"just a string"',
+])
+def test_parse_json_agrees_with_json_loads(text):
+    parsed = load_lxinit().parse_json(text)
+    expected = json.loads(text)
+    assert repr(parsed) == repr(expected)  # repr: NaN != NaN
+
+
+@pytest.mark.parametrize("text", ['{"a": 1,}', '{"a" 1}', "[1] trailing", "", "{'a': 1}"])
+def test_parse_json_rejects_what_json_rejects(text):
+    with pytest.raises(ValueError):
+        load_lxinit().parse_json(text)
