@@ -178,7 +178,7 @@ def boot_once(board: str, recipe: str, work: Path, log_path: Path, services: int
 
 def lxc_stop_times(recipe: str, work: Path, repeat: int) -> List[float]:
     """`lxc-stop` wall times of the bind-host container with the Python init and 10 services."""
-    from lxembed.runners.containers import lxc_start_argv, lxc_stop
+    from lxembed.runners.containers import lxc_start_argv, lxc_stop, remove_lock_dir
 
     board = next(b for b in list_boards() if load_board(b).arch.debian == host_arch().debian)
     plan = load_plan(board, recipe)
@@ -214,22 +214,8 @@ def lxc_stop_times(recipe: str, work: Path, repeat: int) -> List[float]:
                 raise UserError(f"a service was SIGKILLed in the container: {console}")
         finally:
             lxc_stop(name, run, config, kill=True)
-            _remove_lock_dir(run)
+            remove_lock_dir(run)
     return times
-
-
-def _remove_lock_dir(lxcpath: Path) -> None:
-    """LXC leaves a lock directory named after the lxcpath under /run/lxc/lock."""
-    top = Path("/run/lxc/lock")
-    lock = top / str(lxcpath).lstrip("/")
-    shutil.rmtree(lock, ignore_errors=True)
-    for parent in lock.parents:
-        if parent == top:
-            break
-        try:
-            parent.rmdir()
-        except OSError:
-            break
 
 
 def image_sizes(board: str, recipe: str, work: Path) -> Dict[str, int]:

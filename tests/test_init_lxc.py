@@ -21,7 +21,7 @@ import pytest
 from conftest import run_lxembed
 from init_helpers import LXINIT, children_of, wait_until
 
-from lxembed.runners.containers import lxc_start_argv, lxc_stop
+from lxembed.runners.containers import lxc_start_argv, lxc_stop, remove_lock_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.lxc]
 
@@ -179,20 +179,6 @@ class Container:
                 self.monitor.kill()
                 self.monitor.wait()
         remove_lock_dir(self.base)
-
-
-def remove_lock_dir(lxcpath: Path) -> None:
-    """LXC leaves a lock directory named after the lxcpath under /run/lxc/lock."""
-    top = Path("/run/lxc/lock")
-    lock = top / str(lxcpath).lstrip("/")
-    shutil.rmtree(lock, ignore_errors=True)
-    for parent in lock.parents:
-        if parent == top:
-            break
-        try:
-            parent.rmdir()
-        except OSError:
-            break
 
 
 @pytest.fixture

@@ -121,6 +121,20 @@ def _wait_interruptible(proc: subprocess.Popen, stop, kill, timeout: float = STO
                 kill()
 
 
+def remove_lock_dir(lxcpath: Path) -> None:
+    """LXC leaves a lock directory named after the lxcpath under /run/lxc/lock."""
+    top = Path("/run/lxc/lock")
+    lock = top / str(lxcpath).lstrip("/")
+    shutil.rmtree(lock, ignore_errors=True)
+    for parent in lock.parents:
+        if parent == top:
+            break
+        try:
+            parent.rmdir()
+        except OSError:
+            break
+
+
 def run_lxc(name: str, config: Path, lxcpath: Path) -> int:
     """lxc-start -F in its own session (so the terminal's SIGINT reaches only us), with the
     console logged to a file we follow: an attached console would put the terminal in raw mode
@@ -147,6 +161,7 @@ def run_lxc(name: str, config: Path, lxcpath: Path) -> int:
     finally:
         follow.done.set()
         follow.join(2)
+        remove_lock_dir(lxcpath)
     return code
 
 
