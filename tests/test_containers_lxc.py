@@ -22,6 +22,7 @@ from lxembed.config import Plan, load_plan
 from lxembed.config.loader import load_board, load_recipe
 from lxembed.containers.lxc_config import MODERN_ONLY, parse_lxc_config
 from lxembed.pipeline import build_image
+from lxembed.runners.containers import remove_lock_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.lxc]
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,6 +128,7 @@ def containers(tmp_path):
     for c in made:
         if c.running():
             c.kill()
+        remove_lock_dir(c.lxcpath)
 
 
 @pytest.fixture
