@@ -8,9 +8,10 @@ cd "$(dirname "$0")/.."
 job=${1:-demo}
 
 # System packages: qemu (user + system), LXC and crun, archive keys, cpio/zstd for tests.
+# busybox-static and procps on the host: bind-host containers run the host's busybox and ps.
 packages="python3 python3-venv python3-pip qemu-user-static qemu-system-arm qemu-system-mips
   qemu-system-x86 lxc crun iproute2 iputils-ping debian-archive-keyring apt-utils cpio zstd
-  squashfs-tools e2fsprogs uidmap"
+  xz-utils squashfs-tools e2fsprogs uidmap busybox-static procps util-linux"
 missing=$(for p in $packages; do dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null |
   grep -q "install ok installed" || echo "$p"; done)
 if [ -n "$missing" ]; then
