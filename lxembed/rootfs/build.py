@@ -20,14 +20,10 @@ from .python import add_init_config, add_python_init
 from .skeleton import add_skeleton
 
 
-def package_source(plan: Plan, mirror: Optional[str] = None, arch: Optional[str] = None):
-    return PackageSource(plan.board.suite, arch or plan.arch.debian, mirror)
-
-
 def build_tree(plan: Plan, mirror: Optional[str] = None) -> RootfsTree:
     recipe, epoch = plan.recipe.settings, plan.epoch
     tree = RootfsTree()
-    source = package_source(plan, mirror)
+    source = PackageSource(plan.board.suite, plan.arch.debian, mirror)
     with step("packages"):
         if recipe["packages"]:
             debs = source.fetch(recipe["packages"])

@@ -28,7 +28,7 @@ from ..errors import UserError
 from ..paths import cache_dir
 from ..sources.apt import PackageSource
 from ..sources.deb import extract_deb
-from ..tree import DIR, FILE, RootfsTree
+from ..tree import RootfsTree
 from ..writers.directory import write_dir
 from .emulate import qemu_user_argv
 
@@ -142,10 +142,6 @@ def add_python_init(tree: RootfsTree, plan: Plan, source: PackageSource) -> None
     tree.write("/sbin/init", INIT_SHIM.encode(), mode=0o755, mtime=epoch, origin="init")
     tree.remove("/init")
     tree.symlink("/init", "/sbin/init", mtime=epoch, origin="init")
-    for p, e in list(tree):
-        if p.startswith(STDLIB) and e.type == DIR:
-            e.mode = 0o755
-    assert tree.get(PYTHON).type == FILE
 
 
 def init_config(plan: Plan) -> dict:
