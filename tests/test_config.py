@@ -116,3 +116,12 @@ def test_config_reference_is_current(cli):
     result = cli("config-docs", check=True)
     assert (ROOT / "docs/config.md").read_text() == result.stdout, \
         "run: lxembed config-docs > docs/config.md"
+
+
+def test_local_debs_are_relative_to_the_recipe_that_names_them(tmp_path):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "parent.toml").write_text('debs = ["pkgs/tool_1.0_all.deb"]\n')
+    child = tmp_path / "child.toml"
+    child.write_text(f'base = "{tmp_path / "base" / "parent.toml"}"\ndebs = ["mine.deb"]\n')
+    recipe = load_recipe(str(child))
+    assert recipe.debs == [str(tmp_path / "base/pkgs/tool_1.0_all.deb"), str(tmp_path / "mine.deb")]

@@ -131,6 +131,8 @@ def load_recipe(name: str, _seen: tuple = ()) -> Recipe:
         raise UserError(f"{path}: recipe bases form a loop")
     data, text = parse(path)
     settings = validate(data, RECIPE_SETTINGS, path, text)
+    # Local .debs are relative to the file that names them, also when another recipe extends it.
+    settings["debs"] = [str((path.parent / d).resolve()) for d in settings["debs"]]
     sources = [path]
     if settings["base"]:
         base = load_recipe(settings["base"], _seen + (path.resolve(),))
