@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 import time
 
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-console = Console(stderr=True, highlight=False)
 _quiet = False
+
+
+@functools.lru_cache(maxsize=None)
+def _console():
+    # rich is imported on first use: ~40 ms that a quiet or --json run never pays.
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
 
 
 def set_quiet(quiet: bool) -> None:
@@ -19,13 +24,15 @@ def set_quiet(quiet: bool) -> None:
 
 
 def warn(message: str) -> None:
-    console.print(f"[yellow]warning:[/] {message}", markup=True) if not _quiet else print(
-        f"warning: {message}", file=sys.stderr)
+    if _quiet:
+        print(f"warning: {message}", file=sys.stderr)
+    else:
+        _console().print(f"[yellow]warning:[/] {message}", markup=True)
 
 
 def info(message: str) -> None:
     if not _quiet:
-        console.print(message, markup=False)
+        _console().print(message, markup=False)
 
 
 @contextlib.contextmanager
@@ -34,16 +41,18 @@ def step(title: str):
     start = time.monotonic()
     yield
     if not _quiet:
-        console.print(f"[dim]{title}: {time.monotonic() - start:.2f} s[/]", markup=True)
+        _console().print(f"[dim]{title}: {time.monotonic() - start:.2f} s[/]", markup=True)
 
 
 @contextlib.contextmanager
 def progress(title: str, total: int):
     """A progress bar; yields a function to advance it by n."""
-    if _quiet or not console.is_terminal:
+    if _quiet or not sys.stderr.isatty():
         yield lambda n=1: None
         return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
-                  "{task.total}"), TimeElapsedColumn(), console=console, transient=True) as bar:
+                  "{task.total}"), TimeElapsedColumn(), console=_console(), transient=True) as bar:
         task = bar.add_task(title, total=total)
         yield lambda n=1: bar.advance(task, n)

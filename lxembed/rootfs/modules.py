@@ -75,7 +75,7 @@ class ModuleIndex:
     def __init__(self, modules_dir: Path):
         self.root = modules_dir
         self.files: Dict[str, Path] = {}
-        for path in sorted(modules_dir.rglob("*.ko*")):
+        for path in self._module_paths(modules_dir):
             suffix = next((s for s in _SUFFIXES if path.name.endswith(s)), None)
             if suffix:
                 self.files.setdefault(canonical(path.name[: -len(suffix)]), path)
@@ -89,6 +89,15 @@ class ModuleIndex:
             }
         self._cache: Dict[str, Module] = {}
 
+    @staticmethod
+    def _module_paths(modules_dir: Path) -> List[Path]:
+        """Every module file: from modules.order (one read; a walk of ~3,700 files costs
+        0.1 s on every build), else by walking the tree."""
+        order = modules_dir / "modules.order"
+        if order.exists():  # lists .ko names; get() finds a compressed file behind one
+            return [modules_dir / line for line in order.read_text().split()]
+        return sorted(modules_dir.rglob("*.ko*"))
+
     def get(self, name: str) -> Optional[Module]:
         name = canonical(name)
         if name in self._cache:
@@ -96,6 +105,9 @@ class ModuleIndex:
         path = self.files.get(name)
         if path is None:
             return None
+        if not path.exists():  # modules.order says .ko; the package may ship .ko.xz
+            path = next((p for p in (path.with_name(path.name + s[3:]) for s in _SUFFIXES)
+                         if p.exists()), path)
         data = _decompress(path)
         modinfo = read_modinfo(data, str(path))
         depends = [d for v in modinfo.get("depends", []) for d in v.split(",") if d]
