@@ -95,7 +95,8 @@ def make_parser() -> argparse.ArgumentParser:
     add_target_args(p)
     p.add_argument("--output", "-o", help="output directory (default: out/BOARD-RECIPE)")
     p.add_argument("--format", "-f", default=",".join(DEFAULT_FORMATS),
-                   help="comma-separated: dir, tar, cpio, each optionally .zst or .gz; lxc, oci")
+                   help="comma-separated: dir, tar, cpio (each optionally .zst, .gz or "
+                        ".xz), squashfs; lxc, oci")
     p.add_argument("--json", action="store_true", help="print artifacts as JSON")
     p.set_defaults(func=cmd_build)
     p = sub.add_parser("list", help="list boards and recipes")

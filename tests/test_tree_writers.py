@@ -9,7 +9,7 @@ import tarfile
 import pytest
 
 from lxembed.errors import UserError
-from lxembed.tree import CHAR, Entry, RootfsTree, normpath, symlink_escapes
+from lxembed.tree import CHAR, HARDLINK, Entry, RootfsTree, normpath, symlink_escapes
 from lxembed.writers.cpio import write_cpio
 from lxembed.writers.output import write_formats
 
@@ -92,3 +92,29 @@ def test_manifest_lists_every_entry(tmp_path):
     assert paths["/dev/console"]["device"] == "5:1"
     assert paths["/home/app/file"]["owner"] == "1000:1000"
     assert len(paths["/bin/busybox"]["sha256"]) == 64
+
+
+def _squashfs_listing(path) -> str:
+    return subprocess.run(["unsquashfs", "-lln", str(path)], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def test_squashfs_takes_everything_from_the_tree(tmp_path):
+    tree = small_tree()
+    tree.add("/bin/ash", Entry(HARDLINK, 0o755, target="/bin/busybox"))
+    tree.mkdir("/home/app/cache", mode=0o700, uid=1000, gid=1000)
+    first = write_formats(tree, tmp_path / "a", ["squashfs"])[0]
+    listing = _squashfs_listing(first.path)
+    console = next(line for line in listing.splitlines() if line.endswith("/dev/console"))
+    assert console.startswith("crw------- 0/0") and "5,  1" in console
+    assert any(line.startswith("drwx------ 1000/1000") and line.endswith("/home/app/cache")
+               for line in listing.splitlines())
+    assert "/bin/sh -> busybox" in listing
+    again = write_formats(tree, tmp_path / "b", ["squashfs"])[0]
+    assert first.sha256 == again.sha256
+    out = tmp_path / "x"
+    subprocess.run(["unsquashfs", "-q", "-n", "-d", str(out), first.path], check=True,
+                   capture_output=True)
+    assert (out / "home/app/file").read_bytes() == b"data"
+    assert (out / "bin/ash").read_bytes() == (out / "bin/busybox").read_bytes() == b"\x7fELF fake"
+

@@ -22,6 +22,7 @@ from ..tree import RootfsTree
 from .cpio import write_cpio
 from .directory import write_dir
 from .manifest import manifest
+from .squashfs import write_squashfs
 from .tar import write_tar
 
 ZSTD_LEVEL = 19
@@ -121,7 +122,7 @@ EXTRA_FORMATS: Dict[str, Callable] = {}
 
 def known_formats() -> List[str]:
     archives = [f"{s}{c}" for s in _SERIALISERS for c in ("", ".zst", ".gz", ".xz")]
-    return ["dir"] + archives + sorted(EXTRA_FORMATS)
+    return ["dir"] + archives + ["squashfs"] + sorted(EXTRA_FORMATS)
 
 
 def check_formats(formats: Sequence[str]) -> None:
@@ -204,6 +205,12 @@ def _write_one(tree: RootfsTree, output: Path, fmt: str, plan, name: str) -> Lis
         replace_dir_atomic(dest, lambda tmp: write_dir(tree, tmp))
         label = fmt if name == "rootfs" else f"{name}.{fmt}"
         return [Artifact(label, str(dest), tree.total_bytes(), _tree_digest(dest))]
+    if fmt == "squashfs":
+        epoch = plan.epoch if plan is not None else max(e.mtime for _, e in tree)
+        art = write_file_atomic(output / f"{name}.squashfs",
+                                lambda fh: write_squashfs(tree, fh, epoch))
+        art.format = fmt if name == "rootfs" else f"{name}.{fmt}"
+        return [art]
     kind, _, compression = fmt.partition(".")
     art = write_file_atomic(output / f"{name}.{fmt}",
                             lambda fh: _stream(_SERIALISERS[kind], tree, compression, fh))
