@@ -54,13 +54,14 @@ from lxembed.paths import cache_dir  # noqa: E402
 from lxembed.pipeline import build_image  # noqa: E402
 from lxembed.runners import READY  # noqa: E402
 from lxembed.runners.accel import choose_accel  # noqa: E402
-from lxembed.runners.console import ConsoleClosed, ConsoleTimeout, SerialConsole  # noqa: E402
+from lxembed.runners.console import ConsoleClosed, ConsoleTimeout  # noqa: E402
 from lxembed.runners.qemu_system import (  # noqa: E402
     BOOT_TIMEOUT,
     CHECK_TIMEOUT,
     QemuSetup,
     initramfs_with_modules,
     qemu_argv,
+    running_guest,
 )
 from lxembed.sources.kernel import fetch_kernel  # noqa: E402
 
@@ -135,44 +136,31 @@ def boot_once(board: str, recipe: str, work: Path, log_path: Path, services: int
     with initramfs_with_modules(image) as initrd, open(log_path, "wb") as log_file:
         argv = qemu_argv(setup, kernel, initrd, accel)
         start = time.monotonic()
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        console = SerialConsole(proc.stdout.fileno(), proc.stdin.fileno(), log_file)
-        try:
-            console.expect(READY, accel.timeout(BOOT_TIMEOUT))
-            ready = time.monotonic()
-            result.wall = ready - start
-            console.sync(timeout)
-            status, out = console.run("cat /proc/uptime", timeout)
-            if status == 0:  # the guest clock at the marker: now minus the host time since
-                result.uptime = float(out.split()[0]) - (time.monotonic() - ready)
-            status, out = console.run("grep VmRSS /proc/1/status", timeout)
-            m = re.search(r"VmRSS:\s+(\d+) kB", out or "")
-            result.rss_kb = int(m.group(1)) if m else None
-            if services:  # let every service reach its SIGTERM trap: a fair stop
-                console.run("sleep 1", timeout)
-            t0 = time.monotonic()
-            console.send("poweroff\n")
-            said = console.drain(accel.timeout(30.0))  # until qemu exits (EOF) on the power-off
-            proc.wait(timeout=5)
-            result.shutdown = time.monotonic() - t0
-            if proc.returncode != 0:
-                result.error = f"qemu exited with status {proc.returncode}"
-            elif re.search(r"lxembed-init: .*SIGKILL", said):
-                result.error = f"a service was SIGKILLed at shutdown (console log {log_path})"
-        except (ConsoleTimeout, ConsoleClosed, subprocess.TimeoutExpired) as e:
-            result.error = f"{type(e).__name__}: {e} (console log {log_path})"
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            proc.stdin.close()
-            proc.stdout.close()
+        with running_guest(argv, log_file) as (proc, console):
+            try:
+                console.expect(READY, accel.timeout(BOOT_TIMEOUT))
+                ready = time.monotonic()
+                result.wall = ready - start
+                console.sync(timeout)
+                status, out = console.run("cat /proc/uptime", timeout)
+                if status == 0:  # the guest clock at the marker: now minus the host time since
+                    result.uptime = float(out.split()[0]) - (time.monotonic() - ready)
+                status, out = console.run("grep VmRSS /proc/1/status", timeout)
+                m = re.search(r"VmRSS:\s+(\d+) kB", out or "")
+                result.rss_kb = int(m.group(1)) if m else None
+                if services:  # let every service reach its SIGTERM trap: a fair stop
+                    console.run("sleep 1", timeout)
+                t0 = time.monotonic()
+                console.send("poweroff\n")
+                said = console.drain(accel.timeout(30.0))  # until qemu exits (EOF)
+                proc.wait(timeout=5)
+                result.shutdown = time.monotonic() - t0
+                if proc.returncode != 0:
+                    result.error = f"qemu exited with status {proc.returncode}"
+                elif re.search(r"lxembed-init: .*SIGKILL", said):
+                    result.error = f"a service was SIGKILLed at shutdown (console log {log_path})"
+            except (ConsoleTimeout, ConsoleClosed, subprocess.TimeoutExpired) as e:
+                result.error = f"{type(e).__name__}: {e} (console log {log_path})"
     return result
 
 

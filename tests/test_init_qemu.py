@@ -23,13 +23,14 @@ from lxembed.cli_qemu import ensure_image
 from lxembed.config import load_plan
 from lxembed.runners import READY, Check, load_checks
 from lxembed.runners.accel import choose_accel
-from lxembed.runners.console import ConsoleClosed, ConsoleTimeout, SerialConsole
+from lxembed.runners.console import ConsoleClosed, ConsoleTimeout
 from lxembed.runners.qemu_system import (
     BOOT_TIMEOUT,
     CHECK_TIMEOUT,
     QemuSetup,
     initramfs_with_modules,
     qemu_argv,
+    running_guest,
 )
 from lxembed.sources.kernel import fetch_kernel
 
@@ -87,34 +88,27 @@ def _boot(board: str, out: Path) -> Boot:
     with initramfs_with_modules(image) as initrd, open(out / "console.log", "wb") as log:
         argv = qemu_argv(setup, kernel, initrd, accel)
         start = time.monotonic()
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-        console = SerialConsole(proc.stdout.fileno(), proc.stdin.fileno(), log)
-        try:
-            match = console.expect(
-                re.compile(r"(?s)(.*?)" + READY.pattern), accel.timeout(BOOT_TIMEOUT)
-            )
-            boot.before_ready = match.group(1)
-            boot.boot_seconds = time.monotonic() - start
-            timeout = accel.timeout(CHECK_TIMEOUT)
-            console.sync(timeout)
-            for name, command in commands:
-                boot.checks[name] = console.run(command, timeout)
-            # busybox poweroff: SIGUSR2 to PID 1; the init's shutdown ends in reboot(2).
-            t0 = time.monotonic()
-            console.send("poweroff\n")
-            boot.shutdown = console.drain(accel.timeout(POWEROFF_TIMEOUT))
-            boot.exit_status = proc.wait(timeout=1.0)
-            boot.poweroff_seconds = time.monotonic() - t0
-        except (ConsoleClosed, ConsoleTimeout, subprocess.TimeoutExpired) as e:
-            boot.error = f"{type(e).__name__}: {e}"
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            boot.shutdown += console.buffer
-            proc.stdin.close()
-            proc.stdout.close()
+        with running_guest(argv, log) as (proc, console):
+            try:
+                match = console.expect(
+                    re.compile(r"(?s)(.*?)" + READY.pattern), accel.timeout(BOOT_TIMEOUT)
+                )
+                boot.before_ready = match.group(1)
+                boot.boot_seconds = time.monotonic() - start
+                timeout = accel.timeout(CHECK_TIMEOUT)
+                console.sync(timeout)
+                for name, command in commands:
+                    boot.checks[name] = console.run(command, timeout)
+                # busybox poweroff: SIGUSR2 to PID 1; the init's shutdown ends in reboot(2).
+                t0 = time.monotonic()
+                console.send("poweroff\n")
+                boot.shutdown = console.drain(accel.timeout(POWEROFF_TIMEOUT))
+                boot.exit_status = proc.wait(timeout=1.0)
+                boot.poweroff_seconds = time.monotonic() - t0
+            except (ConsoleClosed, ConsoleTimeout, subprocess.TimeoutExpired) as e:
+                boot.error = f"{type(e).__name__}: {e}"
+            finally:
+                boot.shutdown += console.buffer
     return boot
 
 

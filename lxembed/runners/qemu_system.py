@@ -16,7 +16,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence
+from typing import BinaryIO, Iterator, List, Optional, Sequence, Tuple
 
 from ..config import Board
 from ..errors import UserError
@@ -139,6 +139,25 @@ def _stop(proc: subprocess.Popen, grace: float) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def running_guest(argv: Sequence[str], log: BinaryIO) -> Iterator[Tuple[subprocess.Popen,
+                                                                         SerialConsole]]:
+    """qemu started with its serial console on a pipe, logged to `log`; killed and its pipes
+    closed on the way out, whatever happened inside."""
+    proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield proc, SerialConsole(proc.stdout.fileno(), proc.stdin.fileno(), log)
+    finally:
+        if proc.poll() is None:
+            _stop(proc, 0)
+        for pipe in (proc.stdin, proc.stdout):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+
+
 @dataclass
 class GuestRun:
     """Options for one non-interactive boot."""
@@ -175,34 +194,19 @@ def check_guest(
     with open(log_path, "wb") as log:
         log.write(f"# {shlex.join(argv)}\n".encode())
         log.flush()
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        console = SerialConsole(proc.stdout.fileno(), proc.stdin.fileno(), log)
-        try:
-            _drive(console, report, checks, boot_timeout, check_timeout, start)
-            if not report.error:
-                console.send("sync; poweroff -f\n")
-                # Read on until qemu exits (EOF), so the log ends with the kernel's power-off.
-                console.drain(accel.timeout(POWEROFF_TIMEOUT))
-                if not _stop(proc, 1.0):
-                    report.error = "the guest did not power off (qemu killed)"
-        except ConsoleClosed:
-            report.error = report.error or (
-                f"qemu exited during the test (status {proc.poll()}); see the console log"
-            )
-        finally:
-            if proc.poll() is None:
-                _stop(proc, 0)
-            for pipe in (proc.stdin, proc.stdout):
-                try:
-                    pipe.close()
-                except OSError:
-                    pass
+        with running_guest(argv, log) as (proc, console):
+            try:
+                _drive(console, report, checks, boot_timeout, check_timeout, start)
+                if not report.error:
+                    console.send("sync; poweroff -f\n")
+                    # Read on until qemu exits (EOF): the log ends with the kernel's power-off.
+                    console.drain(accel.timeout(POWEROFF_TIMEOUT))
+                    if not _stop(proc, 1.0):
+                        report.error = "the guest did not power off (qemu killed)"
+            except ConsoleClosed:
+                report.error = report.error or (
+                    f"qemu exited during the test (status {proc.poll()}); see the console log"
+                )
     report.seconds = round(time.monotonic() - start, 3)
     return report
 
