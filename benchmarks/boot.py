@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lxembed import log  # noqa: E402
-from lxembed.cli_qemu import ensure_image, image_dir  # noqa: E402
+from lxembed.pipeline import ensure_image, image_dir  # noqa: E402
 from lxembed.config import list_boards, load_board, load_plan  # noqa: E402
 from lxembed.errors import UserError  # noqa: E402
 from lxembed.runners.accel import choose_accel  # noqa: E402
@@ -39,7 +39,7 @@ def bench(board: str, recipe: str, repeat: int, fmt: str, machine, cpu) -> dict:
     plan = load_plan(board, recipe)
     setup = QemuSetup.for_board(plan.board, machine, cpu)
     kernel = fetch_kernel(plan.board)
-    image = ensure_image(plan, image_dir(plan, None), fmt, None, kernel)
+    image = ensure_image(plan, image_dir(plan, None, fmt), fmt, None, kernel)
     accel = choose_accel(plan.arch)
     walls, uptimes, errors = [], [], []
     with tempfile.TemporaryDirectory() as tmp:

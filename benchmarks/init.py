@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lxembed import log  # noqa: E402
 from lxembed.arch import host_arch  # noqa: E402
-from lxembed.cli_qemu import ensure_image  # noqa: E402
+from lxembed.pipeline import ensure_image  # noqa: E402
 from lxembed.config import list_boards, load_board, load_plan  # noqa: E402
 from lxembed.config.loader import find_overlay  # noqa: E402
 from lxembed.errors import UserError  # noqa: E402
@@ -209,13 +209,13 @@ def lxc_stop_times(recipe: str, work: Path, repeat: int) -> List[float]:
 def image_sizes(board: str, recipe: str, work: Path) -> Dict[str, int]:
     plan = load_plan(board, recipe)
     kernel = fetch_kernel(plan.board)
-    rootfs = ensure_image(plan, work / "images" / plan.recipe.name, "cpio.zst", None, kernel)
+    rootfs = ensure_image(plan, work / "images" / f"{plan.recipe.name}-zst", "cpio.zst", None, kernel)
     modules = rootfs.with_name("modules.cpio.zst")
     sizes = {"rootfs.cpio.zst": rootfs.stat().st_size}
     sizes["modules.cpio.zst"] = modules.stat().st_size if modules.exists() else 0
     sizes["total"] = sizes["rootfs.cpio.zst"] + sizes["modules.cpio.zst"]
     # For comparison: xz (the kernels take it too) packs the ELF files a little tighter.
-    xz = ensure_image(plan, work / "images" / plan.recipe.name, "cpio.xz", None, kernel)
+    xz = ensure_image(plan, work / "images" / f"{plan.recipe.name}-xz", "cpio.xz", None, kernel)
     modules_xz = xz.with_name("modules.cpio.xz")
     sizes["total.xz"] = xz.stat().st_size + (
         modules_xz.stat().st_size if modules_xz.exists() else 0
@@ -226,7 +226,7 @@ def image_sizes(board: str, recipe: str, work: Path) -> Dict[str, int]:
 def largest_files(board: str, recipe: str, work: Path, top: int = 8) -> List[tuple]:
     """(path, bytes, zstd -19 bytes) of the image's largest files, each compressed alone."""
     plan = load_plan(board, recipe)
-    root = ensure_image(plan, work / "images" / plan.recipe.name, "dir", None)
+    root = ensure_image(plan, work / "images" / f"{plan.recipe.name}-dir", "dir", None)
     files = [p for p in root.rglob("*") if p.is_file() and not p.is_symlink()]
     files.sort(key=lambda p: p.stat().st_size, reverse=True)
     zstd = zstandard.ZstdCompressor(level=19)

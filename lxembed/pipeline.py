@@ -1,41 +1,123 @@
-"""The whole build: plan -> tree -> written artifacts."""
+"""The whole build: plan -> tree -> written artifacts, staged and swapped in as one output."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterable, List, Optional
 
+from . import __version__
 from .config import Plan
+from .config.loader import find_overlay
 from .containers import container_spec
-from .log import step
+from .log import info, step
+from .paths import cache_dir
 from .rootfs.build import build_tree
 from .rootfs.modules import kernel_modules_tree
+from .sources.kernel import Kernel
 from .writers import Artifact, write_formats
 from .writers.output import check_formats
+from .writers.staging import STAMP, OutputStage
 
 DEFAULT_FORMATS = ("cpio.zst",)
 CONTAINER_FORMATS = {"lxc", "oci"}
+_PACKAGE = Path(__file__).resolve().parent
 
 
 def default_output(plan: Plan) -> Path:
     return Path("out") / f"{plan.board.name}-{plan.recipe.name}"
 
 
+def artifact_path(output: Path, fmt: str) -> Path:
+    """Where a format lands in an output directory."""
+    if fmt in CONTAINER_FORMATS:
+        return output / fmt
+    return output / ("rootfs" if fmt == "dir" else f"rootfs.{fmt}")
+
+
 def build_image(plan: Plan, output: Optional[Path] = None, formats: Sequence[str] = DEFAULT_FORMATS,
-                mirror: Optional[str] = None) -> List[Artifact]:
+                mirror: Optional[str] = None, kernel: Optional[Kernel] = None) -> List[Artifact]:
+    """Build `formats` into OUTPUT as one whole: on any failure OUTPUT is the previous build."""
     check_formats(formats)
     if CONTAINER_FORMATS & set(formats):
         container_spec(plan)  # every container error before anything is fetched or written
-    tree = build_tree(plan, mirror)
-    meta = {"board": plan.board.name, "recipe": plan.recipe.name, "arch": plan.arch.debian,
-            "suite": plan.board.suite, "source_date_epoch": plan.epoch}
     output = Path(output or default_output(plan))
-    image_formats = [f for f in formats if f not in CONTAINER_FORMATS]
-    # A qemu board's kernel modules: a second segment that boots appended to the rootfs.
-    modules = kernel_modules_tree(plan, mirror) if plan.board.qemu and image_formats else None
-    with step("write " + ",".join(formats)):
-        artifacts = write_formats(tree, output, formats, plan, meta)
-        if modules is not None:
-            artifacts += write_formats(modules, output, image_formats, plan, meta, "modules")
+    with OutputStage(output) as stage:  # checks OUTPUT before the build starts
+        tree = build_tree(plan, mirror)
+        meta = {"board": plan.board.name, "recipe": plan.recipe.name, "arch": plan.arch.debian,
+                "suite": plan.board.suite, "source_date_epoch": plan.epoch}
+        image_formats = [f for f in formats if f not in CONTAINER_FORMATS]
+        # A qemu board's kernel modules: a second segment that boots appended to the rootfs.
+        modules = kernel_modules_tree(plan, mirror) if plan.board.qemu and image_formats else None
+        with step("write " + ",".join(formats)):
+            artifacts = write_formats(tree, stage.path, formats, plan, meta, final=output)
+            if modules is not None:
+                artifacts += write_formats(modules, stage.path, image_formats, plan, meta,
+                                           "modules", final=output)
+        stamp = {"key": build_key(plan, kernel), "formats": sorted(formats)}
+        (stage.path / STAMP).write_text(json.dumps(stamp, indent=1, sort_keys=True) + "\n")
+    # Artifacts name where they live now, not the stage they were written in.
+    for art in artifacts:
+        art.path = str(output.absolute() / Path(art.path).relative_to(stage.path))
     return artifacts
+
+
+def build_key(plan: Plan, kernel: Optional[Kernel] = None) -> str:
+    """Everything a build's bytes depend on: the inputs' content, the epoch, lxembed itself."""
+    h = hashlib.sha256(json.dumps({"lxembed": __version__, "epoch": plan.epoch,
+                                   "kernel": kernel.pin() if kernel else None}).encode())
+    for path in _inputs(plan):
+        h.update(str(path).encode() + b"\0")
+        try:
+            st = path.stat()
+            h.update(b"%o\0" % st.st_mode + hashlib.sha256(path.read_bytes()).digest())
+        except OSError:
+            h.update(b"missing")
+    return h.hexdigest()
+
+
+def _inputs(plan: Plan) -> Iterable[Path]:
+    yield plan.board.path.resolve()
+    yield from (p.resolve() for p in plan.recipe.sources)
+    yield from (Path(d) for d in plan.recipe.settings["debs"])
+    for name in plan.recipe.settings["overlays"]:
+        yield from sorted(p for p in find_overlay(name).rglob("*") if p.is_file())
+    yield from sorted(_PACKAGE.rglob("*.py"))
+
+
+def image_dir(plan: Plan, output: Optional[str], fmt: str = "") -> Path:
+    """--output, or a directory in the cache named after the board, recipe files and format."""
+    if output:
+        return Path(output)
+    key = hashlib.sha256(f"{plan.board.path.resolve()}\n{plan.recipe.path.resolve()}".encode())
+    name = f"{plan.board.name}-{plan.recipe.name}-{key.hexdigest()[:8]}"
+    return cache_dir() / "images" / (f"{name}-{fmt}" if fmt else name)
+
+
+def ensure_built(plan: Plan, output: Path, formats: Sequence[str], mirror: Optional[str] = None,
+                 kernel: Optional[Kernel] = None, rebuild: bool = False) -> Path:
+    """Build into OUTPUT unless it holds these formats built from the same inputs; OUTPUT."""
+    output = Path(output)
+    if not rebuild and _current(output, formats, build_key(plan, kernel)):
+        info(f"{output} is up to date (--rebuild to build it again)")
+        return output
+    build_image(plan, output, formats, mirror, kernel)
+    return output
+
+
+def _current(output: Path, formats: Sequence[str], key: str) -> bool:
+    try:
+        stamp = json.loads((output / STAMP).read_text())
+    except (OSError, ValueError):
+        return False
+    return (stamp.get("key") == key and set(formats) <= set(stamp.get("formats", ()))
+            and all(os.path.lexists(artifact_path(output, f)) for f in formats))
+
+
+def ensure_image(plan: Plan, out: Path, fmt: str, mirror: Optional[str],
+                 kernel: Optional[Kernel] = None, rebuild: bool = False) -> Path:
+    """The path of `fmt` in OUTPUT, built first unless current."""
+    return artifact_path(ensure_built(plan, out, [fmt], mirror, kernel, rebuild), fmt)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import subprocess
 import tarfile
 
@@ -134,7 +135,9 @@ def test_unknown_package_fails_and_keeps_the_previous_image(tmp_path):
     assert "unknown package 'no-such-package-lxembed'" in result.stderr
     assert (out / "rootfs.cpio.zst").read_bytes() == before
     assert sorted(p.name for p in out.iterdir()) == [
-        "manifest.json", "modules.cpio.zst", "modules.manifest.json", "rootfs.cpio.zst"]
+        ".lxembed-build.json", "manifest.json", "modules.cpio.zst", "modules.manifest.json",
+        "rootfs.cpio.zst"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "r.toml"]  # no stage left
 
 
 @pytest.mark.parametrize("entries, message", [
@@ -160,7 +163,7 @@ def test_overlay_symlink_outside_rootfs_is_refused(tmp_path):
     (tmp_path / "recipes" / "r.toml").write_text('base = "busybox"\noverlays = ["bad"]\n')
     out = tmp_path / "out"
     env = dict(os.environ, LXEMBED_PATH=str(tmp_path))
-    result = subprocess.run(["python3", "-m", "lxembed", "build", "-b", "qemu-arm64", "-r", "r",
+    result = subprocess.run([sys.executable, "-m", "lxembed", "build", "-b", "qemu-arm64", "-r", "r",
                              "-o", str(out)], capture_output=True, text=True, env=env,
                             cwd=os.path.dirname(os.path.dirname(__file__)))
     _assert_failed_cleanly(result, out, "points outside the rootfs")

@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Tuple
 
 import pytest
 
-from lxembed.cli_qemu import ensure_image
+from lxembed.pipeline import ensure_image
 from lxembed.config import load_plan
 from lxembed.runners import READY, Check, load_checks
 from lxembed.runners.accel import choose_accel

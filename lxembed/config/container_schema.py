@@ -6,7 +6,7 @@ an address needs a prefix, bind-host needs the host's architecture) live in lxem
 
 from __future__ import annotations
 
-from .schema import Setting
+from .settings import Setting
 
 NETWORK_TYPES = ("empty", "none", "phys", "veth", "vlan", "macvlan")
 MACVLAN_MODES = ("bridge", "vepa", "private", "passthru")

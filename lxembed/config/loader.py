@@ -9,7 +9,8 @@ from typing import Any, Dict, List, Optional
 
 from ..arch import Arch, get_arch
 from ..errors import UserError
-from .schema import BOARD_SETTINGS, RECIPE_SETTINGS, required, validate
+from .schema import BOARD_SETTINGS, RECIPE_SETTINGS
+from .settings import required, validate
 from .toml_lines import key_line, parse
 
 DEFAULT_EPOCH = 1704067200  # 2024-01-01T00:00:00Z, when SOURCE_DATE_EPOCH is not set

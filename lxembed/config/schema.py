@@ -1,4 +1,4 @@
-"""One description of every board and recipe key: type, default, allowed values and help.
+"""The board and recipe keys: one Setting each (type, default, allowed values and help).
 
 Parsing, validation, defaults, `lxembed show` and docs/config.md all come from these tables;
 adding a key is one entry here.
@@ -6,82 +6,8 @@ adding a key is one entry here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
-
-from ..errors import UserError
-from .toml_lines import key_line
-
-
-@dataclass(frozen=True)
-class Setting:
-    key: str
-    kind: str  # str int float bool list dict table tables raw
-    default: Any = None
-    help: str = ""
-    choices: Tuple[str, ...] = ()
-    fields: Tuple[Setting, ...] = ()  # for table / tables
-
-
-_PY_TYPES = {"str": str, "int": int, "float": (int, float), "bool": bool, "list": list,
-             "dict": dict, "table": dict, "tables": list}
-_TYPE_NAMES = {"str": "a string", "int": "an integer", "float": "a number",
-               "bool": "true or false", "list": "a list",
-               "dict": "a table", "table": "a table", "tables": "an array of tables"}
-
-
-def validate(data: Dict[str, Any], settings, path: Path, text: str, table: str = "",
-             index: int = 0) -> Dict[str, Any]:
-    """Check `data` against `settings`; returns a dict with every key, defaults filled in."""
-    known = {s.key: s for s in settings}
-    where = f"[{table}] " if table else ""
-    for key in data:
-        if key not in known:
-            line = key_line(text, table, key, index)
-            raise UserError(f"{path}:{line}: unknown key {where}{key!r} "
-                            f"(known: {', '.join(sorted(known))})")
-    out = {}
-    for s in settings:
-        if s.key not in data:
-            out[s.key] = _copy_default(s)
-            continue
-        value = data[s.key]
-        sub = f"{table}.{s.key}" if table else s.key
-        def err(msg: str, s: Setting = s) -> UserError:
-            line = key_line(text, table, s.key, index)
-            return UserError(f"{path}:{line}: {where}{s.key}: {msg}")
-        if s.kind == "raw":
-            out[s.key] = value
-            continue
-        ok = isinstance(value, _PY_TYPES[s.kind]) and not (
-            s.kind in ("int", "float") and isinstance(value, bool))
-        if not ok:
-            raise err(f"expected {_TYPE_NAMES[s.kind]}, got {type(value).__name__}")
-        if s.kind == "list" and not all(isinstance(v, (str, int)) for v in value):
-            raise err("expected a list of strings")
-        if s.choices and value not in s.choices:
-            raise err(f"{value!r} is not one of {', '.join(s.choices)}")
-        if s.kind == "table" and s.fields:
-            value = validate(value, s.fields, path, text, sub)
-        elif s.kind == "tables":
-            items = []
-            for i, item in enumerate(value):
-                if not isinstance(item, dict):
-                    raise err("expected an array of tables ([[...]])")
-                items.append(validate(item, s.fields, path, text, sub, i) if s.fields else item)
-            value = items
-        out[s.key] = value
-    return out
-
-
-def _copy_default(s: Setting) -> Any:
-    if s.kind == "table" and s.fields and s.default is None:
-        return None
-    if isinstance(s.default, (list, dict)):
-        return type(s.default)(s.default)
-    return s.default
-
+from .container_schema import CONTAINER_FIELDS
+from .settings import Setting
 
 QEMU_FIELDS = (
     Setting("machine", "str", None, "qemu -M value (default: the architecture's)"),
@@ -149,7 +75,6 @@ NETWORK_FIELDS = (
     Setting("interfaces", "tables", [], "device network interfaces", fields=INTERFACE_FIELDS),
 )
 
-from .container_schema import CONTAINER_FIELDS  # noqa: E402  (it needs Setting, above)
 
 RECIPE_SETTINGS = (
     Setting("description", "str", "", "one line about the image"),
@@ -174,22 +99,3 @@ RECIPE_SETTINGS = (
     Setting("checks", "tables", [], "extra checks `lxembed test` runs", fields=CHECK_FIELDS),
     Setting("container", "table", None, "containers: docs/containers.md", fields=CONTAINER_FIELDS),
 )
-
-
-def describe(settings, indent: str = "") -> str:
-    """Markdown reference generated from a settings table."""
-    lines = []
-    for s in settings:
-        extra = f" One of: {', '.join(s.choices)}." if s.choices else ""
-        default = "" if s.default in (None, [], {}, "") else f" Default: `{s.default!r}`."
-        lines.append(f"{indent}- `{s.key}` ({s.kind}): {s.help}.{extra}{default}")
-        if s.fields:
-            lines.append(describe(s.fields, indent + "  "))
-    return "\n".join(lines)
-
-
-def required(data: Optional[Dict[str, Any]], keys, path: Path, text: str, table: str) -> None:
-    for key in keys:
-        if data.get(key) is None:
-            line = key_line(text, table.split(".")[0] if "." in table else table, "", 0)
-            raise UserError(f"{path}:{line}: [{table}] needs {key!r}")

@@ -15,7 +15,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..config import Plan
 from ..config.loader import project_dirs
-from ..config.schema import CHECK_FIELDS, Setting, validate
+from ..config.schema import CHECK_FIELDS
+from ..config.settings import Setting, validate
 from ..config.toml_lines import parse
 from ..errors import UserError
 

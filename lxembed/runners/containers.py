@@ -8,7 +8,6 @@ Runners never change what they run: they read the config and the rootfs as writt
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -198,25 +197,3 @@ def run_oci(name: str, bundle: Path, runtime: Sequence[str] = ("crun",)) -> int:
         )
 
     return _wait_interruptible(proc, lambda: send(signame), lambda: send("SIGKILL"))
-
-
-def built_at(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except FileNotFoundError:
-        return 0.0
-
-
-def stale(artifact: Path, inputs: Sequence[Path]) -> bool:
-    """True if `artifact` is missing or older than any input file (recipe, board, overlays)."""
-    stamp = built_at(artifact)
-    if not stamp:
-        return True
-    for p in inputs:
-        if p.is_dir():
-            for dirpath, _, files in os.walk(p):
-                if any(built_at(Path(dirpath, f)) > stamp for f in files):
-                    return True
-        elif built_at(p) > stamp:
-            return True
-    return False

@@ -31,12 +31,13 @@ def _artifact(fmt: str, path: Path, text: bytes, tree: RootfsTree) -> Artifact:
     return Artifact(fmt, str(path), len(text) + tree.total_bytes(), h.hexdigest())
 
 
-def write_lxc(tree: RootfsTree, output: Path, plan: Plan) -> List[Artifact]:
+def write_lxc(tree: RootfsTree, output: Path, plan: Plan, final: Path) -> List[Artifact]:
     spec = container_spec(plan)  # every check before anything is written
     ctree = container_tree(tree, plan, spec)
     dest = Path(output).resolve() / "lxc"
-    # The config names the final rootfs path, not the temporary one it is written in.
-    text = lxc_config(spec, str(dest / "rootfs"), plan.board.name, plan.recipe.name).encode()
+    # The config names the final rootfs path, not the staged one it is written in.
+    final_rootfs = Path(final).resolve() / "lxc" / "rootfs"
+    text = lxc_config(spec, str(final_rootfs), plan.board.name, plan.recipe.name).encode()
 
     def fill(tmp: Path) -> None:
         write_dir(ctree, tmp / "rootfs")
@@ -46,7 +47,7 @@ def write_lxc(tree: RootfsTree, output: Path, plan: Plan) -> List[Artifact]:
     return [_artifact("lxc", dest, text, ctree)]
 
 
-def write_oci(tree: RootfsTree, output: Path, plan: Plan) -> List[Artifact]:
+def write_oci(tree: RootfsTree, output: Path, plan: Plan, final: Path) -> List[Artifact]:
     spec = container_spec(plan)
     ctree = container_tree(tree, plan, spec)
     skipped = unsupported_networks(spec)

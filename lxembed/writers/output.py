@@ -116,7 +116,7 @@ class _TellWrapper:
 
 
 _SERIALISERS = {"tar": write_tar, "cpio": write_cpio}
-# Extra formats (lxc, oci) register a writer: fn(tree, output_dir, plan) -> List[Artifact].
+# Extra formats (lxc, oci) register a writer: fn(tree, output_dir, plan, final_dir) -> artifacts.
 EXTRA_FORMATS: Dict[str, Callable] = {}
 
 
@@ -180,14 +180,19 @@ def _tree_digest(root: Path) -> str:
 
 
 def write_formats(tree: RootfsTree, output: Path, formats: Sequence[str], plan=None,
-                  meta: Optional[dict] = None, name: str = "rootfs") -> List[Artifact]:
-    """Write `tree` as NAME.FORMAT (NAME/ for dir) plus its manifest, each atomically."""
+                  meta: Optional[dict] = None, name: str = "rootfs",
+                  final: Optional[Path] = None) -> List[Artifact]:
+    """Write `tree` as NAME.FORMAT (NAME/ for dir) plus its manifest, each atomically.
+
+    `final` is where `output` will end up (a staged build is swapped in after writing): what
+    names its own path, an LXC config's rootfs, names that one.
+    """
     check_formats(formats)
     output = Path(output)
     artifacts = []
     with progress("write", len(formats)) as advance:
         for fmt in formats:
-            artifacts += _write_one(tree, output, fmt, plan, name)
+            artifacts += _write_one(tree, output, fmt, plan, name, Path(final or output))
             advance()
     manifest_name = "manifest.json" if name == "rootfs" else f"{name}.manifest.json"
     art = write_file_atomic(output / manifest_name,
@@ -197,9 +202,10 @@ def write_formats(tree: RootfsTree, output: Path, formats: Sequence[str], plan=N
     return artifacts
 
 
-def _write_one(tree: RootfsTree, output: Path, fmt: str, plan, name: str) -> List[Artifact]:
+def _write_one(tree: RootfsTree, output: Path, fmt: str, plan, name: str,
+               final: Path) -> List[Artifact]:
     if fmt in EXTRA_FORMATS:
-        return EXTRA_FORMATS[fmt](tree, output, plan)
+        return EXTRA_FORMATS[fmt](tree, output, plan, final)
     if fmt == "dir":
         dest = output / name
         replace_dir_atomic(dest, lambda tmp: write_dir(tree, tmp))

@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Optional
 
-from . import log
-from .cli import add_target_args
-from .config import Plan, load_plan
-from .config.loader import find_overlay
-from .errors import UserError
-from .paths import cache_dir
-from .pipeline import build_image
-from .runners import TestReport, load_checks
-from .runners.accel import choose_accel
-from .runners.qemu_system import (
+from .. import log
+from ..config import Plan, load_plan
+from ..errors import UserError
+from ..pipeline import ensure_image, image_dir
+from ..runners import TestReport, load_checks
+from ..runners.accel import choose_accel
+from ..runners.qemu_system import (
     GuestRun,
     QemuSetup,
     boot_interactive,
@@ -26,58 +22,9 @@ from .runners.qemu_system import (
     failure_text,
     initramfs_with_modules,
 )
-from .runners.qemu_user import check_tree
-from .sources.kernel import Kernel, describe, fetch_kernel
-
-_PACKAGE = Path(__file__).resolve().parent
-
-
-def image_dir(plan: Plan, output: Optional[str]) -> Path:
-    """--output, or a directory in the cache named after the board and recipe files."""
-    if output:
-        return Path(output)
-    key = hashlib.sha256(f"{plan.board.path.resolve()}\n{plan.recipe.path.resolve()}".encode())
-    name = f"{plan.board.name}-{plan.recipe.name}-{key.hexdigest()[:8]}"
-    return cache_dir() / "images" / name
-
-
-def _inputs(plan: Plan) -> Iterable[Path]:
-    """Files whose change makes a built image stale: configs, overlays, lxembed itself."""
-    yield plan.board.path
-    yield from plan.recipe.sources
-    for name in plan.recipe.settings["overlays"]:
-        yield from (p for p in find_overlay(name).rglob("*") if p.is_file())
-    yield from _PACKAGE.rglob("*.py")
-
-
-def ensure_image(
-    plan: Plan,
-    out: Path,
-    fmt: str,
-    mirror: Optional[str],
-    kernel: Optional[Kernel] = None,
-    rebuild: bool = False,
-) -> Path:
-    """Build `fmt` into `out` unless an up-to-date one is there; returns its path."""
-    path = out / ("rootfs" if fmt == "dir" else f"rootfs.{fmt}")
-    stamp = out / f".lxembed-{fmt}.json"
-    want = json.dumps(
-        {
-            "board": str(plan.board.path.resolve()),
-            "epoch": plan.epoch,
-            "recipe": str(plan.recipe.path.resolve()),
-            "kernel": kernel.pin() if kernel else None,
-        },
-        sort_keys=True,
-    )
-    if not rebuild and path.exists() and stamp.exists() and stamp.read_text() == want:
-        built = stamp.stat().st_mtime
-        if all(p.stat().st_mtime <= built for p in _inputs(plan)):
-            log.info(f"image {path} is up to date")
-            return path
-    build_image(plan, out, [fmt], mirror)
-    stamp.write_text(want)
-    return path
+from ..runners.qemu_user import check_tree
+from ..sources.kernel import describe, fetch_kernel
+from .common import add_target_args
 
 
 def _explicit_image(args, fmt: str) -> Optional[Path]:
@@ -103,7 +50,7 @@ def cmd_boot(args) -> int:
     setup = QemuSetup.for_board(plan.board, args.machine, args.cpu)
     kernel = fetch_kernel(plan.board, args.mirror)
     image = _explicit_image(args, "cpio") or ensure_image(
-        plan, image_dir(plan, args.output), "cpio", args.mirror, kernel, args.rebuild
+        plan, image_dir(plan, args.output, "cpio"), "cpio", args.mirror, kernel, args.rebuild
     )
     accel = choose_accel(plan.arch, args.accel)
     log.info(
@@ -137,7 +84,7 @@ def _test_system(plan: Plan, args) -> TestReport:
     setup = QemuSetup.for_board(plan.board, args.machine, args.cpu)
     checks = load_checks(plan, "system")
     kernel = fetch_kernel(plan.board, args.mirror)
-    out = image_dir(plan, args.output)
+    out = image_dir(plan, args.output, "cpio")
     image = _explicit_image(args, "cpio") or ensure_image(
         plan, out, "cpio", args.mirror, kernel, args.rebuild
     )
@@ -158,7 +105,7 @@ def _test_system(plan: Plan, args) -> TestReport:
 def _test_user(plan: Plan, args) -> TestReport:
     checks = load_checks(plan, "user")
     root = _explicit_image(args, "dir") or ensure_image(
-        plan, image_dir(plan, args.output), "dir", args.mirror, None, args.rebuild
+        plan, image_dir(plan, args.output, "dir"), "dir", args.mirror, None, args.rebuild
     )
     return check_tree(plan.board.name, plan.recipe.name, plan.arch, root, checks, args.timeout)
 

@@ -9,22 +9,14 @@ import re
 import shlex
 from pathlib import Path
 
-from .config import load_plan
-from .config.loader import find_overlay
-from .containers import container_spec
-from .containers.lxc_config import lxc_config
-from .containers.oci import oci_config
-from .errors import UserError
-from .log import info
-from .pipeline import build_image, default_output
-from .runners.containers import run_lxc, run_oci, stale
-
-
-def _inputs(plan) -> list:
-    paths = list(plan.recipe.sources) + [plan.board.path]
-    for name in plan.recipe.settings["overlays"]:
-        paths.append(find_overlay(name))
-    return paths
+from ..config import load_plan
+from ..containers import container_spec
+from ..containers.lxc_config import lxc_config
+from ..containers.oci import oci_config
+from ..errors import UserError
+from ..pipeline import default_output, ensure_built
+from ..runners.containers import run_lxc, run_oci
+from .common import add_target_args
 
 
 def cmd_run(args) -> int:
@@ -33,11 +25,7 @@ def cmd_run(args) -> int:
     output = Path(args.output) if args.output else default_output(plan)
     output = output.resolve()
     fmt = args.runtime
-    artifact = output / ("lxc/config" if fmt == "lxc" else "oci/config.json")
-    if args.rebuild or stale(artifact, _inputs(plan)):
-        build_image(plan, output, [fmt], args.mirror)
-    else:
-        info(f"{artifact} is up to date (--rebuild to build it again)")
+    ensure_built(plan, output, [fmt], args.mirror, rebuild=args.rebuild)
     if fmt == "lxc":
         return run_lxc(spec.name, output / "lxc" / "config", output / "lxc-run")
     return run_oci(spec.name, output / "oci", shlex.split(args.oci_runtime))
@@ -64,9 +52,8 @@ def cmd_container_config(args) -> int:
     return 0
 
 
-def _target(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--board", "-b", required=True, help="board name or path to a board TOML")
-    p.add_argument("--recipe", "-r", required=True, help="recipe name or path to a recipe TOML")
+def _target(p: argparse.ArgumentParser, mirror: bool = False) -> None:
+    add_target_args(p, mirror)
     p.add_argument("--output", "-o", help="build directory (default: out/BOARD-RECIPE)")
     p.add_argument(
         "--runtime",
@@ -81,8 +68,7 @@ def register(subparsers) -> None:
         "run",
         help="build a container if needed and run it in the foreground (Ctrl-C stops it cleanly)",
     )
-    _target(p)
-    p.add_argument("--mirror", help="Debian mirror URL (default: the host's apt sources)")
+    _target(p, mirror=True)
     p.add_argument(
         "--rebuild", action="store_true", help="build even if the output is newer than the recipe"
     )

@@ -1,0 +1,61 @@
+"""Command line: the parser, and one place that turns a user's mistake into one line and exit 2.
+
+Each command group is a module beside this one (parse, call one pipeline function, print).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from typing import List, Optional
+
+from .. import log
+from ..errors import UserError
+from . import build, containers, elf, qemu
+
+# One module per command group; each adds its subcommands through register(subparsers).
+COMMAND_GROUPS = (build, elf, qemu, containers)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lxembed", description="Minimal busybox images and "
+                                     "containers for embedded boards, from Debian packages.")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of an error (for bug reports)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for group in COMMAND_GROUPS:
+        group.register(sub)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = make_parser().parse_args(argv)
+    log.set_quiet(args.quiet or getattr(args, "json", False))
+    try:
+        return args.func(args)
+    except UserError as err:
+        if args.debug:
+            traceback.print_exc()
+        print(f"lxembed: error: {err}", file=sys.stderr)
+        if err.hint:
+            print(f"lxembed: hint: {err.hint}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `lxembed list | head`: the reader left, nothing to report
+        sys.stderr.close()
+        return 0
+    except OSError as err:
+        # The environment said no (disk full, permission, a path that is a file): name the
+        # file and the reason. Errors without a file name keep their traceback: they are bugs.
+        if args.debug or err.filename is None:
+            raise
+        print(f"lxembed: error: {err.filename}: {err.strerror or err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lxembed: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
