@@ -149,8 +149,17 @@ class RootfsTree:
                 return path  # first definition wins for directories
             if not replace_ok:
                 raise UserError(f"{path} already exists in the image")
+            if old.type == DIR and self._has_children(path):
+                # The archive would hold a file and then entries below it: refuse.
+                raise UserError(f"{path} is a directory with content in the image; a "
+                                f"{entry.type} cannot replace it"
+                                + (f" (from {entry.origin})" if entry.origin else ""))
         self.entries[path] = entry
         return path
+
+    def _has_children(self, path: str) -> bool:
+        prefix = path.rstrip("/") + "/"
+        return any(p.startswith(prefix) for p in self.entries)
 
     def _ensure_dir(self, path: str, mtime: int) -> None:
         if path == "/":

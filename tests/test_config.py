@@ -125,3 +125,65 @@ def test_local_debs_are_relative_to_the_recipe_that_names_them(tmp_path):
     child.write_text(f'base = "{tmp_path / "base" / "parent.toml"}"\ndebs = ["mine.deb"]\n')
     recipe = load_recipe(str(child))
     assert recipe.debs == [str(tmp_path / "base/pkgs/tool_1.0_all.deb"), str(tmp_path / "mine.deb")]
+
+
+# -- each of these failed on the code before the "solid ground" fixes ---------------------------
+def _board(tmp_path, text):
+    path = tmp_path / "b.toml"
+    path.write_text('description = "x"\n' + text)
+    return str(path)
+
+
+@pytest.mark.parametrize("text, line", [
+    ('arch = "arm64"\nqemu.memory = "big"\n', 3),            # dotted key
+    ('arch = "arm64"\n\nqemu = { memory = "big" }\n', 4),     # inline table
+    ('arch = "arm64"\n[qemu]\ncpu = "a"\nmemory = "big"\n', 5),
+])
+def test_wrong_type_in_dotted_or_inline_table_names_its_line(tmp_path, text, line):
+    with pytest.raises(UserError, match=rf"b.toml:{line}: \[qemu\] memory: expected an integer"):
+        load_board(_board(tmp_path, text))
+
+
+def test_missing_top_level_key_names_the_key_not_an_empty_table(tmp_path):
+    with pytest.raises(UserError) as err:
+        load_board(_board(tmp_path, ""))
+    assert str(err.value).endswith("b.toml: missing required key 'arch'")
+
+
+def test_missing_key_in_second_array_table_names_its_line(tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text('[[users]]\nname = "a"\nuid = 5\n\n[[users]]\nname = "b"\n')
+    with pytest.raises(UserError, match=r"r.toml:5: \[users\] needs 'uid'"):
+        load_recipe(str(path))
+
+
+def test_syntax_error_at_end_of_file_names_the_last_line(tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text('hostname = "x"\n\npackages = ["a",\n')
+    with pytest.raises(UserError, match=r"r.toml:3: invalid TOML"):
+        load_recipe(str(path))
+
+
+def test_list_of_numbers_is_not_a_list_of_strings(tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text('hostname = "x"\npackages = [1, 2]\n')
+    with pytest.raises(UserError, match=r"r.toml:2: packages: expected a list of strings, got 1"):
+        load_recipe(str(path))
+
+
+@pytest.mark.parametrize("encoding, what", [("latin-1", "byte 0xe9"), ("utf-16", "UTF-16")])
+def test_recipe_not_in_utf8_is_one_clear_error(tmp_path, encoding, what):
+    path = tmp_path / "r.toml"
+    path.write_bytes('hostname = "x"\ndescription = "café"\n'.encode(encoding))
+    with pytest.raises(UserError, match=rf"r.toml:\d+: not UTF-8 text \({what}\)") as err:
+        load_recipe(str(path))
+    assert "iconv" in err.value.hint
+
+
+def test_redefined_interface_replaces_the_base_one(tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text('base = "busybox"\n[[network.interfaces]]\nname = "eth0"\n'
+                    'ipv4 = ["10.0.0.2/24"]\n[[network.interfaces]]\nname = "eth1"\ndhcp = true\n')
+    interfaces = load_recipe(str(path)).network["interfaces"]
+    assert [(i["name"], i["dhcp"], i["ipv4"]) for i in interfaces] == [
+        ("eth0", False, ["10.0.0.2/24"]), ("eth1", True, [])]

@@ -118,3 +118,33 @@ def test_squashfs_takes_everything_from_the_tree(tmp_path):
     assert (out / "home/app/file").read_bytes() == b"data"
     assert (out / "bin/ash").read_bytes() == (out / "bin/busybox").read_bytes() == b"\x7fELF fake"
 
+
+
+def test_a_file_cannot_replace_a_populated_directory():
+    tree = small_tree()
+    tree.write("/etc/fstab", b"x")
+    with pytest.raises(UserError, match="/etc is a directory with content"):
+        tree.write("/etc", b"not a directory")
+    tree.mkdir("/empty")
+    tree.write("/empty", b"an empty directory may become a file")
+    assert tree.get("/empty").type == "file"
+
+
+def test_overlay_keeps_dotfiles_and_ignores_the_checkouts_modes(tmp_path):
+    from lxembed.rootfs.overlay import add_overlay
+
+    trees = []
+    for umask_mode in (0o775, 0o700):
+        root = tmp_path / f"o{umask_mode:o}"
+        (root / "etc" / "skel").mkdir(parents=True)
+        (root / ".profile").write_text("export A=1\n")
+        (root / "etc" / "skel" / ".bashrc").write_text("b\n")
+        for d in (root / "etc", root / "etc" / "skel"):
+            d.chmod(umask_mode)
+        tree = RootfsTree()
+        add_overlay(tree, root, 0)
+        trees.append({p: (e.type, e.mode, e.data) for p, e in tree})
+    assert trees[0] == trees[1]
+    assert "/.profile" in trees[0] and "/etc/skel/.bashrc" in trees[0]
+    assert "/profile" not in trees[0]
+    assert trees[0]["/etc"][1] == 0o755

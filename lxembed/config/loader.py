@@ -111,6 +111,19 @@ def load_board(name: str) -> Board:
     return Board(path.stem, path, get_arch(settings["arch"]), settings["suite"], settings)
 
 
+def _named(items: List[Any]) -> bool:
+    return bool(items) and all(isinstance(i, dict) and i.get("name") for i in items)
+
+
+def _merge_lists(old: List[Any], new: List[Any]) -> List[Any]:
+    """Append what is new; a named item (interface, service, user) replaces its namesake."""
+    if _named(old) and _named(new):
+        by_name = {item["name"]: item for item in new}
+        merged = [by_name.pop(item["name"], item) for item in old]
+        return merged + [item for item in new if item["name"] in by_name]
+    return old + [v for v in new if v not in old]
+
+
 def _merge(base: Dict[str, Any], over: Dict[str, Any]) -> Dict[str, Any]:
     out = dict(base)
     for key, value in over.items():
@@ -118,7 +131,7 @@ def _merge(base: Dict[str, Any], over: Dict[str, Any]) -> Dict[str, Any]:
             continue
         old = out.get(key)
         if isinstance(old, list) and isinstance(value, list):
-            out[key] = old + [v for v in value if v not in old]
+            out[key] = _merge_lists(old, value)
         elif isinstance(old, dict) and isinstance(value, dict):
             out[key] = _merge(old, value)
         else:
@@ -140,12 +153,10 @@ def load_recipe(name: str, _seen: tuple = ()) -> Recipe:
         explicit = {k: v for k, v in settings.items() if k in data}
         settings = _merge(base.settings, explicit)
         sources += base.sources
-    for user in settings["users"]:
-        required(user, ["name", "uid"], path, text, "users")
-    for svc in settings["services"]:
-        required(svc, ["name", "command"], path, text, "services")
-    for check in settings["checks"]:
-        required(check, ["name", "command"], path, text, "checks")
+    for table, keys in (("users", ["name", "uid"]), ("services", ["name", "command"]),
+                        ("checks", ["name", "command"])):
+        for i, item in enumerate(settings[table]):
+            required(item, keys, path, text, table, i)
     return Recipe(path.stem, path, settings, text, sources)
 
 

@@ -58,8 +58,10 @@ def validate(data: Dict[str, Any], settings, path: Path, text: str, table: str =
             s.kind in ("int", "float") and isinstance(value, bool))
         if not ok:
             raise err(f"expected {_TYPE_NAMES[s.kind]}, got {type(value).__name__}")
-        if s.kind == "list" and not all(isinstance(v, (str, int)) for v in value):
-            raise err("expected a list of strings")
+        if s.kind == "list":
+            wrong = [v for v in value if not isinstance(v, str)]
+            if wrong:
+                raise err(f"expected a list of strings, got {wrong[0]!r}")
         if s.choices and value not in s.choices:
             raise err(f"{value!r} is not one of {', '.join(s.choices)}")
         if s.kind == "table" and s.fields:
@@ -95,8 +97,12 @@ def describe(settings, indent: str = "") -> str:
     return "\n".join(lines)
 
 
-def required(data: Optional[Dict[str, Any]], keys, path: Path, text: str, table: str) -> None:
+def required(data: Optional[Dict[str, Any]], keys, path: Path, text: str, table: str,
+             index: int = 0) -> None:
+    """Refuse a missing key: at the table's line, or naming the file for a top-level key."""
     for key in keys:
         if data.get(key) is None:
-            line = key_line(text, table.split(".")[0] if "." in table else table, "", 0)
+            if not table:
+                raise UserError(f"{path}: missing required key {key!r}")
+            line = key_line(text, table, "", index)
             raise UserError(f"{path}:{line}: [{table}] needs {key!r}")

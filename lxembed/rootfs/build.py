@@ -51,8 +51,11 @@ def build_tree(plan: Plan, mirror: Optional[str] = None) -> RootfsTree:
     for path, content in sorted(recipe["files"].items()):
         if not isinstance(content, str):
             raise UserError(f"{plan.recipe.line_of('files')}: files.{path} must be a string")
-        tree.write(path, content.encode(), mode=0o755 if content.startswith("#!") else 0o644,
-                   mtime=epoch, origin="recipe files")
+        try:
+            tree.write(path, content.encode(), mode=0o755 if content.startswith("#!") else 0o644,
+                       mtime=epoch, origin="recipe files")
+        except UserError as err:
+            raise UserError(f"{plan.recipe.line_of(path, 'files')}: {err}") from None
     modules = list(recipe["modules"])
     if modules:
         tree.write("/etc/modules", ("\n".join(modules) + "\n").encode(), mtime=epoch,
