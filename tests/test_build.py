@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import subprocess
+import sys
 import tarfile
 
 import pytest
@@ -163,8 +163,8 @@ def test_overlay_symlink_outside_rootfs_is_refused(tmp_path):
     (tmp_path / "recipes" / "r.toml").write_text('base = "busybox"\noverlays = ["bad"]\n')
     out = tmp_path / "out"
     env = dict(os.environ, LXEMBED_PATH=str(tmp_path))
-    result = subprocess.run([sys.executable, "-m", "lxembed", "build", "-b", "qemu-arm64", "-r", "r",
-                             "-o", str(out)], capture_output=True, text=True, env=env,
+    result = subprocess.run([sys.executable, "-m", "lxembed", "build", "-b", "qemu-arm64",
+                             "-r", "r", "-o", str(out)], capture_output=True, text=True, env=env,
                             cwd=os.path.dirname(os.path.dirname(__file__)))
     _assert_failed_cleanly(result, out, "points outside the rootfs")
 

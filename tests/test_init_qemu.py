@@ -19,8 +19,8 @@ from typing import Dict, List, Optional, Tuple
 
 import pytest
 
-from lxembed.pipeline import ensure_image
 from lxembed.config import load_plan
+from lxembed.pipeline import ensure_image
 from lxembed.runners import READY, Check, load_checks
 from lxembed.runners.accel import choose_accel
 from lxembed.runners.console import ConsoleClosed, ConsoleTimeout
