@@ -182,3 +182,20 @@ def test_disk_fills_up_while_writing_keeps_the_previous_output(work):
     assert "previous output is unchanged" in line
     assert after.splitlines()[:-1] == before.splitlines()  # the first build, byte for byte
     assert after.splitlines()[-1] == "out"  # and no staging directory left behind
+
+
+def test_last_format_failing_leaves_the_previous_build_byte_for_byte(work):
+    # mksquashfs that fails, first on PATH: tar and dir are written, then the last format fails.
+    bin_dir = work / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "mksquashfs").write_text("#!/bin/sh\necho 'injected failure' >&2\nexit 1\n")
+    (bin_dir / "mksquashfs").chmod(0o755)
+    before = _snapshot(work)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PATH=f"{bin_dir}:{os.environ['PATH']}")
+    (work / "r.toml").write_text('debs = ["data.deb"]\nfiles = {"/etc/motd" = "new"}\n')
+    before["r.toml"] = ("file", (work / "r.toml").read_bytes())
+    result = subprocess.run([sys.executable, "-m", "lxembed", "build", "-b", BOARD, "-r", "r.toml",
+                             "-o", "out", "-f", "tar,dir,squashfs"], capture_output=True,
+                            text=True, cwd=work, env=env)
+    assert_one_line_error(result, "mksquashfs failed", "injected failure")
+    assert _snapshot(work) == before
