@@ -89,6 +89,23 @@ class ModuleIndex:
             }
         self._cache: Dict[str, Module] = {}
 
+    def _provider(self, name: str) -> List[str]:
+        """The module a softdep names: a module of that name, or the generic crypto modules
+        whose aliases provide it (libcrc32c's `softdep=pre: crc32c` means crc32c_generic;
+        arch-specific ones are left out: they refuse CPUs without the instructions)."""
+        if canonical(name) in self.files:
+            return [name]
+        wanted = {name, f"crypto-{name}"}
+        found = []
+        for module, path in sorted(self.files.items()):
+            rel = str(path.relative_to(self.root))
+            if not rel.startswith("kernel/crypto/") or module == canonical(name):
+                continue
+            provider = self.get(module)
+            if provider is not None and wanted & set(provider.aliases):
+                found.append(module)
+        return found
+
     @staticmethod
     def _module_paths(modules_dir: Path) -> List[Path]:
         """Every module file: from modules.order (one read; a walk of ~3,700 files costs
@@ -119,8 +136,8 @@ class ModuleIndex:
             for word in words:
                 if word.endswith(":"):
                     pre = word == "pre:"
-                elif pre and canonical(word) in self.files:
-                    depends.append(word)
+                elif pre:
+                    depends.extend(self._provider(word))
         rel = str(path.relative_to(self.root))
         rel = rel[: -len(next(s for s in _SUFFIXES if rel.endswith(s)))] + ".ko"
         module = Module(
