@@ -13,11 +13,12 @@ from . import __version__
 from .config import Plan
 from .config.loader import find_overlay
 from .containers import container_spec
-from .log import info, step
+from .log import info, step, warn
 from .paths import cache_dir
 from .rootfs.build import build_tree
 from .rootfs.modules import kernel_modules_tree
-from .sources.kernel import Kernel
+from .sources.kernel import Kernel, fetch_kernel
+from .sources.kernel_config import KernelConfig, check_recipe, read_config
 from .writers import Artifact, write_formats
 from .writers.output import check_formats
 from .writers.staging import STAMP, OutputStage
@@ -45,11 +46,15 @@ def build_image(plan: Plan, output: Optional[Path] = None, formats: Sequence[str
     if CONTAINER_FORMATS & set(formats):
         container_spec(plan)  # every container error before anything is fetched or written
     output = Path(output or default_output(plan))
+    image_formats = [f for f in formats if f not in CONTAINER_FORMATS]
+    kernel_config = board_kernel_config(plan.board, mirror) if image_formats else None
+    if kernel_config is not None:  # what the recipe needs of the board's kernel, before building
+        for note in check_recipe(kernel_config, plan.recipe):
+            warn(note)
     with OutputStage(output) as stage:  # checks OUTPUT before the build starts
         tree = build_tree(plan, mirror)
         meta = {"board": plan.board.name, "recipe": plan.recipe.name, "arch": plan.arch.debian,
                 "suite": plan.board.suite, "source_date_epoch": plan.epoch}
-        image_formats = [f for f in formats if f not in CONTAINER_FORMATS]
         # A qemu board's kernel modules: a second segment that boots appended to the rootfs.
         modules = kernel_modules_tree(plan, mirror) if plan.board.qemu and image_formats else None
         with step("write " + ",".join(formats)):
@@ -121,3 +126,14 @@ def ensure_image(plan: Plan, out: Path, fmt: str, mirror: Optional[str],
                  kernel: Optional[Kernel] = None, rebuild: bool = False) -> Path:
     """The path of `fmt` in OUTPUT, built first unless current."""
     return artifact_path(ensure_built(plan, out, [fmt], mirror, kernel, rebuild), fmt)
+
+
+def board_kernel_config(board, mirror: Optional[str] = None) -> Optional[KernelConfig]:
+    """The board's kernel configuration: its `kernel_config` file (a vendor kernel), or the
+    config-KVER in its pinned Debian kernel package; None for a board with neither."""
+    if board.settings["kernel_config"]:
+        return read_config((board.path.parent / board.settings["kernel_config"]).resolve())
+    if board.qemu is None:
+        return None
+    kernel = fetch_kernel(board, mirror)
+    return read_config(kernel.image.parent / f"config-{kernel.release}")

@@ -12,10 +12,10 @@ from typing import List, Optional
 
 from .. import log
 from ..errors import UserError
-from . import build, containers, elf, qemu
+from . import build, containers, elf, kernel, qemu
 
 # One module per command group; each adds its subcommands through register(subparsers).
-COMMAND_GROUPS = (build, elf, qemu, containers)
+COMMAND_GROUPS = (build, elf, qemu, kernel, containers)
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -31,6 +31,9 @@ BOARD_SETTINGS = (
     Setting("soc", "str", "", "SoC or machine name, for real hardware"),
     Setting("qemu", "table", None, "qemu-system profile; absent for real hardware",
             fields=QEMU_FIELDS),
+    Setting("kernel_config", "str", None, "a vendor kernel's .config (relative to the board "
+            "file): what `kernel-check` and builds check recipes against when the board boots "
+            "no Debian kernel"),
 )
 
 USER_FIELDS = (
