@@ -3,6 +3,7 @@
 #   scripts/quickstart.sh demo    build the default image for this host's arch and boot it in qemu
 #   scripts/quickstart.sh test    run the full test suite (what CI runs)
 #   scripts/quickstart.sh quick   run the quick subset (no image builds, no boots)
+#   scripts/quickstart.sh setup   only install (CI jobs from `lxembed matrix` run this first)
 set -eu
 cd "$(dirname "$0")/.."
 job=${1:-demo}
@@ -41,5 +42,6 @@ case "$job" in
   demo) exec lxembed test --board "$board" --recipe busybox ;;
   test) exec python -m pytest -q ;;
   quick) exec python -m pytest -q -m "not slow" ;;
-  *) echo "usage: $0 demo|test|quick" >&2; exit 2 ;;
+  setup) exit 0 ;;
+  *) echo "usage: $0 demo|test|quick|setup" >&2; exit 2 ;;
 esac

@@ -7,13 +7,18 @@ from pathlib import Path
 
 from ..config import list_boards, list_recipes, load_board, load_plan, load_recipe
 from ..config.schema import BOARD_SETTINGS, RECIPE_SETTINGS
+from ..matrix import build_cells, cells, github_workflow, gitlab_pipeline, split_names, to_yaml
 from ..pipeline import DEFAULT_FORMATS, build_image, default_output
+from ..writers.output import check_formats
 from .common import add_target_args
 
 
 def cmd_build(args) -> int:
-    plan = load_plan(args.board, args.recipe)
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    boards, recipes = split_names(args.board), split_names(args.recipe)
+    if len(boards) > 1 or len(recipes) > 1:
+        return _build_many(cells(boards, recipes), formats, args)
+    plan = load_plan(boards[0], recipes[0])
     output = Path(args.output) if args.output else default_output(plan)
     artifacts = build_image(plan, output, formats, args.mirror)
     if args.json:
@@ -22,6 +27,30 @@ def cmd_build(args) -> int:
     else:
         for a in artifacts:
             print(f"{a.format:10} {a.bytes:>10}  {a.path}")
+    return 0
+
+
+def _build_many(matrix, formats, args) -> int:
+    check_formats(formats)
+    results = build_cells(matrix, formats, Path(args.output) if args.output else None,
+                          args.mirror)
+    if args.json:
+        print(json.dumps({"cells": results}, indent=2))
+    else:
+        width = max(len(f"{r['board']}/{r['recipe']}") for r in results)
+        for r in results:
+            size = sum(a["bytes"] for a in r["artifacts"] if "manifest" not in a["format"])
+            status = f"ok    {size / 1e6:8.2f} MB" if r["ok"] else f"FAIL  {r['error']}"
+            print(f"{r['board'] + '/' + r['recipe']:{width}}  {r['seconds']:6.1f} s  {status}")
+        failed = sum(not r["ok"] for r in results)
+        print(f"{len(results) - failed}/{len(results)} cells built")
+    return 0 if all(r["ok"] for r in results) else 1
+
+
+def cmd_matrix(args) -> int:
+    matrix = cells(split_names(args.board), split_names(args.recipe))
+    render = github_workflow if args.ci == "github" else gitlab_pipeline
+    print(to_yaml(render(matrix, args.apt_proxy)), end="")
     return 0
 
 
@@ -71,14 +100,29 @@ def cmd_config_docs(args) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("build", help="build an image")
-    add_target_args(p)
-    p.add_argument("--output", "-o", help="output directory (default: out/BOARD-RECIPE)")
+    p = subparsers.add_parser("build", help="build an image (or every board x recipe named)")
+    p.add_argument("--board", "-b", required=True, action="append",
+                   help="board name or path to a board TOML; several: a,b,c or repeated")
+    p.add_argument("--recipe", "-r", required=True, action="append",
+                   help="recipe name or path to a recipe TOML; several: a,b or repeated")
+    p.add_argument("--mirror", help="Debian mirror URL (default: the host's apt sources)")
+    p.add_argument("--output", "-o", help="output directory (default: out/BOARD-RECIPE); with "
+                   "several cells, each goes to OUTPUT/BOARD-RECIPE")
     p.add_argument("--format", "-f", default=",".join(DEFAULT_FORMATS),
                    help="comma-separated: dir, tar, cpio (each optionally .zst, .gz or "
                         ".xz), squashfs; lxc, oci")
     p.add_argument("--json", action="store_true", help="print artifacts as JSON")
     p.set_defaults(func=cmd_build)
+    p = subparsers.add_parser("matrix", help="write the board x recipe matrix as a CI "
+                              "pipeline (one job per cell: lxembed build, lxembed test)")
+    p.add_argument("--ci", choices=("github", "gitlab"), default="github",
+                   help="GitHub Actions workflow or GitLab CI pipeline (default: github)")
+    p.add_argument("--board", "-b", action="append", help="boards (default: all)")
+    p.add_argument("--recipe", "-r", action="append",
+                   help="recipes (default: every image recipe)")
+    p.add_argument("--apt-proxy", help="HTTP proxy the jobs route apt through "
+                   "(apt-cacher-ng): a fleet of runners downloads each package once")
+    p.set_defaults(func=cmd_matrix)
     p = subparsers.add_parser("list", help="list boards and recipes")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_list)
