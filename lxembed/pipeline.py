@@ -12,7 +12,7 @@ from typing import Iterable, List, Optional
 from . import __version__
 from .config import Plan
 from .config.loader import find_overlay
-from .containers import container_spec
+from .containers.bundle import CONTAINER_FORMATS, resolve_bundles, write_bundles
 from .log import info, step, warn
 from .paths import cache_dir
 from .rootfs.build import build_tree
@@ -24,7 +24,6 @@ from .writers.output import check_formats
 from .writers.staging import STAMP, OutputStage
 
 DEFAULT_FORMATS = ("cpio.zst",)
-CONTAINER_FORMATS = {"lxc", "oci"}
 _PACKAGE = Path(__file__).resolve().parent
 
 
@@ -42,9 +41,8 @@ def artifact_path(output: Path, fmt: str) -> Path:
 def build_image(plan: Plan, output: Optional[Path] = None, formats: Sequence[str] = DEFAULT_FORMATS,
                 mirror: Optional[str] = None, kernel: Optional[Kernel] = None) -> List[Artifact]:
     """Build `formats` into OUTPUT as one whole: on any failure OUTPUT is the previous build."""
-    check_formats(formats)
-    if CONTAINER_FORMATS & set(formats):
-        container_spec(plan)  # every container error before anything is fetched or written
+    check_formats(formats, also=CONTAINER_FORMATS)
+    spec = resolve_bundles(plan, formats)  # every container error before anything is fetched
     output = Path(output or default_output(plan))
     image_formats = [f for f in formats if f not in CONTAINER_FORMATS]
     kernel_config = board_kernel_config(plan.board, mirror) if image_formats else None
@@ -58,10 +56,12 @@ def build_image(plan: Plan, output: Optional[Path] = None, formats: Sequence[str
         # A qemu board's kernel modules: a second segment that boots appended to the rootfs.
         modules = kernel_modules_tree(plan, mirror) if plan.board.qemu and image_formats else None
         with step("write " + ",".join(formats)):
-            artifacts = write_formats(tree, stage.path, formats, plan, meta, final=output)
+            artifacts = write_formats(tree, stage.path, image_formats, plan, meta, final=output)
             if modules is not None:
                 artifacts += write_formats(modules, stage.path, image_formats, plan, meta,
                                            "modules", final=output)
+            if spec is not None:  # the container tree is made from the image tree
+                artifacts += write_bundles(tree, plan, spec, formats, stage.path, final=output)
         stamp = {"key": build_key(plan, kernel), "formats": sorted(formats)}
         (stage.path / STAMP).write_text(json.dumps(stamp, indent=1, sort_keys=True) + "\n")
     # Artifacts name where they live now, not the stage they were written in.

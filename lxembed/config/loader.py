@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Optional
 
 from ..arch import Arch, get_arch
 from ..errors import UserError
+from .interfaces import check_interfaces
 from .schema import BOARD_SETTINGS, RECIPE_SETTINGS
 from .settings import required, validate
 from .toml_lines import key_line, parse
@@ -145,6 +146,7 @@ def load_recipe(name: str, _seen: tuple = ()) -> Recipe:
         raise UserError(f"{path}: recipe bases form a loop")
     data, text = parse(path)
     settings = validate(data, RECIPE_SETTINGS, path, text)
+    check_interfaces(settings, path, text)
     # Local .debs are relative to the file that names them, also when another recipe extends it.
     settings["debs"] = [str((path.parent / d).resolve()) for d in settings["debs"]]
     sources = [path]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
-from . import CAPABILITIES, ContainerSpec, Mount
+from .spec import CAPABILITIES, ContainerSpec, Mount
 
 OCI_VERSION = "1.0.2"
 ANNOTATION_STOP = "org.lxembed.stop-signal"  # the runner reads it: OCI has no stop-signal key
@@ -128,7 +128,9 @@ def oci_config(
     }
     if spec.nofile:
         process["rlimits"] = [{"type": "RLIMIT_NOFILE", "hard": spec.nofile, "soft": spec.nofile}]
-    if spec.apparmor:
+    # No key is OCI's "unconfined"; crun refuses the key itself, even "unconfined", on a host
+    # without AppArmor ("AppArmor is not initialized correctly").
+    if spec.apparmor and spec.apparmor != "unconfined":
         process["apparmorProfile"] = spec.apparmor
     if spec.selinux:
         process["selinuxLabel"] = spec.selinux

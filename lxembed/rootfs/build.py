@@ -16,7 +16,7 @@ from ..sources.deb import extract_deb
 from ..tree import RootfsTree
 from .busybox import add_applet_links
 from .overlay import add_overlay
-from .python import add_init_config, add_python_init
+from .python_init import add_python_init
 from .skeleton import add_skeleton
 
 
@@ -43,7 +43,6 @@ def build_tree(plan: Plan, mirror: Optional[str] = None) -> RootfsTree:
     if recipe["init"] == "python":
         with step("python init"):
             add_python_init(tree, plan, source)
-            add_init_config(tree, plan)
     elif tree.get("/init") is None and tree.get("/bin/busybox") is not None:
         tree.symlink("/init", "/bin/busybox", mtime=epoch, origin="init")  # initramfs entry point
     for name in recipe["overlays"]:

@@ -35,17 +35,6 @@ from .emulate import qemu_user_argv
 PYTHON_PACKAGES = ("python3.11-minimal", "libpython3.11-stdlib")
 PYTHON = "/usr/bin/python3.11"
 STDLIB = "/usr/lib/python3.11"
-INIT_SOURCE = Path(__file__).resolve().parents[1] / "init" / "lxinit.py"
-INIT_PYC = "/usr/lib/lxembed/lxinit.pyc"
-INIT_CONFIG = "/etc/lxembed/init.json"
-# /sbin/init: a shebang takes one argument, so -I -S is written "-IS"; the init's code is
-# loaded from its .pyc with marshal (built in) so nothing is compiled at boot.
-INIT_SHIM = f"""#!{PYTHON} -IS
-import marshal
-with open("{INIT_PYC}", "rb") as f:
-    code = marshal.loads(f.read()[16:])
-exec(code, {{"__name__": "__main__", "__file__": "{INIT_PYC}"}})
-"""
 _IMPORT_LINE = re.compile(r"^import time:\s+\d+\s+\|\s+\d+\s+\|\s+(\S+)\s*$")
 
 
@@ -123,12 +112,12 @@ def compile_pyc(source: bytes, path: str) -> bytes:
             + importlib.util.source_hash(source) + marshal.dumps(code))
 
 
-def add_python_init(tree: RootfsTree, plan: Plan, source: PackageSource) -> None:
-    """Install a minimal python3.11 and the lxembed init as /sbin/init (and /init)."""
+def add_python_runtime(tree: RootfsTree, plan: Plan, source: PackageSource,
+                       program: bytes) -> None:
+    """Install python3.11 with exactly the stdlib `program` (the init's source) imports."""
     arch, epoch = plan.arch, plan.epoch
     full = python_tree(source)
-    init_source = INIT_SOURCE.read_bytes()
-    modules = probe_imports(full, arch, init_source)
+    modules = probe_imports(full, arch, program)
     files = _module_files(full, modules, arch)
     native = [p for p in files if p.endswith(".so")]
     picked = pick_files(full, [PYTHON] + native, [], arch)
@@ -138,28 +127,3 @@ def add_python_init(tree: RootfsTree, plan: Plan, source: PackageSource) -> None
     for path in sorted(set(files) - set(native)):
         pyc = compile_pyc(full.read(path), path)
         tree.write(path[:-3] + ".pyc", pyc, mtime=epoch, origin="python stdlib")
-    tree.write(INIT_PYC, compile_pyc(init_source, "lxinit.py"), mtime=epoch, origin="init")
-    tree.write("/sbin/init", INIT_SHIM.encode(), mode=0o755, mtime=epoch, origin="init")
-    tree.remove("/init")
-    tree.symlink("/init", "/sbin/init", mtime=epoch, origin="init")
-
-
-def init_config(plan: Plan) -> dict:
-    """The recipe's settings the init reads at start (/etc/lxembed/init.json)."""
-    r = plan.recipe.settings
-    network = r.get("network") or {}
-    return {
-        "hostname": r["hostname"],
-        "mode": "auto",
-        "modules": list(r["modules"]),
-        "network": {"interfaces": [
-            {k: v for k, v in iface.items() if v not in (None, [], False) or k == "dhcp"}
-            for iface in network.get("interfaces", [])]},
-        "services": [{k: v for k, v in svc.items()} for svc in r["services"]],
-        "rescue_shell": True,
-    }
-
-
-def add_init_config(tree: RootfsTree, plan: Plan) -> None:
-    text = json.dumps(init_config(plan), indent=1, sort_keys=True) + "\n"
-    tree.write(INIT_CONFIG, text.encode(), mtime=plan.epoch, origin="init config")

@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, List, Optional
 
 import zstandard
 
@@ -116,19 +116,19 @@ class _TellWrapper:
 
 
 _SERIALISERS = {"tar": write_tar, "cpio": write_cpio}
-# Extra formats (lxc, oci) register a writer: fn(tree, output_dir, plan, final_dir) -> artifacts.
-EXTRA_FORMATS: Dict[str, Callable] = {}
 
 
 def known_formats() -> List[str]:
     archives = [f"{s}{c}" for s in _SERIALISERS for c in ("", ".zst", ".gz", ".xz")]
-    return ["dir"] + archives + ["squashfs"] + sorted(EXTRA_FORMATS)
+    return ["dir"] + archives + ["squashfs"]
 
 
-def check_formats(formats: Sequence[str]) -> None:
-    bad = [f for f in formats if f not in known_formats()]
+def check_formats(formats: Sequence[str], also: Sequence[str] = ()) -> None:
+    """Refuse a format no writer knows; `also`: formats made elsewhere (container bundles)."""
+    known = known_formats() + list(also)
+    bad = [f for f in formats if f not in known]
     if bad:
-        raise UserError(f"unknown format {', '.join(bad)} (known: {', '.join(known_formats())})")
+        raise UserError(f"unknown format {', '.join(bad)} (known: {', '.join(known)})")
 
 
 def write_file_atomic(path: Path, writer: Callable) -> Artifact:
@@ -184,8 +184,8 @@ def write_formats(tree: RootfsTree, output: Path, formats: Sequence[str], plan=N
                   final: Optional[Path] = None) -> List[Artifact]:
     """Write `tree` as NAME.FORMAT (NAME/ for dir) plus its manifest, each atomically.
 
-    `final` is where `output` will end up (a staged build is swapped in after writing): what
-    names its own path, an LXC config's rootfs, names that one.
+    `final` is where `output` will end up (a staged build is swapped in after writing), for a
+    format that names its own path.
     """
     check_formats(formats)
     output = Path(output)
@@ -204,8 +204,6 @@ def write_formats(tree: RootfsTree, output: Path, formats: Sequence[str], plan=N
 
 def _write_one(tree: RootfsTree, output: Path, fmt: str, plan, name: str,
                final: Path) -> List[Artifact]:
-    if fmt in EXTRA_FORMATS:
-        return EXTRA_FORMATS[fmt](tree, output, plan, final)
     if fmt == "dir":
         dest = output / name
         replace_dir_atomic(dest, lambda tmp: write_dir(tree, tmp))

@@ -1,0 +1,60 @@
+"""The container step of a build: the spec resolved once, before anything is fetched; then the
+container tree made from the image tree and written with its LXC config or OCI config.json."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import List, Optional
+
+from ..config import Plan
+from ..log import warn
+from ..tree import RootfsTree
+from ..writers.containers import write_bundle
+from ..writers.output import Artifact
+from .lxc_config import lxc_config, version_entries
+from .oci import oci_config, unsupported_networks
+from .rootfs import container_tree
+from .spec import ContainerSpec, container_spec
+
+CONTAINER_FORMATS = ("lxc", "oci")
+
+
+def resolve_bundles(plan: Plan, formats: Sequence[str]) -> Optional[ContainerSpec]:
+    """The checked spec when `formats` asks for a container (else None): every error a recipe
+    can hold for these runtimes, LXC version limits included, is raised here."""
+    wanted = [f for f in formats if f in CONTAINER_FORMATS]
+    if not wanted:
+        return None
+    spec = container_spec(plan)
+    if "lxc" in wanted:
+        version_entries(spec, "/")  # a setting the LXC version cannot say is refused now
+    return spec
+
+
+def write_bundles(tree: RootfsTree, plan: Plan, spec: ContainerSpec, formats: Sequence[str],
+                  output: Path, final: Path) -> List[Artifact]:
+    """Write each container format of `formats` into OUTPUT/FORMAT/.
+
+    `final` is where OUTPUT will be once the staged build is swapped in: the LXC config names
+    its rootfs there, not in the stage.
+    """
+    ctree = container_tree(tree, plan, spec)
+    artifacts = []
+    if "lxc" in formats:
+        rootfs = Path(final).resolve() / "lxc" / "rootfs"
+        text = lxc_config(spec, str(rootfs), plan.board.name, plan.recipe.name)
+        artifacts.append(write_bundle(ctree, Path(output) / "lxc", "config", text.encode(), "lxc"))
+    if "oci" in formats:
+        skipped = unsupported_networks(spec)
+        if skipped:
+            warn(f"an OCI bundle carries no network devices (CNI makes them): "
+                 f"{', '.join(skipped)} left out of oci/config.json; the container gets an "
+                 f"empty network namespace")
+        doc = oci_config(spec, "rootfs", {"org.lxembed.board": plan.board.name,
+                                          "org.lxembed.recipe": plan.recipe.name})
+        text = json.dumps(doc, indent=2) + "\n"
+        artifacts.append(write_bundle(ctree, Path(output) / "oci", "config.json", text.encode(),
+                                      "oci"))
+    return artifacts

@@ -1,0 +1,131 @@
+"""The lxembed Python init in a tree: its code behind one shim, and the JSON config it reads.
+
+The one place that installs lxembed/init/lxinit.py, for both places it runs from:
+- an image's own cut-down python3.11: the shim is /sbin/init and the code an unchecked-hash
+  .pyc, so nothing is compiled at boot (about 1 s on a mipsel board);
+- a bind-host container, run by the python3 of the root it binds: which Python that is is not
+  ours to fix, so the code is its zlib-compressed source (13 KB instead of 41: the rootfs stays
+  under 100 KB) under /.lxembed. zlib and marshal are built into CPython: the shim imports
+  nothing else (a zip app would cost 6 ms per start for runpy's imports).
+Both read /etc/lxembed/init.json, built by init_config() from the Plan (and the ContainerSpec
+for a container).
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+from typing import Any, Dict, Optional, Protocol
+
+from ..config import Plan
+from ..config.schema import INTERFACE_FIELDS, SERVICE_FIELDS
+from ..errors import UserError
+from ..sources.apt import PackageSource
+from ..tree import RootfsTree
+from .python import PYTHON, add_python_runtime, compile_pyc
+
+INIT_SOURCE = Path(__file__).resolve().parents[1] / "init" / "lxinit.py"
+CONFIG_PATH = "/etc/lxembed/init.json"  # the init's default: no --config needed anywhere
+IMAGE_SHIM = "/sbin/init"
+IMAGE_CODE = "/usr/lib/lxembed/lxinit.pyc"
+
+# A shebang takes one argument, so -I -S is written "-IS". {load} makes `code` from `data`.
+_SHIM = """#!{python} -IS
+# lxembed: runs the lxembed init (docs/init.md) from {path}
+import {modules}
+with open("{path}", "rb") as f:
+    data = f.read()
+{load}
+exec(code, {{"__name__": "__main__", "__file__": "{path}"}})
+"""
+_LOAD = {
+    "bytecode": ("marshal", "code = marshal.loads(data[16:])  # after the .pyc header"),
+    "source": ("zlib", 'code = compile(zlib.decompress(data), "{path}", "exec")'),
+}
+
+# The recipe tables copied into init.json, field by field as the schema defines them: a field
+# added to the schema reaches the init with no change here. Empty values are the init's own
+# defaults and are left out; `user = "root"` too (the init is root: no passwd lookup).
+_SERVICE_KEYS = tuple(s.key for s in SERVICE_FIELDS)
+_INTERFACE_KEYS = tuple(s.key for s in INTERFACE_FIELDS)
+
+
+class ContainerSpec(Protocol):
+    """What the config needs of a lxembed.containers.ContainerSpec (containers build on this
+    module, not the other way round)."""
+
+    hostname: str
+
+
+def init_source() -> bytes:
+    if not INIT_SOURCE.is_file():
+        raise UserError(f"{INIT_SOURCE} is missing: the Python init is not installed",
+                        hint='use init = "busybox"')
+    return INIT_SOURCE.read_bytes()
+
+
+def shim(python: str, path: str, form: str) -> str:
+    """The shim that runs the init's code at `path` with `python`; form: bytecode or source."""
+    module, load = _LOAD[form]
+    return _SHIM.format(python=python, path=path, modules=module, load=load.format(path=path))
+
+
+def install_init(tree: RootfsTree, epoch: int, python: str, shim_path: str, code_path: str,
+                 form: str) -> None:
+    """Write the init's code (as `form`) at `code_path` and its shim at `shim_path`."""
+    source = init_source()
+    if form == "bytecode":
+        code = compile_pyc(source, "lxinit.py")
+    else:
+        code = zlib.compress(source, 9)
+    tree.write(code_path, code, mtime=epoch, origin="lxembed init")
+    tree.write(shim_path, shim(python, code_path, form).encode(), mode=0o755, mtime=epoch,
+               origin="lxembed init")
+
+
+def add_python_init(tree: RootfsTree, plan: Plan, source: PackageSource) -> None:
+    """An image's init: a minimal python3.11, the init as /sbin/init (and /init), its config."""
+    add_python_runtime(tree, plan, source, init_source())
+    install_init(tree, plan.epoch, PYTHON, IMAGE_SHIM, IMAGE_CODE, "bytecode")
+    tree.remove("/init")
+    tree.symlink("/init", IMAGE_SHIM, mtime=plan.epoch, origin="init")
+    write_init_config(tree, plan)
+
+
+def _copy(table: Dict[str, Any], keys, keep=()) -> Dict[str, Any]:
+    return {k: table[k] for k in keys
+            if k in table and (k in keep or table[k] not in (None, [], {}, False))}
+
+
+def _service(svc: Dict[str, Any]) -> Dict[str, Any]:
+    item = _copy(svc, _SERVICE_KEYS)
+    if item.get("user") == "root":
+        item.pop("user")
+    return item
+
+
+def init_config(plan: Plan, spec: Optional[ContainerSpec] = None) -> Dict[str, Any]:
+    """The JSON the init reads (docs/init.md), for an image, or a container when `spec` is set.
+
+    A container's runtime makes its interfaces and its host's kernel has the modules: a
+    container's config has neither, nor the device's rescue shell.
+    """
+    r = plan.recipe.settings
+    config: Dict[str, Any] = {
+        "hostname": spec.hostname if spec is not None else r["hostname"],
+        "mode": "container" if spec is not None else "auto",
+        "services": [_service(svc) for svc in r["services"]],
+    }
+    if spec is None:
+        interfaces = (r.get("network") or {}).get("interfaces", [])
+        config["modules"] = list(r["modules"])
+        config["network"] = {"interfaces": [_copy(i, _INTERFACE_KEYS, keep=("dhcp",))
+                                            for i in interfaces]}
+        config["rescue_shell"] = True
+    return config
+
+
+def write_init_config(tree: RootfsTree, plan: Plan, spec: Optional[ContainerSpec] = None) -> None:
+    text = json.dumps(init_config(plan, spec), indent=1, sort_keys=True) + "\n"
+    tree.write(CONFIG_PATH, text.encode(), mtime=plan.epoch, origin="init config")
