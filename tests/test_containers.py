@@ -206,7 +206,7 @@ def test_bind_host_python_init_for_each_version(tmp_path, version):
     entries = parse_lxc_config(text)
     assert [k for k, _ in entries if not knows(version, k)] == []
     init = [v for k, v in entries if k in ("lxc.init_cmd", "lxc.init.cmd")]
-    assert init == ["/usr/bin/python3 -I -S /.lxembed/lxinit"]
+    assert init == ["/usr/bin/python3 -I -S /.lxembed/lxinit --config /.lxembed/init.json"]
     assert ("LANG=C.UTF-8" in [v for _, v in entries])
     reboot = [k for k, _ in entries if k in ("lxc.rebootsignal", "lxc.signal.reboot")]
     # The Python init reboots on SIGINT, LXC's default: without the key (1.1) nothing changes,
@@ -268,7 +268,8 @@ def test_legacy_converts_back_to_modern(tmp_path):
 def test_oci_config(tmp_path):
     spec = container_spec(make_plan(tmp_path, BIND))
     doc = oci_config(spec)
-    assert doc["process"]["args"] == ["/usr/bin/python3", "-I", "-S", "/.lxembed/lxinit"]
+    assert doc["process"]["args"] == ["/usr/bin/python3", "-I", "-S", "/.lxembed/lxinit",
+                                      "--config", "/.lxembed/init.json"]
     assert "container=oci" in doc["process"]["env"] and doc["hostname"] == "cbind"
     devices = doc["linux"]["resources"]["devices"]
     assert devices[0] == {"allow": False, "access": "rwm"}
@@ -390,7 +391,7 @@ def test_bind_host_rootfs_is_tiny(tmp_path):
     assert out.get("/usr/bin/busybox") is None and out.get("/usr").type == "dir"
     shim = out.read("/.lxembed/lxinit").decode()
     assert '"/.lxembed/lxinit.py.z"' in shim and "zlib.decompress" in shim
-    config = json.loads(out.read("/etc/lxembed/init.json"))
+    config = json.loads(out.read("/.lxembed/init.json"))
     assert config["mode"] == "container" and config["services"][0]["name"] == "s"
     write_dir(out, tmp_path / "rootfs")
     du = subprocess.run(["du", "-sk", str(tmp_path / "rootfs")], capture_output=True, text=True)
@@ -498,7 +499,7 @@ def test_bind_host_needs_no_packages(tmp_path):
 def test_real_recipes_resolve():
     bind = container_spec(load_plan("qemu-x86_64", "container-bind"))
     assert bind.name == "container-bind" and bind.init == "python"
-    assert bind.init_cmd[-1] == "/.lxembed/lxinit"
+    assert bind.init_cmd[3:] == ["/.lxembed/lxinit", "--config", "/.lxembed/init.json"]
     busybox = container_spec(load_plan("qemu-x86_64", "container-busybox"))
     assert busybox.mode == "self-contained" and busybox.init_cmd == ["/sbin/init"]
 

@@ -10,7 +10,14 @@ from ..config import Plan
 from ..errors import UserError
 from ..rootfs.python_init import install_init, write_init_config
 from ..tree import DIR, FILE, HARDLINK, Entry, RootfsTree
-from .spec import HOST_PYTHON, LXINIT_CODE, LXINIT_DIR, LXINIT_SHIM, ContainerSpec
+from .spec import (
+    HOST_PYTHON,
+    LXINIT_CODE,
+    LXINIT_CONFIG,
+    LXINIT_DIR,
+    LXINIT_SHIM,
+    ContainerSpec,
+)
 
 # Origins whose files may be dropped silently: the generic skeleton made them for images that
 # carry their own /usr; in bind-host the host's take their place.
@@ -65,7 +72,7 @@ def bind_host_tree(tree: RootfsTree, plan: Plan, spec: ContainerSpec) -> RootfsT
     if spec.init == "python":
         out.mkdir(LXINIT_DIR, mtime=epoch, origin="container")
         install_init(out, epoch, HOST_PYTHON, LXINIT_SHIM, LXINIT_CODE, "source")
-        write_init_config(out, plan, spec)
+        write_init_config(out, plan, spec, LXINIT_CONFIG)
     elif out.get("/etc/inittab") is None:
         out.write("/etc/inittab", _BUSYBOX_INITTAB.encode(), mtime=epoch, origin="container")
     out.clamp_mtimes(epoch)

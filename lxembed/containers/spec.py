@@ -24,6 +24,7 @@ PATH = "/usr/sbin:/usr/bin:/sbin:/bin"  # LXC starts the init with an empty PATH
 LXINIT_DIR = "/.lxembed"  # bind-host: where the Python init's code and shim live
 LXINIT_SHIM = f"{LXINIT_DIR}/lxinit"
 LXINIT_CODE = f"{LXINIT_DIR}/lxinit.py.z"
+LXINIT_CONFIG = f"{LXINIT_DIR}/init.json"
 HOST_PYTHON = "/usr/bin/python3"
 HOST_BUSYBOX = ("/usr/bin/busybox", "/bin/busybox")
 
@@ -181,7 +182,7 @@ def _init(plan: Plan, c: dict, mode: str, root: Path) -> Tuple[str, List[str]]:
                 f"{_where(plan, 'container', 'mode')}: a bind-host container with the "
                 f"Python init runs {HOST_PYTHON} of {root}, which is missing"
             )
-        return init, [HOST_PYTHON, "-I", "-S", LXINIT_SHIM]
+        return init, [HOST_PYTHON, "-I", "-S", LXINIT_SHIM, "--config", LXINIT_CONFIG]
     busybox = find_program(root, list(HOST_BUSYBOX))
     if busybox is not None:
         return init, [busybox, "init"]

@@ -7,8 +7,9 @@ The one place that installs lxembed/init/lxinit.py, for both places it runs from
   ours to fix, so the code is its zlib-compressed source (13 KB instead of 41: the rootfs stays
   under 100 KB) under /.lxembed. zlib and marshal are built into CPython: the shim imports
   nothing else (a zip app would cost 6 ms per start for runpy's imports).
-Both read /etc/lxembed/init.json, built by init_config() from the Plan (and the ContainerSpec
-for a container).
+An image's init reads /etc/lxembed/init.json, its default; a bind-host container's is given
+--config /.lxembed/init.json (no /etc/lxembed directory: 4 KB less). Both come from
+init_config(), from the Plan (and the ContainerSpec for a container).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from ..tree import RootfsTree
 from .python import PYTHON, add_python_runtime, compile_pyc
 
 INIT_SOURCE = Path(__file__).resolve().parents[1] / "init" / "lxinit.py"
-CONFIG_PATH = "/etc/lxembed/init.json"  # the init's default: no --config needed anywhere
+CONFIG_PATH = "/etc/lxembed/init.json"  # the init's default
 IMAGE_SHIM = "/sbin/init"
 IMAGE_CODE = "/usr/lib/lxembed/lxinit.pyc"
 
@@ -126,6 +127,7 @@ def init_config(plan: Plan, spec: Optional[ContainerSpec] = None) -> Dict[str, A
     return config
 
 
-def write_init_config(tree: RootfsTree, plan: Plan, spec: Optional[ContainerSpec] = None) -> None:
+def write_init_config(tree: RootfsTree, plan: Plan, spec: Optional[ContainerSpec] = None,
+                      path: str = CONFIG_PATH) -> None:
     text = json.dumps(init_config(plan, spec), indent=1, sort_keys=True) + "\n"
-    tree.write(CONFIG_PATH, text.encode(), mtime=plan.epoch, origin="init config")
+    tree.write(path, text.encode(), mtime=plan.epoch, origin="init config")
