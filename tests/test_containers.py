@@ -234,6 +234,16 @@ def test_setting_the_version_cannot_say_is_refused(tmp_path, capsys, recipe, ver
     assert_one_line_error(capsys, code, out, tmp_path, line, message)
 
 
+def test_container_errors_come_before_any_download(tmp_path, capsys):
+    """The spec is resolved (LXC version included) before packages are fetched: a package that
+    does not exist is never asked for."""
+    recipe = FULL.replace('"busybox-static"', '"lxembed-no-such-package"').replace(
+        "[container]\n", '[container]\nlxc_version = "2.0"\n', 1)
+    code, out = build_cli(tmp_path, recipe, fmt="tar,lxc")
+    line = key_line(recipe, "container.limits", "nofile")
+    assert_one_line_error(capsys, code, out, tmp_path, line, "lxc.limit.nofile")
+
+
 def test_nofile_is_said_from_lxc_2_1(tmp_path):
     spec = container_spec(make_plan(tmp_path, FULL))
     spec.lxc_version = (2, 1)

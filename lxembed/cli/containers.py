@@ -12,6 +12,7 @@ from pathlib import Path
 from ..config import load_plan
 from ..containers import container_spec
 from ..containers.lxc_config import lxc_config
+from ..containers.lxc_keys import OLDEST
 from ..containers.oci import oci_config
 from ..errors import UserError
 from ..pipeline import default_output, ensure_built
@@ -35,7 +36,11 @@ def _version(text: str) -> tuple:
     m = re.match(r"^(\d+)(?:\.(\d+))?", text)
     if not m:
         raise UserError(f"--lxc-version {text!r} is not a version (2.0, 5.0)")
-    return int(m.group(1)), int(m.group(2) or 0)
+    version = int(m.group(1)), int(m.group(2) or 0)
+    if version < OLDEST:
+        raise UserError(f"--lxc-version {text}: older than any LXC lxembed knows the keys of "
+                        "(1.0)")
+    return version
 
 
 def cmd_container_config(args) -> int:

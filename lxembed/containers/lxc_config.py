@@ -199,7 +199,8 @@ def version_entries(spec: ContainerSpec, rootfs: str) -> Tuple[Entries, List[str
             raise UserError(
                 f"{where}: {'.'.join(filter(None, (table, setting)))} needs the LXC key {key}, "
                 f"which LXC {name} does not have",
-                hint="raise lxc_version if the device runs a newer LXC, or drop the setting",
+                hint="set lxc_version to the LXC the device runs if it is newer; otherwise the "
+                     "setting cannot be had there (docs/containers.md, Per LXC version)",
             )
     return entries, left_out
 
