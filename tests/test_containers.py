@@ -500,6 +500,24 @@ def test_bad_input_one_error_no_output(tmp_path, capsys, recipe, line, message):
     assert_one_line_error(capsys, code, out, tmp_path, line, message)
 
 
+def test_device_vlan_from_a_base_recipe(tmp_path):
+    """The check runs on the merged recipe and names the file that defines the interface."""
+    (tmp_path / "base.toml").write_text(
+        '[[network.interfaces]]\nname = "eth0"\ndhcp = true\n\n'
+        '[[network.interfaces]]\nname = "v5"\nvlan = 5\n')
+    base = f'base = "{tmp_path / "base.toml"}"\n'
+    (tmp_path / "child.toml").write_text(base + 'hostname = "child"\n')
+    with pytest.raises(UserError) as err:
+        load_recipe(str(tmp_path / "child.toml"))
+    assert str(err.value).startswith(f"{tmp_path / 'base.toml'}:7: interface v5: vlan = 5 ")
+    # The child's own v5 replaces the base's (named items merge by name): now it is whole.
+    (tmp_path / "child.toml").write_text(
+        base + '[network]\ninterfaces = [{ name = "v5", vlan = 5, link = "eth0" }]\n')
+    recipe = load_recipe(str(tmp_path / "child.toml"))
+    v5 = [i for i in recipe.settings["network"]["interfaces"] if i["name"] == "v5"]
+    assert v5[0]["link"] == "eth0"
+
+
 def test_bind_host_needs_no_packages(tmp_path):
     plan = make_plan(tmp_path, 'packages = ["busybox-static"]\n' + BIND)
     with pytest.raises(UserError, match="packages would be hidden"):

@@ -146,7 +146,6 @@ def load_recipe(name: str, _seen: tuple = ()) -> Recipe:
         raise UserError(f"{path}: recipe bases form a loop")
     data, text = parse(path)
     settings = validate(data, RECIPE_SETTINGS, path, text)
-    check_interfaces(settings, path, text)
     # Local .debs are relative to the file that names them, also when another recipe extends it.
     settings["debs"] = [str((path.parent / d).resolve()) for d in settings["debs"]]
     sources = [path]
@@ -159,6 +158,9 @@ def load_recipe(name: str, _seen: tuple = ()) -> Recipe:
                         ("checks", ["name", "command"])):
         for i, item in enumerate(settings[table]):
             required(item, keys, path, text, table, i)
+    if not _seen:  # the recipe as built, with its bases merged in
+        check_interfaces(settings, [(path, text)] + [(p, p.read_text(encoding="utf-8"))
+                                                     for p in sources[1:]])
     return Recipe(path.stem, path, settings, text, sources)
 
 
