@@ -20,7 +20,7 @@ from .rootfs.modules import kernel_modules_tree
 from .sources.kernel import Kernel, fetch_kernel
 from .sources.kernel_config import KernelConfig, check_recipe, read_config
 from .writers import Artifact, write_formats
-from .writers.output import check_formats
+from .writers.output import check_formats as check_image_formats
 from .writers.staging import STAMP, OutputStage
 
 DEFAULT_FORMATS = ("cpio.zst",)
@@ -29,6 +29,11 @@ _PACKAGE = Path(__file__).resolve().parent
 
 def default_output(plan: Plan) -> Path:
     return Path("out") / f"{plan.board.name}-{plan.recipe.name}"
+
+
+def check_formats(formats: Sequence[str]) -> None:
+    """Refuse a format that is neither an image writer's nor a container bundle."""
+    check_image_formats(formats, also=CONTAINER_FORMATS)
 
 
 def artifact_path(output: Path, fmt: str) -> Path:
@@ -41,7 +46,7 @@ def artifact_path(output: Path, fmt: str) -> Path:
 def build_image(plan: Plan, output: Optional[Path] = None, formats: Sequence[str] = DEFAULT_FORMATS,
                 mirror: Optional[str] = None, kernel: Optional[Kernel] = None) -> List[Artifact]:
     """Build `formats` into OUTPUT as one whole: on any failure OUTPUT is the previous build."""
-    check_formats(formats, also=CONTAINER_FORMATS)
+    check_formats(formats)
     spec = resolve_bundles(plan, formats)  # every container error before anything is fetched
     output = Path(output or default_output(plan))
     image_formats = [f for f in formats if f not in CONTAINER_FORMATS]

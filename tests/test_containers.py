@@ -518,6 +518,19 @@ def test_device_vlan_from_a_base_recipe(tmp_path):
     assert v5[0]["link"] == "eth0"
 
 
+def test_lxc_and_oci_stay_formats(tmp_path, capsys):
+    from lxembed.pipeline import check_formats
+
+    check_formats(["tar", "lxc", "oci"])
+    with pytest.raises(UserError, match=r"unknown format lxd \(known: dir, .*lxc, oci\)"):
+        check_formats(["lxc", "lxd"])
+    # Many cells at once check formats the same way.
+    (tmp_path / "b.toml").write_text(HOST_BOARD)
+    code = main(["-q", "build", "-b", f"{tmp_path / 'b.toml'},{tmp_path / 'b.toml'}", "-r",
+                 "container-bind", "-f", "lxd"])
+    assert code == 2 and "unknown format lxd" in capsys.readouterr().err
+
+
 def test_bind_host_needs_no_packages(tmp_path):
     plan = make_plan(tmp_path, 'packages = ["busybox-static"]\n' + BIND)
     with pytest.raises(UserError, match="packages would be hidden"):

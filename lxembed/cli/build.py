@@ -8,8 +8,7 @@ from pathlib import Path
 from ..config import list_boards, list_recipes, load_board, load_plan, load_recipe
 from ..config.schema import BOARD_SETTINGS, RECIPE_SETTINGS
 from ..matrix import build_cells, cells, github_workflow, gitlab_pipeline, split_names, to_yaml
-from ..pipeline import DEFAULT_FORMATS, build_image, default_output
-from ..writers.output import check_formats
+from ..pipeline import DEFAULT_FORMATS, build_image, check_formats, default_output
 from .common import add_target_args
 
 
