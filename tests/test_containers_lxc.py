@@ -240,6 +240,9 @@ def test_lxc_stop_is_fast_and_clean(tmp_path, containers):
     containers.append(c)
     c.start()
     c.wait_ready()
+    deadline = time.monotonic() + 10  # ready means started: wait until its trap is set
+    while "[sleeper] up" not in c.console_text() and time.monotonic() < deadline:
+        time.sleep(0.02)
     seconds = c.stop()
     assert seconds < 1.0, seconds
     console = c.console_text()
