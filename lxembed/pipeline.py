@@ -13,6 +13,7 @@ from . import __version__
 from .config import Plan
 from .config.loader import find_overlay
 from .containers.bundle import CONTAINER_FORMATS, resolve_bundles, write_bundles
+from .containers.device import add_service_containers
 from .log import info, step, warn
 from .paths import cache_dir
 from .rootfs.build import build_tree
@@ -56,6 +57,7 @@ def build_image(plan: Plan, output: Optional[Path] = None, formats: Sequence[str
             warn(note)
     with OutputStage(output) as stage:  # checks OUTPUT before the build starts
         tree = build_tree(plan, mirror)
+        add_service_containers(tree, plan, lambda cplan: build_tree(cplan, mirror))
         meta = {"board": plan.board.name, "recipe": plan.recipe.name, "arch": plan.arch.debian,
                 "suite": plan.board.suite, "source_date_epoch": plan.epoch}
         # A qemu board's kernel modules: a second segment that boots appended to the rootfs.

@@ -10,10 +10,12 @@ from typing import Any, Dict, List, Optional
 from ..arch import Arch, get_arch
 from ..errors import UserError
 from .interfaces import check_interfaces
-from .schema import BOARD_SETTINGS, RECIPE_SETTINGS
+from .schema import BOARD_SETTINGS, RECIPE_SETTINGS, SERVICE_FIELDS
 from .settings import required, validate
 from .toml_lines import key_line, parse
 
+# The script the device init runs to start and stop its service containers (containers/device.py)
+SERVICE_CONTAINERS_SCRIPT = "/usr/lib/lxembed/service-containers"
 DEFAULT_EPOCH = 1704067200  # 2024-01-01T00:00:00Z, when SOURCE_DATE_EPOCH is not set
 
 
@@ -148,6 +150,9 @@ def load_recipe(name: str, _seen: tuple = ()) -> Recipe:
     settings = validate(data, RECIPE_SETTINGS, path, text)
     # Local .debs are relative to the file that names them, also when another recipe extends it.
     settings["debs"] = [str((path.parent / d).resolve()) for d in settings["debs"]]
+    for entry in settings["service_containers"]:  # a path is relative to the file naming it
+        if entry["recipe"] and ("/" in entry["recipe"] or entry["recipe"].endswith(".toml")):
+            entry["recipe"] = str((path.parent / entry["recipe"]).resolve())
     sources = [path]
     if settings["base"]:
         base = load_recipe(settings["base"], _seen + (path.resolve(),))
@@ -155,13 +160,28 @@ def load_recipe(name: str, _seen: tuple = ()) -> Recipe:
         settings = _merge(base.settings, explicit)
         sources += base.sources
     for table, keys in (("users", ["name", "uid"]), ("services", ["name", "command"]),
-                        ("checks", ["name", "command"])):
+                        ("checks", ["name", "command"]),
+                        ("service_containers", ["name", "recipe"])):
         for i, item in enumerate(settings[table]):
             required(item, keys, path, text, table, i)
+    if not _seen and settings["service_containers"]:
+        settings["services"] = [s for s in settings["services"]
+                                if s["name"] != "service-containers"] + [
+            _manager_service(settings, path, text)]
     if not _seen:  # the recipe as built, with its bases merged in
         check_interfaces(settings, [(path, text)] + [(p, p.read_text(encoding="utf-8"))
                                                      for p in sources[1:]])
     return Recipe(path.stem, path, settings, text, sources)
+
+
+def _manager_service(settings: Dict[str, Any], path: Path, text: str) -> Dict[str, Any]:
+    """The device init's service that starts the service containers once every oneshot (the
+    device's network set-up) has finished, and stops them at shutdown."""
+    containers = settings["service_containers"]
+    service = {"name": "service-containers", "command": ["/bin/sh", SERVICE_CONTAINERS_SCRIPT],
+               "after": [s["name"] for s in settings["services"] if s["type"] == "oneshot"],
+               "stop_timeout": float(sum(c["stop_timeout"] for c in containers) + 5)}
+    return validate(service, SERVICE_FIELDS, path, text, "services")
 
 
 def source_date_epoch() -> int:

@@ -79,6 +79,15 @@ NETWORK_FIELDS = (
 )
 
 
+SERVICE_CONTAINER_FIELDS = (
+    Setting("name", "str", None, "container name on the device (lxc-info -n NAME)"),
+    Setting("recipe", "str", None, "the container recipe (bind-host), by name or path relative "
+            "to this recipe"),
+    Setting("ready_timeout", "float", 30.0, "seconds it may take to be ready before it is "
+            "reported failed and retried with backoff"),
+    Setting("stop_timeout", "float", 10.0, "seconds lxc-stop waits for a clean halt"),
+)
+
 RECIPE_SETTINGS = (
     Setting("description", "str", "", "one line about the image"),
     Setting("base", "str", None, "recipe this one extends (lists are appended, values replaced)"),
@@ -101,4 +110,7 @@ RECIPE_SETTINGS = (
     Setting("services", "tables", [], "services started by the Python init", fields=SERVICE_FIELDS),
     Setting("checks", "tables", [], "extra checks `lxembed test` runs", fields=CHECK_FIELDS),
     Setting("container", "table", None, "containers: docs/containers.md", fields=CONTAINER_FIELDS),
+    Setting("service_containers", "tables", [], "the device's own service containers, started "
+            "at boot in this order, each once the previous is ready; stopped in reverse",
+            fields=SERVICE_CONTAINER_FIELDS),
 )

@@ -124,6 +124,8 @@ def add_python_runtime(tree: RootfsTree, plan: Plan, source: PackageSource,
     for path, entry in picked:
         if path != "/" and tree.get(path) is None:
             tree.add(path, entry)
+    if tree.get("/usr/bin/python3") is None:  # the name bind-host containers run it by
+        tree.symlink("/usr/bin/python3", "python3.11", mtime=epoch, origin="python")
     for path in sorted(set(files) - set(native)):
         pyc = compile_pyc(full.read(path), path)
         tree.write(path[:-3] + ".pyc", pyc, mtime=epoch, origin="python stdlib")
