@@ -169,18 +169,18 @@ def _image(fmt: str) -> bytes:
     return buf.getvalue()
 
 
-def _cut(fmt: str, kind: str, where: float) -> bytes:
-    raw = _image(fmt)
-    if kind:  # the compressed stream is cut
-        packed = _compress(raw, kind)
-        return packed[:int(len(packed) * where)]
-    return raw[:int(len(raw) * where)]
+def _cut(fmt: str, kind: str, where) -> bytes:
+    """The image cut at a fraction of its length, or ("tail") without its last 2 bytes: the
+    end of the compressed stream, while the archive inside may be whole."""
+    data = _compress(_image(fmt), kind)
+    return data[:-2] if where == "tail" else data[:int(len(data) * where)]
 
 
 IMAGE_CASES = [
     pytest.param(f"image.{fmt}{'.' + kind if kind else ''}", _cut, (fmt, kind, where),
                  id=f"{fmt}{'.' + kind if kind else ''}-cut-{where}")
-    for fmt in ("tar", "cpio") for kind in ("", "gz", "zst", "xz") for where in (0.3, 0.6, 0.9)
+    for fmt in ("tar", "cpio") for kind in ("", "gz", "zst", "xz")
+    for where in (0.3, 0.6, 0.9) + (("tail",) if kind else ())
 ]
 
 
