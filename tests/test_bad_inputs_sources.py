@@ -10,6 +10,7 @@ corpus stays quick; one case of each kind also runs as a real subprocess.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import lzma
 import os
@@ -22,6 +23,8 @@ import zstandard
 from conftest import make_deb, run_lxembed
 
 from lxembed.cli import main
+from lxembed.sources import apt as apt_module
+from lxembed.sources.apt import VerifiedFiles
 from lxembed.sources.deb import ar_members
 from lxembed.tree import RootfsTree
 from lxembed.writers.cpio import write_cpio
@@ -258,3 +261,28 @@ def test_no_apt_get_on_path_says_install_apt(capsys, tmp_path, monkeypatch):
     _one_error_line(code, err, "apt-get: not found")
     assert "lxembed: hint: install apt" in err
     assert not (tmp_path / "out").exists()
+
+
+# -- the download cache's record of verified files -------------------------------------------------
+def test_verified_files_hash_once_and_see_any_change(tmp_path, monkeypatch):
+    archives = tmp_path / "archives"
+    archives.mkdir()
+    deb = archives / "x_1_arm64.deb"
+    deb.write_bytes(b"a whole package\n" * 1000)
+    digest, size = hashlib.sha256(deb.read_bytes()).hexdigest(), deb.stat().st_size
+    record = VerifiedFiles(tmp_path / "verified.json", archives)
+    assert record.matches(deb, digest, size)
+    record.save()
+    hashed = []
+    real = apt_module._file_sha256
+    monkeypatch.setattr(apt_module, "_file_sha256", lambda p: hashed.append(p) or real(p))
+    again = VerifiedFiles(tmp_path / "verified.json", archives)
+    assert again.matches(deb, digest, size) and not hashed  # unchanged: not read again
+    data = bytearray(deb.read_bytes())
+    data[100] ^= 1  # same size, written in place
+    with open(deb, "r+b") as fh:
+        fh.write(data)
+    assert not again.matches(deb, digest, size) and hashed == [deb]
+    assert not again.matches(deb, digest, size + 1)  # a size that differs needs no hashing
+    deb.unlink()
+    assert not again.matches(deb, digest, size)
