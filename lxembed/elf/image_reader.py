@@ -39,6 +39,8 @@ def read_image(path: Union[str, Path]) -> Tuple[RootfsTree, str]:
     if path.is_dir():
         return read_directory(path), "dir"
     try:
+        if not stat.S_ISREG(path.stat().st_mode):  # a device or FIFO would be read forever
+            raise UserError(f"{path}: not a regular file or directory")
         data = path.read_bytes()
     except OSError as err:
         raise UserError(f"{path}: {err.strerror}") from None

@@ -124,10 +124,11 @@ class PackageSource:
         problems = [ln for ln in (result.stdout + result.stderr).splitlines()
                     if ln.startswith(("E:", "W:", "Err:"))]
         if not self._main_index():
-            detail = "\n  ".join(problems[:6]) or result.stderr.strip()
+            detail = " / ".join(problems[:3]) or result.stderr.strip()
             raise UserError(f"cannot fetch the {self.suite}/{self.arch} package index from the "
-                            f"Debian mirror:\n  {detail}",
-                            hint="check the network or give another mirror with --mirror")
+                            "Debian mirror",
+                            hint=f"check the network or give another mirror with --mirror "
+                            f"(apt says: {detail})")
         for line in problems:
             if "Failed to fetch" in line or line.startswith("Err:"):
                 # A secondary index (security, updates) may be absent for this arch.
@@ -195,9 +196,10 @@ class PackageSource:
             m = re.search(pattern, output)
             if m:
                 return (f"unknown package {m.group(1)!r} in Debian {self.suite} for {self.arch}")
-        errors = [ln for ln in output.splitlines() if ln.startswith("E:") or "Depends:" in ln]
-        return (f"apt cannot resolve {', '.join(wanted)} for {self.suite}/{self.arch}:\n  "
-                + "\n  ".join(errors[:8]))
+        errors = [ln.strip() for ln in output.splitlines()
+                  if ln.startswith("E:") or "Depends:" in ln]
+        return (f"apt cannot resolve {', '.join(wanted)} for {self.suite}/{self.arch} "
+                f"({' / '.join(errors[:4])})")
 
     def fetch(self, packages: Sequence[str]) -> List[Deb]:
         """Resolve and download the closure of `packages`: each .deb matches the index."""
@@ -288,6 +290,8 @@ class VerifiedFiles:
         try:
             self.known = json.loads(path.read_text())
         except (OSError, ValueError):
+            self.known = {}
+        if not isinstance(self.known, dict):
             self.known = {}
         self.changed = False
 

@@ -82,14 +82,15 @@ def fetch_kernel(board: Board, mirror: Optional[str] = None) -> Kernel:
     source = PackageSource(board.suite, arch, mirror)
     deb = _image_package(source, meta)
     root = cache_dir() / "kernels" / f"{deb.name}_{deb.version.replace(':', '%3a')}_{deb.arch}"
-    done = root / "kernel.json"
-    if not done.exists():
+    data = _unpacked(root)
+    if data is None:
         with file_lock(root.with_name(f".{root.name}.lock")):
-            if not done.exists():
+            data = _unpacked(root)
+            if data is None:
                 with step(f"kernel {deb.name} {deb.version}"):
-                    source.download(deb)
+                    source.download(deb)  # verified against the index, fetched again if damaged
                     _unpack(deb, root, meta)
-    data = json.loads(done.read_text())
+                data = _unpacked(root)
     vmlinux = root / data["vmlinux"] if data.get("vmlinux") else None
     return Kernel(
         data["package"],
@@ -101,6 +102,18 @@ def fetch_kernel(board: Board, mirror: Optional[str] = None) -> Kernel:
         vmlinux,
         root / "lib" / "modules" / data["release"],
     )
+
+
+def _unpacked(root: Path) -> Optional[Dict[str, Any]]:
+    """The pin of a kernel unpacked in the cache, None if absent or damaged (unpack again)."""
+    try:
+        data = json.loads((root / "kernel.json").read_text())
+        files = [data["image"]] + ([data["vmlinux"]] if data.get("vmlinux") else [])
+        whole = all((root / f).is_file() for f in files)
+        whole = whole and (root / "lib" / "modules" / data["release"]).is_dir()
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return data if whole else None
 
 
 def _image_package(source: PackageSource, meta: str) -> Deb:
