@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import lzma
 import os
 import platform
@@ -26,6 +27,7 @@ from lxembed.cli import main
 from lxembed.sources import apt as apt_module
 from lxembed.sources.apt import VerifiedFiles
 from lxembed.sources.deb import ar_members
+from lxembed.sources.kernel import unpacked_pin
 from lxembed.tree import RootfsTree
 from lxembed.writers.cpio import write_cpio
 from lxembed.writers.tar import write_tar
@@ -228,6 +230,12 @@ def test_missing_image_is_one_line(capsys, tmp_path, path):
     _one_error_line(code, err, "no-such-")
 
 
+def test_inspect_of_a_fifo_is_refused_not_read_forever(capsys, tmp_path):
+    os.mkfifo(tmp_path / "pipe")
+    code, err = _cli(capsys, "inspect", str(tmp_path / "pipe"))
+    _one_error_line(code, err, "pipe: not a regular file or directory")
+
+
 def test_inspect_through_the_real_command_line(tmp_path):
     (tmp_path / "cut.cpio.zst").write_bytes(_cut("cpio", "zst", 0.5))
     result = run_lxembed("inspect", str(tmp_path / "cut.cpio.zst"))
@@ -286,3 +294,20 @@ def test_verified_files_hash_once_and_see_any_change(tmp_path, monkeypatch):
     assert not again.matches(deb, digest, size + 1)  # a size that differs needs no hashing
     deb.unlink()
     assert not again.matches(deb, digest, size)
+
+
+def test_a_damaged_unpacked_kernel_is_unpacked_again(tmp_path):
+    root = tmp_path / "linux-image-6.1.0-1-arm64_6.1.1-1_arm64"
+    (root / "boot").mkdir(parents=True)
+    (root / "lib/modules/6.1.0-1-arm64").mkdir(parents=True)
+    (root / "boot/vmlinuz-6.1.0-1-arm64").write_bytes(b"kernel")
+    pin = {"package": "linux-image-6.1.0-1-arm64", "version": "6.1.1-1", "meta": "m",
+           "arch": "arm64", "release": "6.1.0-1-arm64", "image": "boot/vmlinuz-6.1.0-1-arm64",
+           "vmlinux": None}
+    (root / "kernel.json").write_text(json.dumps(pin))
+    assert unpacked_pin(root) == pin
+    (root / "kernel.json").write_text(json.dumps(pin)[:20])  # cut short
+    assert unpacked_pin(root) is None
+    (root / "kernel.json").write_text(json.dumps(pin))
+    (root / "boot/vmlinuz-6.1.0-1-arm64").unlink()
+    assert unpacked_pin(root) is None

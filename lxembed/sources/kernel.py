@@ -82,15 +82,15 @@ def fetch_kernel(board: Board, mirror: Optional[str] = None) -> Kernel:
     source = PackageSource(board.suite, arch, mirror)
     deb = _image_package(source, meta)
     root = cache_dir() / "kernels" / f"{deb.name}_{deb.version.replace(':', '%3a')}_{deb.arch}"
-    data = _unpacked(root)
+    data = unpacked_pin(root)
     if data is None:
         with file_lock(root.with_name(f".{root.name}.lock")):
-            data = _unpacked(root)
+            data = unpacked_pin(root)
             if data is None:
                 with step(f"kernel {deb.name} {deb.version}"):
                     source.download(deb)  # verified against the index, fetched again if damaged
                     _unpack(deb, root, meta)
-                data = _unpacked(root)
+                data = unpacked_pin(root)
     vmlinux = root / data["vmlinux"] if data.get("vmlinux") else None
     return Kernel(
         data["package"],
@@ -104,7 +104,7 @@ def fetch_kernel(board: Board, mirror: Optional[str] = None) -> Kernel:
     )
 
 
-def _unpacked(root: Path) -> Optional[Dict[str, Any]]:
+def unpacked_pin(root: Path) -> Optional[Dict[str, Any]]:
     """The pin of a kernel unpacked in the cache, None if absent or damaged (unpack again)."""
     try:
         data = json.loads((root / "kernel.json").read_text())
