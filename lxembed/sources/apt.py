@@ -17,7 +17,7 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from ..errors import UserError
 from ..log import progress, warn
@@ -287,13 +287,15 @@ class VerifiedFiles:
 
     def __init__(self, path: Path, directory: Path):
         self.path, self.directory = path, directory  # the record, and where the files are
+        self.known = self._load()
+        self.added: Dict[str, list] = {}
+
+    def _load(self) -> Dict[str, list]:
         try:
-            self.known = json.loads(path.read_text())
+            known = json.loads(self.path.read_text())
         except (OSError, ValueError):
-            self.known = {}
-        if not isinstance(self.known, dict):
-            self.known = {}
-        self.changed = False
+            return {}
+        return known if isinstance(known, dict) else {}
 
     def matches(self, path: Path, sha256: str, size: int) -> bool:
         """Does the file at `path` (in the directory) have this size and SHA256?"""
@@ -310,14 +312,16 @@ class VerifiedFiles:
             return True
         if _file_sha256(path) != sha256:
             return False
-        self.known[path.name], self.changed = stamp, True
+        self.known[path.name] = self.added[path.name] = stamp
         return True
 
     def save(self) -> None:
-        if not self.changed:
+        """Add what was verified to the record (callers hold the cache's lock)."""
+        if not self.added:
             return
-        known = {n: s for n, s in self.known.items() if (self.directory / n).exists()}
+        known = {**self._load(), **self.added}  # another source object may have saved too
+        known = {n: s for n, s in known.items() if (self.directory / n).exists()}
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(known, indent=0, sort_keys=True))
         os.replace(tmp, self.path)
-        self.changed = False
+        self.added = {}
