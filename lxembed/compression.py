@@ -22,7 +22,7 @@ MAGICS = ((b"\x1f\x8b", "gz"), (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "z
 SUFFIXES = {".gz": "gz", ".xz": "xz", ".zst": "zst"}
 KINDS = ("gz", "xz", "zst")
 _CHUNK = 1 << 16
-_ERRORS = (zlib.error, lzma.LZMAError, zstandard.ZstdError, EOFError, ValueError)
+_ERRORS = (zlib.error, lzma.LZMAError, zstandard.ZstdError, EOFError)
 
 
 def kind_by_magic(data: bytes) -> str:
@@ -75,8 +75,9 @@ class DecompressingReader(io.RawIOBase):
     def next_piece(self) -> Optional[bytes]:
         """The next decoded bytes (maybe empty), None at the verified end."""
         if self._decoder.eof:  # one stream ended: another may follow (gzip members, frames)
-            rest = self._decoder.unused_data + self._source.read(_CHUNK)
-            if not rest.strip(b"\0"):  # the end, or xz stream padding / trailing zeros
+            # Zero bytes between streams are xz's stream padding (no stream starts with one).
+            rest = (self._decoder.unused_data + self._source.read(_CHUNK)).lstrip(b"\0")
+            if not rest:
                 self._trailing_zeros()
                 return None
             self._decoder, self._started = _decompressor(self.kind), False

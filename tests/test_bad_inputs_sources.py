@@ -24,6 +24,8 @@ import zstandard
 from conftest import make_deb, run_lxembed
 
 from lxembed.cli import main
+from lxembed.compression import decompress, kind_by_magic, kind_by_name
+from lxembed.errors import UserError
 from lxembed.sources import apt as apt_module
 from lxembed.sources.apt import VerifiedFiles
 from lxembed.sources.deb import ar_members
@@ -311,3 +313,24 @@ def test_a_damaged_unpacked_kernel_is_unpacked_again(tmp_path):
     (root / "kernel.json").write_text(json.dumps(pin))
     (root / "boot/vmlinuz-6.1.0-1-arm64").unlink()
     assert unpacked_pin(root) is None
+
+
+# -- the decompression module ----------------------------------------------------------------------
+@pytest.mark.parametrize("kind", COMPRESSIONS)
+def test_every_cut_of_a_compressed_stream_is_refused(kind):
+    data = random.Random(3).randbytes(3000) + b"text " * 2000
+    packed = _compress(data, kind)
+    assert decompress(packed, kind, "x") == data
+    for cut in range(len(packed)):
+        with pytest.raises(UserError, match=f"^x: the {kind} compressed data"):
+            decompress(packed[:cut], kind, "x")
+
+
+@pytest.mark.parametrize("kind", COMPRESSIONS)
+def test_concatenated_streams_read_as_one(kind):
+    """As gzip, xz and zstd read them (gzip members, xz streams with padding, zstd frames)."""
+    first, second = b"first\n" * 500, b"second\n" * 500
+    padding = b"\0" * 4 if kind == "xz" else b""
+    packed = _compress(first, kind) + padding + _compress(second, kind)
+    assert decompress(packed, kind, "x") == first + second
+    assert kind_by_magic(packed) == kind and kind_by_name(f"data.tar.{kind}") == kind
