@@ -3,7 +3,8 @@
 The host's dpkg is never touched: apt gets its own lists, cache and an empty status file, so
 it resolves the dependency closure of the requested packages for any architecture and
 verifies the archive signatures as usual. A resolution is remembered next to the lists, so a
-warm cache builds without running apt and without the network.
+warm cache builds without running apt and without the network. It carries each file's SHA256
+from the index: a cached .deb that no longer matches (cut, changed) is downloaded again.
 """
 
 from __future__ import annotations
