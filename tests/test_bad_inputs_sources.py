@@ -83,6 +83,8 @@ def _damage(members, how: str) -> bytes:
         return whole[:start + len(data) // 2]
     if how == "cut-last-data-byte":
         return whole[:start + len(data) - 1]
+    if how == "bad-ar-size":  # the data member's size field says -5
+        return whole[:start - 12] + b"-5        " + whole[start - 2:]
     if how == "stream-cut-inside-ar":  # the ar is consistent, the compressed stream is not
         return _ar(members[:-1] + [(members[-1][0], data[:len(data) * 2 // 3])])
     position = {"flip-third": len(data) // 3, "flip-middle": len(data) // 2,
@@ -92,7 +94,7 @@ def _damage(members, how: str) -> bytes:
     return bytes(damaged)
 
 
-DAMAGES = ("empty", "cut-in-ar-header", "cut-in-data", "cut-last-data-byte",
+DAMAGES = ("empty", "cut-in-ar-header", "cut-in-data", "cut-last-data-byte", "bad-ar-size",
            "stream-cut-inside-ar", "flip-third", "flip-middle", "flip-tail")
 
 

@@ -28,7 +28,7 @@ def ar_members(data: bytes, name: str) -> Iterator[Tuple[str, bytes]]:
             size = int(header[48:58].decode("ascii").strip())
         except ValueError:
             raise UserError(f"{name}: corrupt .deb (bad ar member header at byte {pos})") from None
-        if header[58:60] != b"`\n":
+        if header[58:60] != b"`\n" or size < 0:
             raise UserError(f"{name}: corrupt .deb (bad ar member header at byte {pos})")
         pos += 60
         blob = data[pos:pos + size]
