@@ -9,6 +9,7 @@ corpus stays quick; one case of each kind also runs as a real subprocess.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import io
@@ -18,6 +19,8 @@ import os
 import platform
 import random
 import tarfile
+import tempfile
+from pathlib import Path
 
 import pytest
 import zstandard
@@ -25,6 +28,7 @@ from conftest import make_deb, run_lxembed
 
 from lxembed.cli import main
 from lxembed.compression import decompress, kind_by_magic, kind_by_name
+from lxembed.elf.image_reader import read_image
 from lxembed.errors import UserError
 from lxembed.sources import apt as apt_module
 from lxembed.sources.apt import VerifiedFiles
@@ -55,19 +59,20 @@ def _ar(members) -> bytes:
     return bytes(out)
 
 
-def _deb_members(work, kind: str):
+@functools.lru_cache(maxsize=None)  # the same bytes every time: made once per kind
+def _deb_members(kind: str):
     """An ar member list of a small .deb whose data.tar is compressed with `kind`."""
     rand = random.Random(kind)
     entries = [("./opt/", "dir", None), ("./opt/hello.txt", "file", b"hello\n"),
                ("./opt/noise.bin", "file", rand.randbytes(40_000)),
                ("./opt/text.txt", "file", b"lxembed corpus line\n" * 3000)]
-    work.mkdir(exist_ok=True)
-    base = make_deb(work / "base.deb", entries).read_bytes()
+    with tempfile.TemporaryDirectory() as work:
+        base = make_deb(Path(work) / "base.deb", entries).read_bytes()
     members = dict(ar_members(base, "base.deb"))
     data = gzip.decompress(members.pop("data.tar.gz"))
-    return [("debian-binary", members["debian-binary"]),
+    return (("debian-binary", members["debian-binary"]),
             ("control.tar.gz", members["control.tar.gz"]),
-            (f"data.tar.{kind}", _compress(data, kind))]
+            (f"data.tar.{kind}", _compress(data, kind)))
 
 
 def _damage(members, how: str) -> bytes:
@@ -86,7 +91,7 @@ def _damage(members, how: str) -> bytes:
     if how == "bad-ar-size":  # the data member's size field says -5
         return whole[:start - 12] + b"-5        " + whole[start - 2:]
     if how == "stream-cut-inside-ar":  # the ar is consistent, the compressed stream is not
-        return _ar(members[:-1] + [(members[-1][0], data[:len(data) * 2 // 3])])
+        return _ar([*members[:-1], (members[-1][0], data[:len(data) * 2 // 3])])
     position = {"flip-third": len(data) // 3, "flip-middle": len(data) // 2,
                 "flip-tail": len(data) - 3}[how]
     damaged = bytearray(whole)
@@ -132,7 +137,7 @@ def _build_deb(capsys, project, deb_bytes: bytes, name: str):
 
 @pytest.mark.parametrize("kind", COMPRESSIONS)
 def test_intact_synthetic_deb_builds_without_network(capsys, deb_project, kind):
-    members = _deb_members(deb_project.parent / "work", kind)
+    members = _deb_members(kind)
     code, err = _build_deb(capsys, deb_project, _ar(members), "ok.deb")
     assert code == 0, err
     with tarfile.open(deb_project / "out" / "rootfs.tar") as tar:
@@ -144,7 +149,7 @@ def test_intact_synthetic_deb_builds_without_network(capsys, deb_project, kind):
 @pytest.mark.parametrize("kind", COMPRESSIONS)
 def test_damaged_deb_in_recipe_is_one_line(capsys, deb_project, kind, how):
     name = f"damaged-{kind}-{how}.deb"
-    damaged = _damage(_deb_members(deb_project.parent / "work", kind), how)
+    damaged = _damage(_deb_members(kind), how)
     code, err = _build_deb(capsys, deb_project, damaged, name)
     _one_error_line(code, err, name)
     # Nothing written beside the inputs: no output, no stage directory left behind.
@@ -154,7 +159,7 @@ def test_damaged_deb_in_recipe_is_one_line(capsys, deb_project, kind, how):
 def test_damaged_deb_through_the_real_command_line(tmp_path):
     (tmp_path / "board.toml").write_text('arch = "arm64"\n')
     deb = tmp_path / "cut.deb"
-    deb.write_bytes(_damage(_deb_members(tmp_path / "work", "xz"), "stream-cut-inside-ar"))
+    deb.write_bytes(_damage(_deb_members("xz"), "stream-cut-inside-ar"))
     (tmp_path / "r.toml").write_text('debs = ["cut.deb"]\n')
     result = run_lxembed("build", "-b", str(tmp_path / "board.toml"), "-r",
                          str(tmp_path / "r.toml"), "-o", str(tmp_path / "out"),
@@ -166,6 +171,7 @@ def test_damaged_deb_through_the_real_command_line(tmp_path):
 
 
 # -- images for `inspect` ----------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
 def _image(fmt: str) -> bytes:
     tree = RootfsTree()
     tree.mkdir("/etc")
@@ -343,8 +349,8 @@ def test_a_bit_flipped_anywhere_is_a_user_error_or_harmless(tmp_path, kind):
     """Flips across the whole .deb, headers included: the reader refuses with a UserError or
     (where nothing can tell: ar dates, owners, the control member) reads the package; it never
     raises anything else, loops or hangs."""
-    whole = _ar(_deb_members(tmp_path, kind))
-    positions = sorted(set(range(0, len(whole), max(1, len(whole) // 150))) | set(range(140)))
+    whole = _ar(_deb_members(kind))
+    positions = sorted(set(range(0, len(whole), len(whole) // 60)) | set(range(0, 140, 3)))
     path = tmp_path / "flipped.deb"
     refused = 0
     for position in positions:
@@ -357,3 +363,30 @@ def test_a_bit_flipped_anywhere_is_a_user_error_or_harmless(tmp_path, kind):
             assert str(err).startswith(str(path)), err
             refused += 1
     assert refused > len(positions) // 2
+
+
+@pytest.mark.parametrize("fmt", ["tar", "cpio"])
+@pytest.mark.parametrize("kind", ["", "gz"])
+def test_an_image_with_a_bit_flipped_anywhere_reads_or_is_refused(tmp_path, fmt, kind):
+    """Raw archives cannot tell a flip in file data, so reading is allowed; anything else than
+    a UserError naming the image (a traceback, a hang) is not."""
+    whole = _compress(_image(fmt), kind)
+    path = tmp_path / f"flipped.{fmt}"
+    for position in range(0, len(whole), len(whole) // 100):
+        damaged = bytearray(whole)
+        damaged[position] ^= 0x10
+        path.write_bytes(bytes(damaged))
+        try:
+            read_image(path)
+        except UserError as err:
+            assert str(err).startswith(str(path)), err
+
+
+def test_a_damaged_tar_header_is_refused_not_read_as_the_end(tmp_path):
+    """tarfile stops quietly at a header whose checksum fails: the rest of the image was lost."""
+    data = bytearray(_image("tar"))
+    second = data.index(b"etc/hostname")  # a later member's header, by its name
+    data[second] ^= 0x01
+    (tmp_path / "image.tar").write_bytes(bytes(data))
+    with pytest.raises(UserError, match="image.tar: corrupt tar archive"):
+        read_image(tmp_path / "image.tar")

@@ -108,12 +108,15 @@ def read_tar(data: bytes, name: str) -> RootfsTree:
                 entry = tar_entry(tar, member, name)
                 if entry is not None:
                     _put(tree, path, entry)
-            ended = tar.offset < len(data)  # the end-of-archive blocks are there
+            end = tar.offset  # tarfile stops quietly at a damaged header: look at what is there
     except (tarfile.TarError, EOFError) as err:
         raise UserError(f"{name}: corrupt tar archive: {err}") from None
-    if not ended:
+    block = data[end:end + tarfile.BLOCKSIZE]
+    if len(block) < tarfile.BLOCKSIZE:
         raise UserError(f"{name}: truncated tar archive (it ends without the end-of-archive "
                         "blocks)")
+    if block.strip(b"\0"):
+        raise UserError(f"{name}: corrupt tar archive (a damaged header at byte {end})")
     return tree
 
 
