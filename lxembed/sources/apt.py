@@ -189,6 +189,10 @@ class PackageSource:
             fname = f"{name}_{version.replace(':', '%3a')}_{arch}.deb"
             sha256, size = index.get(fname, ("", -1))
             debs.append(Deb(name, version, arch, self.archives / fname, sha256, size))
+        unchecked = [d.path.name for d in debs if not d.sha256]
+        if unchecked:
+            warn(f"apt ({self.suite}/{self.arch}) gives no SHA256 for {', '.join(unchecked)}: "
+                 "the cached files are checked by size only")
         return debs
 
     def _explain(self, output: str, wanted: Sequence[str]) -> str:
