@@ -6,6 +6,8 @@ import platform
 from dataclasses import dataclass, field
 from typing import Optional
 
+from .errors import UserError
+
 # ELF constants (e_machine values and flags) used to identify binaries.
 EM_386 = 3
 EM_MIPS = 8
@@ -97,8 +99,11 @@ ARCHES = {
     )
 }
 
-_HOST_MACHINE_TO_DEBIAN = {"x86_64": "amd64", "aarch64": "arm64", "i686": "i386",
-                           "armv7l": "armhf", "mips": "mipsel", "mips64": "mips64el"}
+# `uname -m` of the hosts lxembed runs on, and the Debian architecture of their userland.
+# Others (riscv64, armv8l: a 32-bit userland on a 64-bit CPU, ppc64le...) are refused rather
+# than guessed: qemu-user and bind-host containers would pick the wrong binaries.
+HOST_MACHINES = {"x86_64": "amd64", "aarch64": "arm64", "i686": "i386", "armv7l": "armhf",
+                 "mips": "mipsel", "mips64": "mips64el"}
 
 
 def get_arch(name: str) -> Arch:
@@ -107,8 +112,15 @@ def get_arch(name: str) -> Arch:
         return ARCHES[name]
     except KeyError:
         known = ", ".join(sorted(ARCHES))
-        raise KeyError(f"unknown architecture {name!r} (known: {known})") from None
+        raise UserError(f"unknown architecture {name!r} (known: {known})") from None
 
 
 def host_arch() -> Arch:
-    return ARCHES[_HOST_MACHINE_TO_DEBIAN.get(platform.machine(), "amd64")]
+    """The architecture of the machine lxembed runs on."""
+    machine = platform.machine()
+    try:
+        return ARCHES[HOST_MACHINES[machine]]
+    except KeyError:
+        known = ", ".join(sorted(HOST_MACHINES))
+        raise UserError(f"host machine {machine!r}: not supported (lxembed runs on {known})",
+                        hint="build on one of those, or in a VM of one") from None

@@ -179,7 +179,7 @@ def test_unreadable_images(tmp_path):
     with pytest.raises(UserError, match="not a directory, tar or cpio"):
         read_image(tmp_path / "junk.img")
     (tmp_path / "bad.gz").write_bytes(b"\x1f\x8b" + b"\0" * 30)
-    with pytest.raises(UserError, match="corrupt compressed data"):
+    with pytest.raises(UserError, match="bad.gz: corrupt gz compressed data"):
         read_image(tmp_path / "bad.gz")
 
 

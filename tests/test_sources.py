@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -67,3 +68,68 @@ def test_failing_secondary_index_is_a_warning(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "warning" in result.stderr and "nonexistent" in result.stderr, result.stderr
     assert (tmp_path / "out/rootfs.cpio.zst").exists()
+
+
+# -- the download cache repairs itself -------------------------------------------------------------
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _damage(path: Path, how: str) -> None:
+    data = bytearray(path.read_bytes())
+    if how == "truncate":
+        path.write_bytes(data[:len(data) // 2])
+    else:  # one bit, same size: apt's own check (the size) would take it for whole
+        data[len(data) // 2] ^= 0x01
+        path.write_bytes(bytes(data))
+
+
+def _cached(cache: Path, pattern: str) -> Path:
+    (path,) = (cache / "apt/bookworm-armhf/cache/archives").glob(pattern)
+    return path
+
+
+@pytest.mark.parametrize("how", ["truncate", "flip"])
+def test_damaged_cached_deb_is_downloaded_again(warm_cache, tmp_path, how):
+    cache = tmp_path / "cache"
+    shutil.copytree(warm_cache, cache, symlinks=True)
+    deb = _cached(cache, "busybox-static_*.deb")
+    whole = _sha256(deb)  # as apt downloaded and verified it
+    _damage(deb, how)
+    result = _lxembed(cache, "-q", "build", "-b", "qemu-armhf", "-r", "busybox", "-o",
+                      str(tmp_path / "out"))  # -q: warnings on one line each
+    assert result.returncode == 0, result.stderr
+    assert "was damaged in the download cache" in result.stderr, result.stderr
+    assert _sha256(deb) == whole
+    assert (tmp_path / "out/rootfs.cpio.zst").stat().st_size > 500_000
+
+
+def test_damaged_cached_deb_offline_names_it(warm_cache, tmp_path):
+    cache = tmp_path / "cache"
+    shutil.copytree(warm_cache, cache, symlinks=True)
+    deb = _cached(cache, "busybox-static_*.deb")
+    _damage(deb, "truncate")
+    result = _lxembed(cache, "build", "-b", "qemu-armhf", "-r", "busybox", "-o",
+                      str(tmp_path / "out"), offline=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("lxembed: error: ")]
+    assert len(errors) == 1 and f"{deb}: damaged in the download cache" in errors[0], errors
+    assert not (tmp_path / "out").exists()
+
+
+def test_damaged_cached_kernel_package_is_repaired(warm_cache, tmp_path):
+    """The kernel package is read when the kernel is unpacked: damaged, it is fetched again."""
+    cache = tmp_path / "cache"
+    shutil.copytree(warm_cache / "apt", cache / "apt", symlinks=True)  # the kernel not unpacked
+    kernel = _cached(cache, "linux-image-*.deb")
+    whole = _sha256(kernel)
+    _damage(kernel, "truncate")
+    offline = _lxembed(cache, "build", "-b", "qemu-armhf", "-r", "busybox", "-o",
+                       str(tmp_path / "out"), offline=True)
+    assert offline.returncode == 2 and "Traceback" not in offline.stderr, offline.stderr
+    assert f"{kernel}: damaged in the download cache" in offline.stderr, offline.stderr
+    online = _lxembed(cache, "build", "-b", "qemu-armhf", "-r", "busybox", "-o",
+                      str(tmp_path / "out"))
+    assert online.returncode == 0, online.stderr
+    assert _sha256(kernel) == whole
+    assert (tmp_path / "out/modules.cpio.zst").exists()

@@ -154,8 +154,9 @@ def _ldd_json(path: str, program: Optional[ProgramClosure], error: Optional[str]
 
 # -- inspect ---------------------------------------------------------------------------------------
 def cmd_inspect(args) -> int:
+    arch = get_arch(args.arch) if args.arch else None  # before reading a large image
     tree, fmt = read_image(args.path)
-    report = inspect_tree(tree, get_arch(args.arch) if args.arch else None, args.top)
+    report = inspect_tree(tree, arch, args.top)
     report = {"image": str(args.path), "format": fmt, **report}
     if args.json:
         print(json.dumps(report, indent=2))

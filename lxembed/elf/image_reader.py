@@ -6,9 +6,7 @@ onto the host, so an image with device nodes or setuid files reads back without 
 
 from __future__ import annotations
 
-import gzip
 import io
-import lzma
 import os
 import posixpath
 import stat
@@ -16,8 +14,7 @@ import tarfile
 from pathlib import Path
 from typing import Dict, List, Tuple, Union
 
-import zstandard
-
+from ..compression import decompress, kind_by_magic
 from ..errors import UserError
 from ..sources.deb import tar_entry
 from ..tree import BLOCK, CHAR, DIR, FIFO, FILE, HARDLINK, SYMLINK, Entry, RootfsTree, normpath
@@ -42,10 +39,15 @@ def read_image(path: Union[str, Path]) -> Tuple[RootfsTree, str]:
     if path.is_dir():
         return read_directory(path), "dir"
     try:
+        if not stat.S_ISREG(path.stat().st_mode):  # a device or FIFO would be read forever
+            raise UserError(f"{path}: not a regular file or directory")
         data = path.read_bytes()
     except OSError as err:
-        raise UserError(f"cannot read {path}: {err.strerror}") from None
-    data, compression = _decompress(data, str(path))
+        raise UserError(f"{path}: {err.strerror}") from None
+    if not data:
+        raise UserError(f"{path}: an empty file, not an image")
+    compression = kind_by_magic(data)
+    data = decompress(data, compression, str(path))
     suffix = f".{compression}" if compression else ""
     if data[:6] in CPIO_NEWC_MAGICS:
         return read_cpio(data, str(path)), "cpio" + suffix
@@ -53,12 +55,12 @@ def read_image(path: Union[str, Path]) -> Tuple[RootfsTree, str]:
         return read_tar(data, str(path)), "tar" + suffix
     if data[:4] in (b"hsqs", b"sqsh"):
         raise UserError(
-            f"{path} is a squashfs image, which lxembed cannot read yet",
+            f"{path}: a squashfs image, which lxembed cannot read yet",
             hint="mount it (or unsquashfs it) and inspect the directory",
         )
     if data[1080:1082] == b"\x53\xef":
         raise UserError(
-            f"{path} is an ext2/3/4 image, which lxembed cannot read yet",
+            f"{path}: an ext2/3/4 image, which lxembed cannot read yet",
             hint="mount it read-only and inspect the directory",
         )
     raise UserError(
@@ -67,28 +69,19 @@ def read_image(path: Union[str, Path]) -> Tuple[RootfsTree, str]:
     )
 
 
-def _decompress(data: bytes, name: str) -> Tuple[bytes, str]:
-    try:
-        if data[:2] == b"\x1f\x8b":
-            return gzip.decompress(data), "gz"
-        if data[:4] == b"\x28\xb5\x2f\xfd":
-            reader = zstandard.ZstdDecompressor().stream_reader(
-                io.BytesIO(data), read_across_frames=True
-            )
-            return reader.read(), "zst"
-        if data[:6] == b"\xfd7zXZ\x00":
-            return lzma.decompress(data), "xz"
-    except (OSError, EOFError, lzma.LZMAError, zstandard.ZstdError) as err:
-        raise UserError(f"{name}: corrupt compressed data: {err}") from None
-    return data, ""
-
-
 def _looks_like_tar(data: bytes) -> bool:
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
             return tar.next() is not None
     except (tarfile.TarError, EOFError):
         return False
+
+
+def _image_path(path: str, name: str) -> str:
+    try:
+        return normpath(path)
+    except UserError as err:
+        raise UserError(f"{name}: {err}") from None
 
 
 def _put(tree: RootfsTree, path: str, entry: Entry) -> None:
@@ -109,12 +102,21 @@ def read_tar(data: bytes, name: str) -> RootfsTree:
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
             for member in tar:
-                path = normpath(member.name)
+                path = _image_path(member.name, name)
+                if member.islnk():
+                    _image_path(member.linkname, name)
                 entry = tar_entry(tar, member, name)
                 if entry is not None:
                     _put(tree, path, entry)
+            end = tar.offset  # tarfile stops quietly at a damaged header: look at what is there
     except (tarfile.TarError, EOFError) as err:
         raise UserError(f"{name}: corrupt tar archive: {err}") from None
+    block = data[end:end + tarfile.BLOCKSIZE]
+    if len(block) < tarfile.BLOCKSIZE:
+        raise UserError(f"{name}: truncated tar archive (it ends without the end-of-archive "
+                        "blocks)")
+    if block.strip(b"\0"):
+        raise UserError(f"{name}: corrupt tar archive (a damaged header at byte {end})")
     return tree
 
 
@@ -154,7 +156,7 @@ def read_cpio(data: bytes, name: str) -> RootfsTree:
             entry.target = body.decode("utf-8", "surrogateescape")
         elif kind in (CHAR, BLOCK):
             entry.major, entry.minor = rmaj, rmin
-        path = normpath(path)
+        path = _image_path(path, name)
         _put(tree, path, entry)
         if kind == FILE and nlink > 1:
             links.setdefault((ino, dmaj, dmin), []).append(path)

@@ -7,18 +7,16 @@ the way `busybox depmod` writes it, so busybox modprobe in the guest loads depen
 
 from __future__ import annotations
 
-import gzip
 import io
-import lzma
 import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import zstandard
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
+from ..compression import decompress, kind_by_name
 from ..config import Plan
 from ..errors import UserError
 from ..log import info, step
@@ -59,14 +57,7 @@ def read_modinfo(data: bytes, where: str = "") -> Dict[str, List[str]]:
 
 
 def _decompress(path: Path) -> bytes:
-    raw = path.read_bytes()
-    if path.name.endswith(".xz"):
-        return lzma.decompress(raw)
-    if path.name.endswith(".zst"):
-        return zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw)).read()
-    if path.name.endswith(".gz"):
-        return gzip.decompress(raw)
-    return raw
+    return decompress(path.read_bytes(), kind_by_name(path.name), str(path))
 
 
 class ModuleIndex:

@@ -3,7 +3,8 @@
 The host's dpkg is never touched: apt gets its own lists, cache and an empty status file, so
 it resolves the dependency closure of the requested packages for any architecture and
 verifies the archive signatures as usual. A resolution is remembered next to the lists, so a
-warm cache builds without running apt and without the network.
+warm cache builds without running apt and without the network. It carries each file's SHA256
+from the index: a cached .deb that no longer matches (cut, changed) is downloaded again.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from ..errors import UserError
 from ..log import progress, warn
@@ -24,6 +26,8 @@ from ..paths import cache_dir, file_lock
 from .mirror import DEBIAN_KEYRING, find_mirrors
 
 _INST = re.compile(r"^Inst (\S+) (?:\[\S+\] )?\((\S+) .*\[(\S+)\]\)")
+_URI = re.compile(r"^'[^']+' (\S+) (\d+) (\S+)")  # apt-get --print-uris: URI file size hash
+_MEMO_FORMAT = "2"  # resolutions carry each file's size and hash
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,8 @@ class Deb:
     version: str
     arch: str
     path: Path
+    sha256: str = ""  # as the archive's index gives it ("" if the index gives none)
+    size: int = -1
 
 
 class PackageSource:
@@ -49,6 +55,7 @@ class PackageSource:
             d.mkdir(parents=True, exist_ok=True)
         self.status = self.root / "status"
         self.status.touch()
+        self._verified: Optional[VerifiedFiles] = None
 
     # -- apt plumbing ------------------------------------------------------------------------
     def _write_sources_list(self) -> Path:
@@ -80,6 +87,9 @@ class PackageSource:
             "-opkgCacheGen::Essential=none", "-q",
         ]
         env = dict(os.environ, LC_ALL="C", DEBIAN_FRONTEND="noninteractive")
+        if shutil.which("apt-get") is None:
+            raise UserError("apt-get: not found on PATH; lxembed fetches Debian packages with it",
+                            hint="install apt (on Debian and Ubuntu: apt-get install apt)")
         if not title:
             return subprocess.run(["apt-get", *opts, *args], capture_output=True, text=True,
                                   env=env, cwd=cwd)
@@ -115,10 +125,11 @@ class PackageSource:
         problems = [ln for ln in (result.stdout + result.stderr).splitlines()
                     if ln.startswith(("E:", "W:", "Err:"))]
         if not self._main_index():
-            detail = "\n  ".join(problems[:6]) or result.stderr.strip()
+            detail = " / ".join(problems[:3]) or result.stderr.strip()
             raise UserError(f"cannot fetch the {self.suite}/{self.arch} package index from the "
-                            f"Debian mirror:\n  {detail}",
-                            hint="check the network or give another mirror with --mirror")
+                            "Debian mirror",
+                            hint=f"check the network or give another mirror with --mirror "
+                            f"(apt says: {detail})")
         for line in problems:
             if "Failed to fetch" in line or line.startswith("Err:"):
                 # A secondary index (security, updates) may be absent for this arch.
@@ -133,28 +144,55 @@ class PackageSource:
 
     # -- resolution and download -------------------------------------------------------------
     def resolve(self, packages: Sequence[str]) -> List[Deb]:
-        """The dependency closure of `packages`, as apt resolves it on an empty system."""
+        """The dependency closure of `packages`, as apt resolves it on an empty system, each
+        with the size and hash the archive's index gives for its file."""
         wanted = sorted(set(packages))
         self.update()
-        key = hashlib.sha256(("\n".join(wanted) + self._index_stamp()).encode()).hexdigest()[:24]
-        memo = self.root / "resolved" / f"{key}.json"
-        if memo.exists():
-            return [Deb(n, v, a, self.archives / f) for n, v, a, f in json.loads(memo.read_text())]
+        key = hashlib.sha256(("\n".join(wanted) + self._index_stamp() + _MEMO_FORMAT).encode())
+        memo = self.root / "resolved" / f"{key.hexdigest()[:24]}.json"
+        try:
+            return [Deb(n, v, a, self.archives / f, h, z)
+                    for n, v, a, f, h, z in json.loads(memo.read_text())]
+        except (OSError, ValueError, TypeError):
+            pass  # not resolved yet with this index (or an older memo format)
         self._write_sources_list()
         result = self._apt("install", "-s", "-y", *wanted)
         if result.returncode != 0:
             raise UserError(self._explain(result.stdout + result.stderr, wanted))
-        debs = []
+        found = []
         for line in result.stdout.splitlines():
             m = _INST.match(line)
             if m:
-                name, version, arch = m.group(1), m.group(2), m.group(3)
-                fname = f"{name}_{version.replace(':', '%3a')}_{arch}.deb"
-                debs.append(Deb(name, version, arch, self.archives / fname))
+                found.append((m.group(1), m.group(2), m.group(3)))
+        debs = self._with_index_hashes(found)
         memo.parent.mkdir(exist_ok=True)
         tmp = memo.with_suffix(".tmp")
-        tmp.write_text(json.dumps([[d.name, d.version, d.arch, d.path.name] for d in debs]))
+        tmp.write_text(json.dumps([[d.name, d.version, d.arch, d.path.name, d.sha256, d.size]
+                                   for d in debs]))
         os.replace(tmp, memo)
+        return debs
+
+    def _with_index_hashes(self, found: Sequence[tuple]) -> List[Deb]:
+        """Debs for (name, version, arch), with the file name, size and hash from the index
+        (`apt-get download --print-uris` reads them from the index, downloads nothing)."""
+        if not found:
+            return []
+        result = self._apt("download", "--print-uris", *(f"{n}={v}" for n, v, _ in found))
+        index = {}
+        for line in result.stdout.splitlines():
+            m = _URI.match(line)
+            if m:
+                algo, _, value = m.group(3).partition(":")
+                index[m.group(1)] = (value.lower() if algo == "SHA256" else "", int(m.group(2)))
+        debs = []
+        for name, version, arch in found:
+            fname = f"{name}_{version.replace(':', '%3a')}_{arch}.deb"
+            sha256, size = index.get(fname, ("", -1))
+            debs.append(Deb(name, version, arch, self.archives / fname, sha256, size))
+        unchecked = [d.path.name for d in debs if not d.sha256]
+        if unchecked:
+            warn(f"apt ({self.suite}/{self.arch}) gives no SHA256 for {', '.join(unchecked)}: "
+                 "the cached files are checked by size only")
         return debs
 
     def _explain(self, output: str, wanted: Sequence[str]) -> str:
@@ -163,43 +201,132 @@ class PackageSource:
             m = re.search(pattern, output)
             if m:
                 return (f"unknown package {m.group(1)!r} in Debian {self.suite} for {self.arch}")
-        errors = [ln for ln in output.splitlines() if ln.startswith("E:") or "Depends:" in ln]
-        return (f"apt cannot resolve {', '.join(wanted)} for {self.suite}/{self.arch}:\n  "
-                + "\n  ".join(errors[:8]))
+        errors = [ln.strip() for ln in output.splitlines()
+                  if ln.startswith("E:") or "Depends:" in ln]
+        return (f"apt cannot resolve {', '.join(wanted)} for {self.suite}/{self.arch} "
+                f"({' / '.join(errors[:4])})")
 
     def fetch(self, packages: Sequence[str]) -> List[Deb]:
-        """Resolve and download (once) the closure of `packages`; returns verified .debs."""
+        """Resolve and download the closure of `packages`: each .deb matches the index."""
         with self._locked():
             debs = self.resolve(packages)
+            damaged = self._drop_damaged(debs)
             missing = [d for d in debs if not d.path.exists()]
             if missing:
                 self._write_sources_list()
                 names = [f"{d.name}={d.version}" for d in missing]
                 result = self._apt("install", "--download-only", "-y", *names,
                                    title=f"download {len(names)} packages ({self.arch})")
-                still = [d for d in missing if not d.path.exists()]
-                if result.returncode != 0 or still:
-                    fails = [ln for ln in (result.stdout + result.stderr).splitlines()
-                             if ln.startswith(("E:", "Err:"))]
-                    what = ", ".join(f"{d.name} {d.version}" for d in still) or ", ".join(names)
-                    raise UserError(f"cannot download {what} ({self.suite}/{self.arch}) and it "
-                                    "is not in the cache:\n  " + "\n  ".join(fails[:6]),
-                                    hint="this needs the network once; later builds use the cache")
+                self._check_downloaded(missing, damaged, result)
+            self._cache_hashes.save()
             return debs
 
     def download(self, deb: Deb) -> Deb:
-        """Download exactly this package, without its dependencies (apt verifies it)."""
-        if deb.path.exists():
-            return deb
+        """Download exactly this package, without its dependencies, unless the cache holds
+        it intact (apt verifies what it downloads)."""
         with self._locked():
-            self._write_sources_list()
-            # `apt-get download` writes into the working directory: the archive cache.
-            result = self._apt("download", f"{deb.name}={deb.version}", cwd=self.archives,
-                               title=f"download {deb.name}")
-        if result.returncode != 0 or not deb.path.exists():
-            errors = [ln for ln in (result.stdout + result.stderr).splitlines()
-                      if ln.startswith(("E:", "Err:", "W:"))]
-            raise UserError(f"cannot download {deb.name} {deb.version} ({self.arch}):\n  "
-                            + "\n  ".join(errors[:6] or [result.stderr.strip()]),
-                            hint="this needs the network once; later runs use the cache")
+            damaged = self._drop_damaged([deb])
+            if not deb.path.exists():
+                self._write_sources_list()
+                # `apt-get download` writes into the working directory: the archive cache.
+                result = self._apt("download", f"{deb.name}={deb.version}", cwd=self.archives,
+                                   title=f"download {deb.name}")
+                self._check_downloaded([deb], damaged, result)
+            self._cache_hashes.save()
         return deb
+
+    # -- the download cache repairs itself ---------------------------------------------------
+    @property
+    def _cache_hashes(self) -> VerifiedFiles:
+        if self._verified is None:
+            self._verified = VerifiedFiles(self.root / "verified.json", self.archives)
+        return self._verified
+
+    def _drop_damaged(self, debs: Sequence[Deb]) -> List[Deb]:
+        """Remove cached .debs that do not match the index (cut, changed): apt fetches them
+        again like missing ones. Returns them."""
+        damaged = []
+        for deb in debs:
+            if deb.path.exists() and not self._cache_hashes.matches(deb.path, deb.sha256,
+                                                                    deb.size):
+                deb.path.unlink()
+                damaged.append(deb)
+        return damaged
+
+    def _check_downloaded(self, wanted: Sequence[Deb], damaged: Sequence[Deb],
+                          result: subprocess.CompletedProcess) -> None:
+        still = [d for d in wanted if not d.path.exists()]
+        if result.returncode == 0 and not still:
+            for deb in wanted:  # hashed once now, so the next build need not
+                self._cache_hashes.matches(deb.path, deb.sha256, deb.size)
+            for deb in damaged:
+                warn(f"{deb.path.name} was damaged in the download cache (it did not match the "
+                     "archive's index): downloaded again")
+            return
+        fails = [ln for ln in (result.stdout + result.stderr).splitlines()
+                 if ln.startswith(("E:", "Err:"))] or [result.stderr.strip()]
+        why = "apt says: " + " / ".join(fails[:3])
+        broken = [d for d in damaged if d in still]
+        if broken:
+            raise UserError(f"{broken[0].path}: damaged in the download cache (it does not match "
+                            f"the archive's index) and cannot be downloaded again",
+                            hint=f"it was removed; a build with network access downloads it "
+                            f"({why})")
+        what = ", ".join(f"{d.name} {d.version}" for d in still or wanted)
+        raise UserError(f"cannot download {what} ({self.suite}/{self.arch}) and it is not in "
+                        "the cache", hint=f"this needs the network once; later builds use the "
+                        f"cache ({why})")
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class VerifiedFiles:
+    """Which cached files were found to match their index hash, by (size, mtime, ctime, inode):
+    an unchanged file is not hashed again on every build; any write to it changes the stamp."""
+
+    def __init__(self, path: Path, directory: Path):
+        self.path, self.directory = path, directory  # the record, and where the files are
+        self.known = self._load()
+        self.added: Dict[str, list] = {}
+
+    def _load(self) -> Dict[str, list]:
+        try:
+            known = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return known if isinstance(known, dict) else {}
+
+    def matches(self, path: Path, sha256: str, size: int) -> bool:
+        """Does the file at `path` (in the directory) have this size and SHA256?"""
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return False
+        if size >= 0 and st.st_size != size:
+            return False
+        if not sha256:  # an index without SHA256: the size is all there is to check
+            return True
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, sha256]
+        if self.known.get(path.name) == stamp:
+            return True
+        if _file_sha256(path) != sha256:
+            return False
+        self.known[path.name] = self.added[path.name] = stamp
+        return True
+
+    def save(self) -> None:
+        """Add what was verified to the record (callers hold the cache's lock)."""
+        if not self.added:
+            return
+        known = {**self._load(), **self.added}  # another source object may have saved too
+        known = {n: s for n, s in known.items() if (self.directory / n).exists()}
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(known, indent=0, sort_keys=True))
+        os.replace(tmp, self.path)
+        self.added = {}

@@ -2,93 +2,75 @@
 
 from __future__ import annotations
 
-import gzip
-import io
-import lzma
+import contextlib
 import tarfile
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Optional, Tuple
 
-import zstandard
-
+from ..compression import drain, kind_by_name, open_decompressed
 from ..errors import UserError
 from ..tree import BLOCK, CHAR, DIR, FIFO, FILE, HARDLINK, SYMLINK, Entry, RootfsTree, normpath
 
 
 def ar_members(data: bytes, name: str) -> Iterator[Tuple[str, bytes]]:
-    """Members of an ar archive (the container format of a .deb)."""
+    """Members of an ar archive (the container format of a .deb); a cut one is refused."""
     if not data.startswith(b"!<arch>\n"):
-        raise UserError(f"{name}: not a Debian package (no ar header)")
+        what = "an empty file" if not data else "no ar header"
+        raise UserError(f"{name}: not a Debian package ({what})")
     pos = 8
-    while pos + 60 <= len(data):
+    while pos < len(data):
         header = data[pos:pos + 60]
+        if len(header) < 60:
+            raise UserError(f"{name}: truncated .deb (ends inside a member header at byte {pos})")
         member = header[:16].decode("ascii", "replace").strip().rstrip("/")
         try:
             size = int(header[48:58].decode("ascii").strip())
         except ValueError:
-            raise UserError(f"{name}: corrupt ar member header at byte {pos}") from None
+            raise UserError(f"{name}: corrupt .deb (bad ar member header at byte {pos})") from None
+        if header[58:60] != b"`\n" or size < 0:
+            raise UserError(f"{name}: corrupt .deb (bad ar member header at byte {pos})")
         pos += 60
-        yield member, data[pos:pos + size]
+        blob = data[pos:pos + size]
+        if len(blob) < size:
+            raise UserError(f"{name}: truncated .deb ({member} has {len(blob)} of its {size} "
+                            "bytes)")
+        yield member, blob
         pos += size + (size & 1)
 
 
-def _decompress(member: str, blob: bytes, name: str) -> bytes:
-    if member.endswith(".xz"):
-        return lzma.decompress(blob)
-    if member.endswith(".zst"):
-        return zstandard.ZstdDecompressor().stream_reader(io.BytesIO(blob)).read()
-    if member.endswith(".gz"):
-        return zlib.decompress(blob, 31)
-    if member.endswith(".tar"):
-        return blob
-    raise UserError(f"{name}: unsupported compression in {member}")
+def _compression(member: str, name: str) -> str:
+    """The compression of a member from its name (data.tar.xz); .deb members always say it."""
+    kind = kind_by_name(member)
+    if not kind and not member.endswith(".tar"):
+        raise UserError(f"{name}: unsupported compression in {member}")
+    return kind
 
 
-def open_data_tar(path: Path) -> tarfile.TarFile:
+def _read_deb(path: Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as err:
+        raise UserError(f"{path}: cannot read the .deb: {err.strerror}") from None
+
+
+@contextlib.contextmanager
+def open_data_tar(path: Path) -> Iterator[tarfile.TarFile]:
     """The data.tar of a .deb as a stream: members in order, never all unpacked in memory
-    (a kernel package unpacks to ~400 MB)."""
-    for member, blob in ar_members(Path(path).read_bytes(), str(path)):
+    (a kernel package unpacks to ~400 MB). Leaving the block reads the rest, so the
+    compressed stream's check is verified; a corrupt member is a UserError naming the .deb."""
+    for member, blob in ar_members(_read_deb(path), str(path)):
         if not member.startswith("data.tar"):
             continue
-        if member.endswith(".xz"):
-            stream = lzma.LZMAFile(io.BytesIO(blob))
-        elif member.endswith(".zst"):
-            stream = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(blob))
-        elif member.endswith(".gz"):
-            stream = gzip.GzipFile(fileobj=io.BytesIO(blob))
-        elif member.endswith(".tar"):
-            stream = io.BytesIO(blob)
-        else:
-            raise UserError(f"{path}: unsupported compression in {member}")
-        return tarfile.open(fileobj=stream, mode="r|")
-    raise UserError(f"{path}: no data.tar member")
-
-
-def deb_tar(path: Path, prefix: str = "data.tar") -> bytes:
-    """The uncompressed data.tar (or control.tar) of a .deb."""
-    for member, blob in ar_members(Path(path).read_bytes(), str(path)):
-        if member.startswith(prefix):
-            return _decompress(member, blob, str(path))
-    raise UserError(f"{path}: no {prefix} member")
-
-
-def deb_control(path: Path) -> Dict[str, str]:
-    """The fields of the package's control file."""
-    with tarfile.open(fileobj=io.BytesIO(deb_tar(path, "control.tar"))) as tar:
-        for member in tar:
-            if member.name.lstrip("./") == "control":
-                text = tar.extractfile(member).read().decode("utf-8", "replace")
-                fields, key = {}, None
-                for line in text.splitlines():
-                    if line[:1] in (" ", "\t") and key:
-                        fields[key] += "\n" + line.strip()
-                    elif ":" in line:
-                        key, _, value = line.partition(":")
-                        fields[key] = value.strip()
-                return fields
-    return {}
+        stream = open_decompressed(blob, _compression(member, str(path)), f"{path} ({member})")
+        try:
+            with tarfile.open(fileobj=stream, mode="r|") as tar:
+                yield tar
+            drain(stream)
+        except (tarfile.TarError, EOFError) as err:
+            raise UserError(f"{path}: corrupt .deb ({member}: {err})") from None
+        return
+    raise UserError(f"{path}: not a Debian package (no data.tar member)")
 
 
 def tar_entry(tar: tarfile.TarFile, member: tarfile.TarInfo, origin: str) -> Optional[Entry]:
@@ -124,12 +106,11 @@ def extract_deb(path: Path, tree: RootfsTree, origin: str = "") -> int:
         for member in tar:
             try:
                 dest = normpath(member.name)
+                if member.islnk():
+                    normpath(member.linkname)
             except UserError as err:
                 raise UserError(f"{path}: {err}") from None
-            try:
-                entry = tar_entry(tar, member, origin)
-            except UserError as err:
-                raise UserError(f"{path}: {err}") from None
+            entry = tar_entry(tar, member, origin)  # a read error names the .deb already
             if entry is None:
                 continue
             try:

@@ -11,20 +11,18 @@ from __future__ import annotations
 
 import io
 import json
-import lzma
 import os
 import re
 import shutil
 import tempfile
-import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-import zstandard
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
+from ..compression import decompress_embedded
 from ..config import Board
 from ..errors import UserError
 from ..log import info, step
@@ -84,14 +82,15 @@ def fetch_kernel(board: Board, mirror: Optional[str] = None) -> Kernel:
     source = PackageSource(board.suite, arch, mirror)
     deb = _image_package(source, meta)
     root = cache_dir() / "kernels" / f"{deb.name}_{deb.version.replace(':', '%3a')}_{deb.arch}"
-    done = root / "kernel.json"
-    if not done.exists():
+    data = unpacked_pin(root)
+    if data is None:
         with file_lock(root.with_name(f".{root.name}.lock")):
-            if not done.exists():
+            data = unpacked_pin(root)
+            if data is None:
                 with step(f"kernel {deb.name} {deb.version}"):
-                    source.download(deb)
+                    source.download(deb)  # verified against the index, fetched again if damaged
                     _unpack(deb, root, meta)
-    data = json.loads(done.read_text())
+                data = unpacked_pin(root)
     vmlinux = root / data["vmlinux"] if data.get("vmlinux") else None
     return Kernel(
         data["package"],
@@ -103,6 +102,18 @@ def fetch_kernel(board: Board, mirror: Optional[str] = None) -> Kernel:
         vmlinux,
         root / "lib" / "modules" / data["release"],
     )
+
+
+def unpacked_pin(root: Path) -> Optional[Dict[str, Any]]:
+    """The pin of a kernel unpacked in the cache, None if absent or damaged (unpack again)."""
+    try:
+        data = json.loads((root / "kernel.json").read_text())
+        files = [data["image"]] + ([data["vmlinux"]] if data.get("vmlinux") else [])
+        whole = all((root / f).is_file() for f in files)
+        whole = whole and (root / "lib" / "modules" / data["release"]).is_dir()
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return data if whole else None
 
 
 def _image_package(source: PackageSource, meta: str) -> Deb:
@@ -181,9 +192,9 @@ def _unpack(deb: Deb, root: Path, meta: str) -> None:
 
 # Compressed payloads a bzImage may carry, as scripts/extract-vmlinux searches for them.
 _PAYLOADS = (
-    (b"\x1f\x8b\x08", "gzip"),
+    (b"\x1f\x8b\x08", "gz"),
     (b"\xfd7zXZ\x00", "xz"),
-    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"\x28\xb5\x2f\xfd", "zst"),
     (b"\x5d\x00\x00", "lzma"),
 )
 
@@ -197,7 +208,7 @@ def extract_vmlinux(bzimage: bytes) -> Optional[bytes]:
     for magic, kind in _PAYLOADS:
         start = bzimage.find(magic)
         while start != -1:
-            elf = _try_decompress(bzimage[start:], kind)
+            elf = decompress_embedded(bzimage[start:], kind)
             if elf is not None and elf.startswith(_ELF_MAGIC):
                 return elf
             start = bzimage.find(magic, start + 1)
@@ -218,21 +229,6 @@ def has_pvh_entry(elf: bytes) -> bool:
     except ELFError:
         return False
     return False
-
-
-def _try_decompress(blob: bytes, kind: str) -> Optional[bytes]:
-    try:
-        if kind == "gzip":
-            return zlib.decompressobj(31).decompress(blob)
-        if kind == "xz":
-            return lzma.LZMADecompressor(lzma.FORMAT_XZ).decompress(blob)
-        if kind == "lzma":
-            return lzma.LZMADecompressor(lzma.FORMAT_ALONE).decompress(blob)
-        if kind == "zstd":
-            return zstandard.ZstdDecompressor().decompressobj().decompress(blob)
-    except (lzma.LZMAError, zlib.error, zstandard.ZstdError, EOFError):
-        return None
-    return None
 
 
 def describe(kernel: Kernel) -> str:
