@@ -7,6 +7,7 @@ adding a key is one entry here.
 from __future__ import annotations
 
 from .container_schema import CONTAINER_FIELDS
+from .network_schema import NETWORK_DESCRIPTION_SETTINGS
 from .settings import Setting
 
 QEMU_FIELDS = (
@@ -113,4 +114,6 @@ RECIPE_SETTINGS = (
     Setting("service_containers", "tables", [], "the device's own service containers, started "
             "at boot in this order, each once the previous is ready; stopped in reverse",
             fields=SERVICE_CONTAINER_FIELDS),
+    Setting("host_network", "table", None, "host networking, as a standalone description: "
+            "docs/networking.md", fields=NETWORK_DESCRIPTION_SETTINGS),
 )

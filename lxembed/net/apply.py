@@ -1,0 +1,175 @@
+"""`net up` and `net down`: links through pyroute2, one nft transaction, dnsmasq; all journaled.
+
+`up` is idempotent (what is already as declared is left alone) and transactional (a failure
+removes what this run made and names what failed); `down` undoes exactly the recorded journal.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+from .. import log
+from ..errors import UserError
+from . import dhcp, rules
+from .links import LinkSetup, Rtnl, netns_exists, remove_netns
+from .model import NetworkModel
+from .state import Journal, forget_state, load_state, run_dir, save_state
+
+IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
+
+
+def net_up(model: NetworkModel) -> Dict[str, Any]:
+    """Make the host match the description; returns {created, changed, rules, seconds}."""
+    start = time.monotonic()
+    text = rules.render(model)
+    rules.check(text, str(model.path))
+    previous = load_state(model.name)
+    owned = previous.get("created", [])
+    journal = Journal()
+    setup = LinkSetup(model, journal, owned)
+    rules_changed = False
+    try:
+        setup.run()
+        setup.close()
+        rules_changed = _apply_rules(model, text, previous, journal)
+        _forwarding(model, owned, journal)
+        _dnsmasq(model, owned, journal)
+    except (UserError, OSError) as err:
+        setup.close()
+        problems = undo(journal.entries)
+        if rules_changed and previous.get("rules"):
+            rules.nft([], previous["rules"], "restoring the previous rules")
+        made = ", ".join(f"{e['kind']} {e['name']}" for e in journal.entries) or "nothing"
+        left = f"; could not remove: {'; '.join(problems)}" if problems else ""
+        raise UserError(f"{model.path}: net up failed: {err} (removed what this run made: "
+                        f"{made}{left})", hint=getattr(err, "hint", "")) from None
+    state = {"name": model.name, "file": str(Path(model.path).resolve()),
+             "created": owned + journal.entries, "rules": text,
+             "tables": rules.tables_in(text),
+             "listing": {f"{f} {t}": rules.list_table(f, t) for f, t in rules.tables_in(text)}}
+    save_state(model.name, state)
+    return {"created": [f"{e['kind']} {e['name']}" for e in journal.entries],
+            "rules": rules.count_rules(text), "rules_changed": rules_changed,
+            "seconds": round(time.monotonic() - start, 4)}
+
+
+def _apply_rules(model: NetworkModel, text: str, previous: Dict[str, Any],
+                 journal: Journal) -> bool:
+    tables = rules.tables_in(text)
+    listing = {f"{f} {t}": rules.list_table(f, t) for f, t in tables}
+    if text == previous.get("rules") and listing == previous.get("listing"):
+        return False  # already in force, byte for byte: re-applying would renumber handles
+    stale = [t for t in previous.get("tables", []) if t not in tables]
+    rules.delete_tables(stale)
+    if text:
+        rules.nft([], text, f"{model.path}: applying the rules")
+        new = [t for t in tables if listing[f"{t[0]} {t[1]}"] is None]
+        if new:
+            journal.add("tables", "nft", tables=new)
+    return True
+
+
+def _forwarding(model: NetworkModel, owned: List[Dict[str, Any]], journal: Journal) -> None:
+    """NAT needs IPv4 forwarding; the old value is recorded and restored by `down`."""
+    if not model.nat:
+        return
+    with open(IP_FORWARD) as fh:
+        value = fh.read().strip()
+    if value != "1":
+        with open(IP_FORWARD, "w") as fh:
+            fh.write("1\n")
+        journal.add("sysctl", IP_FORWARD, previous=value)
+
+
+def _dnsmasq(model: NetworkModel, owned: List[Dict[str, Any]], journal: Journal) -> None:
+    for b in model.bridges:
+        if not b.dhcp:
+            continue
+        run = run_dir(model.name)
+        pidfile = dhcp.pid_file(b.name, run)
+        current = dhcp.running_args(pidfile)
+        if current == dhcp.dnsmasq_args(b, run):
+            continue
+        if current is not None:
+            dhcp.stop(pidfile)
+        dhcp.start(b, run)
+        if not any(e["kind"] == "dnsmasq" and e["name"] == b.name for e in owned):
+            journal.add("dnsmasq", b.name, pidfile=str(pidfile))
+
+
+def undo(entries: List[Dict[str, Any]]) -> List[str]:
+    """Reverse a journal; returns what could not be undone (never raises for one object)."""
+    rtnl, problems = Rtnl(), []
+    later = [e for e in entries if e["kind"] == "netns"]
+    for e in reversed([e for e in entries if e["kind"] != "netns"]):
+        try:
+            _undo_one(e, rtnl)
+        except Exception as err:  # keep going: one stuck object must not strand the others
+            problems.append(f"{e['kind']} {e['name']}: {err}")
+    rtnl.close()  # a socket inside a namespace would keep it alive
+    for e in reversed(later):
+        try:
+            remove_netns(e["name"])
+        except OSError as err:
+            problems.append(f"netns {e['name']}: {err.strerror or err}")
+    return problems
+
+
+def _undo_one(e: Dict[str, Any], rtnl: Rtnl) -> None:
+    kind, name, ns = e["kind"], e["name"], e.get("netns")
+    if kind == "link":
+        if ns and not netns_exists(ns):
+            return
+        index = rtnl.index(name, ns)
+        if index is not None:
+            rtnl(ns).link("del", index=index)
+    elif kind == "address":
+        if ns and not netns_exists(ns):
+            return
+        import ipaddress
+        iface = ipaddress.ip_interface(e["address"])
+        index = rtnl.index(name, ns)
+        if index is not None:
+            rtnl(ns).addr("del", index=index, address=str(iface.ip),
+                          prefixlen=iface.network.prefixlen)
+    elif kind == "master":
+        index = rtnl.index(name)
+        previous = rtnl.index(e["previous"]) if e.get("previous") else 0
+        if index is not None:
+            rtnl().link("set", index=index, master=previous or 0)
+    elif kind == "moved":
+        if netns_exists(ns):
+            index = rtnl.index(name, ns)
+            if index is not None:
+                fd = os.open("/proc/self/ns/net", os.O_RDONLY)
+                try:
+                    rtnl(ns).link("set", index=index, net_ns_fd=fd)
+                finally:
+                    os.close(fd)
+    elif kind == "sysctl":
+        with open(name, "w") as fh:
+            fh.write(e["previous"] + "\n")
+    elif kind == "tables":
+        rules.delete_tables(e["tables"])
+    elif kind == "dnsmasq":
+        dhcp.stop(Path(e["pidfile"]))
+
+
+def net_down(name: str) -> Dict[str, Any]:
+    """Remove what `up` recorded for description NAME; nothing else."""
+    start = time.monotonic()
+    state = load_state(name)
+    if not state:
+        log.info(f"network {name!r} is not up (no recorded state): nothing to remove")
+        return {"removed": [], "seconds": 0.0}
+    entries = state.get("created", [])
+    problems = undo(entries)
+    if problems:
+        raise UserError(f"net down {name}: could not remove: {'; '.join(problems)}",
+                        hint="the recorded state is kept; fix the cause and run down again")
+    forget_state(name)
+    return {"removed": [f"{e['kind']} {e['name']}" for e in entries],
+            "seconds": round(time.monotonic() - start, 4)}

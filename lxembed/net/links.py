@@ -1,0 +1,338 @@
+"""Links, addresses, routes and namespaces through pyroute2 (netlink): no `ip` subprocesses.
+
+`LinkSetup` makes each object of a model exist as declared, and writes down in a Journal every
+object it created or changed, so a failure part-way (or `down`) can undo exactly that.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import socket
+from typing import Any, Dict, List, Optional
+
+from ..errors import UserError
+from .model import Bridge, Macvlan, NetworkModel, Phys, Port, Veth, Vlan
+from .state import Journal
+
+NETNS_DIR = "/run/netns"
+
+
+def _rtnl():
+    try:
+        from pyroute2 import IPRoute, netns
+        from pyroute2.netlink.exceptions import NetlinkError
+    except ImportError:  # pragma: no cover - a declared dependency
+        raise UserError("pyroute2 is not installed", hint="pip install pyroute2") from None
+    return IPRoute, netns, NetlinkError
+
+
+def netns_exists(name: str) -> bool:
+    return os.path.exists(os.path.join(NETNS_DIR, name))
+
+
+def create_netns(name: str) -> None:
+    """A named namespace bound under /run/netns, as `ip netns add` makes it."""
+    _, netns, _ = _rtnl()
+    netns.create(name)
+
+
+def remove_netns(name: str) -> None:
+    _, netns, _ = _rtnl()
+    if netns_exists(name):
+        netns.remove(name)
+
+
+class Rtnl:
+    """One netlink socket per namespace (None: the host's), opened on first use."""
+
+    def __init__(self):
+        self.IPRoute, _, self.NetlinkError = _rtnl()
+        self.sockets: Dict[Optional[str], Any] = {}
+
+    def __call__(self, ns: Optional[str] = None):
+        if ns not in self.sockets:
+            if ns is not None and not netns_exists(ns):
+                raise UserError(f"network namespace {ns!r} does not exist")
+            self.sockets[ns] = self.IPRoute(netns=ns) if ns else self.IPRoute()
+        return self.sockets[ns]
+
+    def close(self) -> None:
+        for s in self.sockets.values():
+            s.close()
+        self.sockets.clear()
+
+    def links(self, ns: Optional[str] = None) -> Dict[str, Any]:
+        return {m.get_attr("IFLA_IFNAME"): m for m in self(ns).get_links()}
+
+    def index(self, name: str, ns: Optional[str] = None) -> Optional[int]:
+        found = self(ns).link_lookup(ifname=name)
+        return found[0] if found else None
+
+    def addresses(self, index: int, ns: Optional[str] = None) -> List[str]:
+        return [f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
+                for a in self(ns).get_addr(index=index)]
+
+
+def kind_of(msg) -> Optional[str]:
+    info = msg.get_attr("IFLA_LINKINFO")
+    return info.get_attr("IFLA_INFO_KIND") if info else None
+
+
+def _family(address: str) -> int:
+    return socket.AF_INET6 if ipaddress.ip_interface(address).version == 6 else socket.AF_INET
+
+
+class LinkSetup:
+    """Brings a model's links up, journaling what it creates (see Journal for the undo)."""
+
+    def __init__(self, model: NetworkModel, journal: Journal, owned: List[Dict[str, Any]]):
+        self.model, self.journal, self.rtnl = model, journal, Rtnl()
+        # Objects a previous `up` of this description made: ours to adjust, not to refuse.
+        self.owned = {(e.get("netns"), e["name"]) for e in owned if e["kind"] == "link"}
+        self.host = self.rtnl.links()
+
+    def close(self) -> None:
+        self.rtnl.close()
+
+    def run(self) -> None:
+        m = self.model
+        for ns in m.namespaces():
+            if not netns_exists(ns):
+                self.step(f"netns {ns}", lambda ns=ns: create_netns(ns))
+                self.journal.add("netns", ns)
+        for b in m.bridges:
+            self.step(f"bridge {b.name}", lambda b=b: self.bridge(b))
+        for v in m.veths:
+            self.step(f"veth {v.name}", lambda v=v: self.veth(v))
+        for p in m.ports:
+            if p.created_by == "lxembed":
+                self.step(f"port {p.name}", lambda p=p: self.port(p))
+        for v in m.vlans:
+            self.step(f"vlan {v.name}", lambda v=v: self.vlan(v))
+        for v in m.macvlans:
+            self.step(f"macvlan {v.name}", lambda v=v: self.macvlan(v))
+        for v in m.phys:
+            self.step(f"phys {v.name}", lambda v=v: self.phys(v))
+
+    def step(self, what: str, fn) -> None:
+        try:
+            fn()
+        except self.rtnl.NetlinkError as err:
+            raise UserError(f"{what}: {os.strerror(err.code) if err.code else err}") from None
+        except OSError as err:
+            raise UserError(f"{what}: {err.strerror or err}") from None
+
+    # -- helpers ---------------------------------------------------------------------------
+    def existing(self, name: str, kind: str, ns: Optional[str] = None):
+        """The link if it exists with the right kind; refuses a different one of ours."""
+        msg = self.host.get(name) if ns is None else self.rtnl.links(ns).get(name)
+        if msg is None:
+            return None
+        have = kind_of(msg) or "device"
+        if have != kind:
+            where = f" in netns {ns}" if ns else ""
+            raise UserError(f"{name}{where} exists and is a {have}, not a {kind}; "
+                            f"rename it or the description's {kind}")
+        return msg
+
+    def created(self, name: str, ns: Optional[str] = None) -> None:
+        self.journal.add("link", name, netns=ns)
+        if ns is None:
+            self.host = self.rtnl.links()
+
+    def ours(self, name: str, ns: Optional[str] = None) -> bool:
+        return (ns, name) in self.owned
+
+    def ensure_addresses(self, name: str, addresses: List[str], ns: Optional[str] = None,
+                         mine: bool = True) -> None:
+        if not addresses:
+            return
+        ipr, index = self.rtnl(ns), self.rtnl.index(name, ns)
+        have = set(self.rtnl.addresses(index, ns))
+        for a in addresses:
+            iface = ipaddress.ip_interface(a)
+            if f"{iface.ip}/{iface.network.prefixlen}" in have:
+                continue
+            ipr.addr("add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen,
+                     family=_family(a))
+            if not mine:  # on a link we did not make, `down` removes just the address
+                self.journal.add("address", name, netns=ns, address=a)
+
+    def ensure_up(self, msg, ns: Optional[str] = None) -> None:
+        if not msg["flags"] & 1:  # IFF_UP
+            self.rtnl(ns).link("set", index=msg["index"], state="up")
+
+    def ensure_mac(self, msg, mac: str, ns: Optional[str] = None) -> None:
+        if msg.get_attr("IFLA_ADDRESS") != mac:
+            self.rtnl(ns).link("set", index=msg["index"], address=mac)
+
+    def ensure_master(self, msg, bridge: str) -> None:
+        want = self.host[bridge]["index"]
+        if msg.get_attr("IFLA_MASTER") != want:
+            self.rtnl().link("set", index=msg["index"], master=want)
+
+    def netns_side(self, name: str, ns: str, addresses: List[str],
+                   gateway: Optional[str]) -> None:
+        """Inside a namespace: lo and the interface up, addresses, the default route."""
+        links = self.rtnl.links(ns)
+        for link in ("lo", name):
+            self.ensure_up(links[link], ns)
+        self.ensure_addresses(name, addresses, ns)
+        if gateway:
+            ipr = self.rtnl(ns)
+            family = socket.AF_INET6 if ":" in gateway else socket.AF_INET
+            dst = "::/0" if family == socket.AF_INET6 else "0.0.0.0/0"
+            have = [r for r in ipr.get_routes(family=family, table=254)
+                    if r["dst_len"] == 0 and r.get_attr("RTA_GATEWAY") == gateway]
+            if not have:
+                ipr.route("add", dst=dst, gateway=gateway, family=family)
+
+    def up_and_bridge_flags(self, port: Port) -> None:
+        msg = self.host[port.name]
+        ipr = self.rtnl()
+        info = ipr.brport("show", index=msg["index"])
+        isolated = info[0].get_nested("IFLA_PROTINFO", "IFLA_BRPORT_ISOLATED") if info else 0
+        if bool(isolated) != port.isolated:
+            ipr.brport("set", index=msg["index"], isolated=int(port.isolated))
+
+    # -- objects ---------------------------------------------------------------------------
+    def bridge(self, b: Bridge) -> None:
+        msg = self.existing(b.name, "bridge")
+        mine = msg is None or self.ours(b.name)
+        if msg is None:
+            kwargs = dict(ifname=b.name, kind="bridge", address=b.hwaddr, state="up",
+                          br_stp_state=int(b.stp), br_forward_delay=b.forward_delay * 100)
+            if b.vlan_filtering:  # only when asked: kernels without it refuse even a 0
+                kwargs["br_vlan_filtering"] = 1
+            if b.mtu:
+                kwargs["mtu"] = b.mtu
+            self.rtnl().link("add", **kwargs)
+            self.created(b.name)
+            msg = self.host[b.name]
+        elif mine:
+            self.ensure_mac(msg, b.hwaddr)
+            self.ensure_up(msg)
+        # A bridge that was there before is used as it is: only our addresses are added.
+        self.ensure_addresses(b.name, b.addresses, mine=mine)
+
+    def veth(self, v: Veth) -> None:
+        msg = self.existing(v.name, "veth")
+        if msg is None:
+            self.rtnl().link("add", ifname=v.name, kind="veth", address=v.hwaddr, state="up",
+                             peer={"ifname": v.peer, "address": v.peer_hwaddr})
+            self.created(v.name)
+        elif not self.ours(v.name):
+            raise UserError(f"veth {v.name} exists and was not made by this description")
+        peer = self.host[v.peer]
+        self.ensure_up(self.host[v.name])
+        self.ensure_up(peer)
+
+    def port(self, p: Port) -> None:
+        msg = self.existing(p.name, "veth")
+        if msg is not None and not self.ours(p.name):
+            raise UserError(f"port {p.name} exists and was not made by this description")
+        if msg is None:
+            peer: Dict[str, Any] = {"ifname": p.peer, "address": p.peer_hwaddr}
+            fd = None
+            if p.netns:
+                # The peer is born in its namespace: never a moment on the host under its name.
+                fd = os.open(os.path.join(NETNS_DIR, p.netns), os.O_RDONLY)
+                peer["net_ns_fd"] = fd
+            try:
+                self.rtnl().link("add", ifname=p.name, kind="veth", address=p.hwaddr,
+                                 master=self.host[p.bridge]["index"], state="up", peer=peer)
+            finally:
+                if fd is not None:
+                    os.close(fd)
+            self.created(p.name)
+        else:
+            self.ensure_mac(msg, p.hwaddr)
+            self.ensure_master(msg, p.bridge)
+            self.ensure_up(msg)
+        self.up_and_bridge_flags(p)
+        if p.netns:
+            self.netns_side(p.peer, p.netns, p.addresses, p.gateway)
+
+    def macvlan(self, v: Macvlan) -> None:
+        parent = self.host.get(v.parent)
+        if parent is None:
+            raise UserError(f"parent {v.parent} does not exist")
+        msg = self.existing(v.name, "macvlan", v.netns)
+        if msg is not None and not self.ours(v.name, v.netns):
+            where = f" in netns {v.netns}" if v.netns else ""
+            raise UserError(f"{v.name}{where} exists and was not made by this description")
+        if msg is None:
+            kwargs: Dict[str, Any] = dict(ifname=v.name, kind="macvlan", link=parent["index"],
+                                          macvlan_mode=v.mode, address=v.hwaddr, state="up")
+            fd = None
+            if v.netns:
+                fd = os.open(os.path.join(NETNS_DIR, v.netns), os.O_RDONLY)
+                kwargs["net_ns_fd"] = fd
+            try:
+                self.rtnl().link("add", **kwargs)
+            finally:
+                if fd is not None:
+                    os.close(fd)
+            self.created(v.name, v.netns)
+        if v.netns:
+            self.netns_side(v.name, v.netns, v.addresses, v.gateway)
+            return
+        self.ensure_up(self.host[v.name])
+        self.ensure_addresses(v.name, v.addresses)
+        index, ipr = self.host[v.name]["index"], self.rtnl()
+        for route in v.routes:
+            net = ipaddress.ip_network(route)
+            try:
+                ipr.route("add", dst=str(net), oif=index, scope=253,  # RT_SCOPE_LINK: on-link
+                          family=socket.AF_INET6 if net.version == 6 else socket.AF_INET)
+            except self.rtnl.NetlinkError as err:
+                if err.code != errno.EEXIST:
+                    raise
+
+    def vlan(self, v: Vlan) -> None:
+        parent = self.host.get(v.parent)
+        if parent is None:
+            raise UserError(f"parent {v.parent} does not exist")
+        msg = self.existing(v.name, "vlan")
+        if msg is None:
+            kwargs: Dict[str, Any] = dict(ifname=v.name, kind="vlan", link=parent["index"],
+                                          vlan_id=v.id, state="up")
+            if v.bridge:
+                kwargs["master"] = self.host[v.bridge]["index"]
+            try:
+                self.rtnl().link("add", **kwargs)
+            except self.rtnl.NetlinkError as err:
+                if err.code == errno.EOPNOTSUPP:
+                    raise UserError("the kernel has no VLAN support (8021q)") from None
+                raise
+            self.created(v.name)
+        elif v.bridge:
+            self.ensure_master(msg, v.bridge)
+        self.ensure_addresses(v.name, v.addresses)
+
+    def phys(self, v: Phys) -> None:
+        msg = self.host.get(v.name)
+        if v.netns:
+            if msg is None and v.name in self.rtnl.links(v.netns):
+                return  # handed over by an earlier `up`
+            if msg is None:
+                raise UserError(f"{v.name} does not exist")
+            fd = os.open(os.path.join(NETNS_DIR, v.netns), os.O_RDONLY)
+            try:
+                self.rtnl().link("set", index=msg["index"], net_ns_fd=fd)
+            finally:
+                os.close(fd)
+            self.journal.add("moved", v.name, netns=v.netns)
+            self.host = self.rtnl.links()
+            return
+        if msg is None:
+            raise UserError(f"{v.name} does not exist")
+        want = self.host[v.bridge]["index"]
+        if msg.get_attr("IFLA_MASTER") != want:
+            previous = msg.get_attr("IFLA_MASTER")
+            names = {m["index"]: n for n, m in self.host.items()}
+            self.rtnl().link("set", index=msg["index"], master=want)
+            self.journal.add("master", v.name, previous=names.get(previous))
+        self.ensure_up(msg)
