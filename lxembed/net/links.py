@@ -119,6 +119,8 @@ class LinkSetup:
     def step(self, what: str, fn) -> None:
         try:
             fn()
+        except UserError as err:
+            raise UserError(f"{what}: {err}", hint=err.hint) from None
         except self.rtnl.NetlinkError as err:
             raise UserError(f"{what}: {os.strerror(err.code) if err.code else err}") from None
         except OSError as err:
