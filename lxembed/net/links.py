@@ -85,13 +85,20 @@ def _family(address: str) -> int:
 
 
 class LinkSetup:
-    """Brings a model's links up, journaling what it creates (see Journal for the undo)."""
+    """Brings a model's links up, journaling what it creates (see Journal for the undo).
+
+    The host's links are dumped once; a link made here is known to be as declared, so it is
+    never read back (pyroute2 decodes a link message in ~1 ms: re-reading would dominate).
+    """
 
     def __init__(self, model: NetworkModel, journal: Journal, owned: List[Dict[str, Any]]):
         self.model, self.journal, self.rtnl = model, journal, Rtnl()
         # Objects a previous `up` of this description made: ours to adjust, not to refuse.
         self.owned = {(e.get("netns"), e["name"]) for e in owned if e["kind"] == "link"}
         self.host = self.rtnl.links()
+        self.indexes = {name: msg["index"] for name, msg in self.host.items()}
+        self.new_namespaces: set = set()
+        self.lo_done: set = set()
 
     def close(self) -> None:
         self.rtnl.close()
@@ -102,6 +109,7 @@ class LinkSetup:
             if not netns_exists(ns):
                 self.step(f"netns {ns}", lambda ns=ns: create_netns(ns))
                 self.journal.add("netns", ns)
+                self.new_namespaces.add(ns)
         for b in m.bridges:
             self.step(f"bridge {b.name}", lambda b=b: self.bridge(b))
         for v in m.veths:
@@ -127,32 +135,42 @@ class LinkSetup:
             raise UserError(f"{what}: {err.strerror or err}") from None
 
     # -- helpers ---------------------------------------------------------------------------
-    def existing(self, name: str, kind: str, ns: Optional[str] = None):
-        """The link if it exists with the right kind; refuses a different one of ours."""
+    def index(self, name: str) -> int:
+        if name not in self.indexes:
+            found = self.rtnl.index(name)
+            if found is None:
+                raise UserError(f"{name} does not exist")
+            self.indexes[name] = found
+        return self.indexes[name]
+
+    def existing(self, name: str, kind: Optional[str], ns: Optional[str] = None):
+        """The link if it exists with the right kind; refuses a different one."""
         msg = self.host.get(name) if ns is None else self.rtnl.links(ns).get(name)
         if msg is None:
             return None
         have = kind_of(msg) or "device"
-        if have != kind:
+        if kind and have != kind:
             where = f" in netns {ns}" if ns else ""
             raise UserError(f"{name}{where} exists and is a {have}, not a {kind}; "
                             f"rename it or the description's {kind}")
+        if not self.ours(name, ns) and kind in ("veth", "macvlan"):
+            where = f" in netns {ns}" if ns else ""
+            raise UserError(f"{name}{where} exists and was not made by this description")
         return msg
 
     def created(self, name: str, ns: Optional[str] = None) -> None:
         self.journal.add("link", name, netns=ns)
-        if ns is None:
-            self.host = self.rtnl.links()
 
     def ours(self, name: str, ns: Optional[str] = None) -> bool:
         return (ns, name) in self.owned
 
     def ensure_addresses(self, name: str, addresses: List[str], ns: Optional[str] = None,
-                         mine: bool = True) -> None:
+                         mine: bool = True, fresh: bool = False) -> None:
         if not addresses:
             return
-        ipr, index = self.rtnl(ns), self.rtnl.index(name, ns)
-        have = set(self.rtnl.addresses(index, ns))
+        ipr = self.rtnl(ns)
+        index = self.index(name) if ns is None else self.rtnl.index(name, ns)
+        have = set() if fresh else set(self.rtnl.addresses(index, ns))
         for a in addresses:
             iface = ipaddress.ip_interface(a)
             if f"{iface.ip}/{iface.network.prefixlen}" in have:
@@ -171,33 +189,41 @@ class LinkSetup:
             self.rtnl(ns).link("set", index=msg["index"], address=mac)
 
     def ensure_master(self, msg, bridge: str) -> None:
-        want = self.host[bridge]["index"]
+        want = self.index(bridge)
         if msg.get_attr("IFLA_MASTER") != want:
             self.rtnl().link("set", index=msg["index"], master=want)
 
-    def netns_side(self, name: str, ns: str, addresses: List[str],
-                   gateway: Optional[str]) -> None:
+    def ensure_isolated(self, msg, isolated: bool) -> None:
+        have = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_SLAVE_DATA", "IFLA_BRPORT_ISOLATED")
+        if bool(have) != isolated:
+            self.rtnl().brport("set", index=msg["index"], isolated=int(isolated))
+
+    def netns_side(self, name: str, ns: str, addresses: List[str], gateway: Optional[str],
+                   fresh: bool) -> None:
         """Inside a namespace: lo and the interface up, addresses, the default route."""
-        links = self.rtnl.links(ns)
-        for link in ("lo", name):
-            self.ensure_up(links[link], ns)
-        self.ensure_addresses(name, addresses, ns)
+        ipr = self.rtnl(ns)
+        if fresh:  # made just now, down and bare: no need to read it back
+            ipr.link("set", index=self.rtnl.index(name, ns), state="up")
+        else:
+            self.ensure_up(self.rtnl.links(ns)[name], ns)
+        if ns not in self.lo_done:
+            if ns in self.new_namespaces:
+                ipr.link("set", index=1, state="up")  # lo is always 1 in a new namespace
+            else:
+                self.ensure_up(self.rtnl.links(ns)["lo"], ns)
+            self.lo_done.add(ns)
+        self.ensure_addresses(name, addresses, ns, fresh=fresh)
         if gateway:
-            ipr = self.rtnl(ns)
             family = socket.AF_INET6 if ":" in gateway else socket.AF_INET
             dst = "::/0" if family == socket.AF_INET6 else "0.0.0.0/0"
-            have = [r for r in ipr.get_routes(family=family, table=254)
-                    if r["dst_len"] == 0 and r.get_attr("RTA_GATEWAY") == gateway]
+            have = [] if fresh else [
+                r for r in ipr.get_routes(family=family, table=254)
+                if r["dst_len"] == 0 and r.get_attr("RTA_GATEWAY") == gateway]
             if not have:
                 ipr.route("add", dst=dst, gateway=gateway, family=family)
 
-    def up_and_bridge_flags(self, port: Port) -> None:
-        msg = self.host[port.name]
-        ipr = self.rtnl()
-        info = ipr.brport("show", index=msg["index"])
-        isolated = info[0].get_nested("IFLA_PROTINFO", "IFLA_BRPORT_ISOLATED") if info else 0
-        if bool(isolated) != port.isolated:
-            ipr.brport("set", index=msg["index"], isolated=int(port.isolated))
+    def _netns_fd(self, ns: str) -> int:
+        return os.open(os.path.join(NETNS_DIR, ns), os.O_RDONLY)
 
     # -- objects ---------------------------------------------------------------------------
     def bridge(self, b: Bridge) -> None:
@@ -212,66 +238,58 @@ class LinkSetup:
                 kwargs["mtu"] = b.mtu
             self.rtnl().link("add", **kwargs)
             self.created(b.name)
-            msg = self.host[b.name]
-        elif mine:
+            self.ensure_addresses(b.name, b.addresses, fresh=True)
+            return
+        if mine:
             self.ensure_mac(msg, b.hwaddr)
             self.ensure_up(msg)
         # A bridge that was there before is used as it is: only our addresses are added.
         self.ensure_addresses(b.name, b.addresses, mine=mine)
 
     def veth(self, v: Veth) -> None:
-        msg = self.existing(v.name, "veth")
-        if msg is None:
+        if self.existing(v.name, "veth") is None:
             self.rtnl().link("add", ifname=v.name, kind="veth", address=v.hwaddr, state="up",
                              peer={"ifname": v.peer, "address": v.peer_hwaddr})
             self.created(v.name)
-        elif not self.ours(v.name):
-            raise UserError(f"veth {v.name} exists and was not made by this description")
-        peer = self.host[v.peer]
+            self.rtnl().link("set", index=self.index(v.peer), state="up")
+            return
         self.ensure_up(self.host[v.name])
-        self.ensure_up(peer)
+        self.ensure_up(self.host[v.peer])
 
     def port(self, p: Port) -> None:
         msg = self.existing(p.name, "veth")
-        if msg is not None and not self.ours(p.name):
-            raise UserError(f"port {p.name} exists and was not made by this description")
         if msg is None:
             peer: Dict[str, Any] = {"ifname": p.peer, "address": p.peer_hwaddr}
             fd = None
             if p.netns:
                 # The peer is born in its namespace: never a moment on the host under its name.
-                fd = os.open(os.path.join(NETNS_DIR, p.netns), os.O_RDONLY)
-                peer["net_ns_fd"] = fd
+                fd = peer["net_ns_fd"] = self._netns_fd(p.netns)
             try:
                 self.rtnl().link("add", ifname=p.name, kind="veth", address=p.hwaddr,
-                                 master=self.host[p.bridge]["index"], state="up", peer=peer)
+                                 master=self.index(p.bridge), state="up", peer=peer)
             finally:
                 if fd is not None:
                     os.close(fd)
             self.created(p.name)
+            if p.isolated:
+                self.rtnl().brport("set", index=self.index(p.name), isolated=1)
         else:
             self.ensure_mac(msg, p.hwaddr)
             self.ensure_master(msg, p.bridge)
             self.ensure_up(msg)
-        self.up_and_bridge_flags(p)
+            self.ensure_isolated(msg, p.isolated)
         if p.netns:
-            self.netns_side(p.peer, p.netns, p.addresses, p.gateway)
+            self.netns_side(p.peer, p.netns, p.addresses, p.gateway, fresh=msg is None)
 
     def macvlan(self, v: Macvlan) -> None:
-        parent = self.host.get(v.parent)
-        if parent is None:
-            raise UserError(f"parent {v.parent} does not exist")
+        parent = self.index(v.parent)
         msg = self.existing(v.name, "macvlan", v.netns)
-        if msg is not None and not self.ours(v.name, v.netns):
-            where = f" in netns {v.netns}" if v.netns else ""
-            raise UserError(f"{v.name}{where} exists and was not made by this description")
         if msg is None:
-            kwargs: Dict[str, Any] = dict(ifname=v.name, kind="macvlan", link=parent["index"],
+            kwargs: Dict[str, Any] = dict(ifname=v.name, kind="macvlan", link=parent,
                                           macvlan_mode=v.mode, address=v.hwaddr, state="up")
             fd = None
             if v.netns:
-                fd = os.open(os.path.join(NETNS_DIR, v.netns), os.O_RDONLY)
-                kwargs["net_ns_fd"] = fd
+                fd = kwargs["net_ns_fd"] = self._netns_fd(v.netns)
             try:
                 self.rtnl().link("add", **kwargs)
             finally:
@@ -279,30 +297,29 @@ class LinkSetup:
                     os.close(fd)
             self.created(v.name, v.netns)
         if v.netns:
-            self.netns_side(v.name, v.netns, v.addresses, v.gateway)
+            self.netns_side(v.name, v.netns, v.addresses, v.gateway, fresh=msg is None)
             return
-        self.ensure_up(self.host[v.name])
-        self.ensure_addresses(v.name, v.addresses)
-        index, ipr = self.host[v.name]["index"], self.rtnl()
+        if msg is not None:
+            self.ensure_up(msg)
+        self.ensure_addresses(v.name, v.addresses, fresh=msg is None)
+        ipr = self.rtnl()
         for route in v.routes:
             net = ipaddress.ip_network(route)
             try:
-                ipr.route("add", dst=str(net), oif=index, scope=253,  # RT_SCOPE_LINK: on-link
+                ipr.route("add", dst=str(net), oif=self.index(v.name), scope=253,  # on-link
                           family=socket.AF_INET6 if net.version == 6 else socket.AF_INET)
             except self.rtnl.NetlinkError as err:
                 if err.code != errno.EEXIST:
                     raise
 
     def vlan(self, v: Vlan) -> None:
-        parent = self.host.get(v.parent)
-        if parent is None:
-            raise UserError(f"parent {v.parent} does not exist")
+        parent = self.index(v.parent)
         msg = self.existing(v.name, "vlan")
         if msg is None:
-            kwargs: Dict[str, Any] = dict(ifname=v.name, kind="vlan", link=parent["index"],
+            kwargs: Dict[str, Any] = dict(ifname=v.name, kind="vlan", link=parent,
                                           vlan_id=v.id, state="up")
             if v.bridge:
-                kwargs["master"] = self.host[v.bridge]["index"]
+                kwargs["master"] = self.index(v.bridge)
             try:
                 self.rtnl().link("add", **kwargs)
             except self.rtnl.NetlinkError as err:
@@ -312,7 +329,7 @@ class LinkSetup:
             self.created(v.name)
         elif v.bridge:
             self.ensure_master(msg, v.bridge)
-        self.ensure_addresses(v.name, v.addresses)
+        self.ensure_addresses(v.name, v.addresses, fresh=msg is None)
 
     def phys(self, v: Phys) -> None:
         msg = self.host.get(v.name)
@@ -321,17 +338,16 @@ class LinkSetup:
                 return  # handed over by an earlier `up`
             if msg is None:
                 raise UserError(f"{v.name} does not exist")
-            fd = os.open(os.path.join(NETNS_DIR, v.netns), os.O_RDONLY)
+            fd = self._netns_fd(v.netns)
             try:
                 self.rtnl().link("set", index=msg["index"], net_ns_fd=fd)
             finally:
                 os.close(fd)
             self.journal.add("moved", v.name, netns=v.netns)
-            self.host = self.rtnl.links()
             return
         if msg is None:
             raise UserError(f"{v.name} does not exist")
-        want = self.host[v.bridge]["index"]
+        want = self.index(v.bridge)
         if msg.get_attr("IFLA_MASTER") != want:
             previous = msg.get_attr("IFLA_MASTER")
             names = {m["index"]: n for n, m in self.host.items()}
