@@ -2,7 +2,8 @@
 
 A description is a standalone TOML file (`lxembed net up FILE`) or the `[host_network]` table of a
 recipe. Type and choice checks happen here; checks across keys (a port's bridge exists, a MAC is
-unique, an address has a prefix) live in lxembed.net.model.
+unique, an address has a prefix) and the port-number lists (kind "raw": lists here hold strings)
+live in lxembed.net.model.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ BRIDGE_FIELDS = (
     Setting("vlan_filtering", "bool", False, "VLAN-aware bridge"),
     Setting("mtu", "int", None, "bridge MTU"),
     Setting("dhcp", "table", None, "DHCP server on this bridge (dnsmasq)", fields=DHCP_FIELDS),
-    Setting("host_tcp", "list", None, "TCP ports of the host reachable from this bridge (absent:"
-            " the host's input is not filtered; DHCP and DNS always pass when `dhcp` is set)"),
-    Setting("host_udp", "list", None, "UDP ports of the host reachable from this bridge (as "
+    Setting("host_tcp", "raw", None, "TCP port numbers of the host reachable from this bridge "
+            "(absent: the host's input is not filtered; DHCP and DNS always pass when `dhcp` is set)"),
+    Setting("host_udp", "raw", None, "UDP ports of the host reachable from this bridge (as "
             "host_tcp)"),
 )
 
@@ -56,9 +57,9 @@ PORT_FIELDS = (
     Setting("allowed_ips", "list", [], "source addresses or subnets allowed besides addresses"),
     Setting("isolated", "bool", False, "bridge port `isolated` flag: talks to the host and "
             "uplinks, never to another isolated port"),
-    Setting("inbound_tcp", "list", None, "TCP ports open towards this port from outside it "
+    Setting("inbound_tcp", "raw", None, "TCP port numbers open towards this port from outside it "
             "(absent: no inbound filter; [] closes all)"),
-    Setting("inbound_udp", "list", None, "UDP ports open towards this port (as inbound_tcp)"),
+    Setting("inbound_udp", "raw", None, "UDP ports open towards this port (as inbound_tcp)"),
 )
 
 VETH_FIELDS = (

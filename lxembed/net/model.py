@@ -263,8 +263,10 @@ class _Reader:
     def ports_list(self, kind: str, i: int, key: str, values) -> Optional[List[int]]:
         if values is None:
             return None
+        if not isinstance(values, list):
+            raise self.fail(kind, i, key, f"expected a list of port numbers, got {values!r}")
         for v in values:
-            if not isinstance(v, int) or not 1 <= v <= 65535:
+            if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 65535:
                 raise self.fail(kind, i, key, f"{v!r} is not a port number (1-65535)")
         return sorted(set(values))
 
