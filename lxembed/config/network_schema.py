@@ -30,7 +30,8 @@ BRIDGE_FIELDS = (
     Setting("mtu", "int", None, "bridge MTU"),
     Setting("dhcp", "table", None, "DHCP server on this bridge (dnsmasq)", fields=DHCP_FIELDS),
     Setting("host_tcp", "raw", None, "TCP port numbers of the host reachable from this bridge "
-            "(absent: the host's input is not filtered; DHCP and DNS always pass when `dhcp` is set)"),
+            "(absent: the host's input is not filtered; DHCP and DNS always pass when `dhcp` "
+            "is set)"),
     Setting("host_udp", "raw", None, "UDP ports of the host reachable from this bridge (as "
             "host_tcp)"),
 )
