@@ -151,3 +151,10 @@ def test_networking_reference_is_current(cli):
     assert (ROOT / "docs/networking.md").read_text() == result.stdout, \
         "run: lxembed net-docs > docs/networking.md"
 
+
+
+def test_lxc_hooks_only_for_ports_lxc_makes(cli):
+    result = cli("net", "lxc-hooks", str(DEMO), "vh-a")
+    assert result.returncode == 2 and 'created_by = "lxc"' in result.stderr
+    result = cli("net", "lxc-hooks", str(DEMO), "vh-z")
+    assert result.returncode == 2 and "no port 'vh-z' (ports: vh-a, vh-b, vh-c)" in result.stderr

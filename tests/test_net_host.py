@@ -292,3 +292,42 @@ def test_vlan_needs_8021q(host, tmp_path):
     assert out.returncode == 0, out.stderr
     assert link(host, "vl-p.10")["linkinfo"]["info_data"]["id"] == 10
     host.lxembed("net", "down", desc)
+
+
+LXC_PORT = """
+[[bridge]]
+name = "hbr0"
+addresses = ["10.83.0.1/24"]
+
+[[port]]
+name = "h-ct"
+hwaddr = "02:00:00:83:01:01"
+bridge = "hbr0"
+peer_hwaddr = "02:00:00:83:00:01"
+addresses = ["10.83.0.2/24"]
+created_by = "lxc"
+isolated = true
+"""
+
+
+def test_lxc_hook_scripts_set_the_mac_and_own_a_table(host, tmp_path):
+    """The scripts alone (the real-LXC run is in test_net_lxc.py): LXC's veth is played by one
+    made with `ip`, with a random MAC, as LXC makes it."""
+    desc = write(tmp_path, "hooks.toml", LXC_PORT)
+    host.lxembed("net", "up", desc)  # the bridge; the port is left to LXC
+    assert "h-ct" not in host.run("ip", "-br", "link").stdout
+    lines = host.lxembed("net", "lxc-hooks", desc, "h-ct", "--dir", str(tmp_path / "hooks"))
+    keys = dict(line.split(" = ") for line in lines.stdout.splitlines())
+    host.run("ip", "link", "add", "h-ct", "master", "hbr0", "type", "veth", "peer", "h-ctp")
+    host.run(keys["lxc.hook.start-host"], "ct", "lxc", "start-host")
+    info = link(host, "h-ct")
+    assert info["address"] == "02:00:00:83:01:01"
+    assert info["linkinfo"]["info_slave_data"]["isolated"] is True
+    table = host.run("nft", "list", "table", "bridge", "lxembed_port_h_ct").stdout
+    assert 'iifname vmap { "h-ct" : jump from_h_ct }' in table
+    host.run(keys["lxc.hook.start-host"], "ct", "lxc", "start-host")  # a restart: same state
+    host.run("ip", "link", "del", "h-ct")
+    host.run(keys["lxc.hook.post-stop"], "ct", "lxc", "post-stop")
+    assert "lxembed_port_h_ct" not in host.run("nft", "list", "tables").stdout
+    host.run(keys["lxc.hook.post-stop"], "ct", "lxc", "post-stop")  # twice is fine
+    host.lxembed("net", "down", desc)

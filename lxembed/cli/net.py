@@ -1,4 +1,4 @@
-"""`lxembed net up|down|show|check|host-config FILE` and `net-docs`: host networking."""
+"""`lxembed net up|down|show|check|host-config|lxc-hooks FILE` and `net-docs`: host networking."""
 
 from __future__ import annotations
 
@@ -74,6 +74,18 @@ def cmd_host_config(args) -> int:
     return 0
 
 
+def cmd_lxc_hooks(args) -> int:
+    from ..net.hooks import lxc_hook_scripts, write_lxc_hooks
+    model = _model(args)
+    if args.dir:
+        for key, path in write_lxc_hooks(model, args.port, Path(args.dir)).items():
+            print(f"{key} = {path.resolve()}")
+        return 0
+    start, stop = lxc_hook_scripts(model, args.port)
+    print(start + "\n" + stop, end="")
+    return 0
+
+
 def cmd_net_docs(args) -> int:
     from ..net.docs import reference
     print(reference(), end="")
@@ -102,6 +114,12 @@ def register(subparsers) -> None:
                            help="print the rendered nftables rules (checked with nft -c)")
         if name == "host-config":
             p.add_argument("--root", help="write the files under this directory (/ to install)")
+    p = sub.add_parser("lxc-hooks", help="the lxc.hook.start-host / post-stop scripts (ip and "
+                       "nft only) for a port LXC makes (created_by = \"lxc\")")
+    p.add_argument("file", help="network description (TOML), or a recipe with [host_network]")
+    p.add_argument("port", help="the port (its name is lxc.net.N.veth.pair)")
+    p.add_argument("--dir", help="write both scripts here and print the LXC config lines")
+    p.set_defaults(func=cmd_lxc_hooks)
     p = subparsers.add_parser("net-docs", help="print the network description key reference")
     p.set_defaults(func=cmd_net_docs)
 

@@ -1,0 +1,62 @@
+"""LXC hook scripts for a port LXC makes itself (`created_by = "lxc"`, `lxc.net.N.veth.pair`).
+
+LXC has no key for the host side's MAC. `lxc.hook.start-host` runs on the host once the veth
+exists: the script sets that MAC, the port's bridge flags, and loads the port's own table
+(`bridge lxembed_port_PORT`); `lxc.hook.post-stop` deletes the table (LXC deletes the veth).
+The scripts need only `sh`, `ip` and `nft`: they also run on devices that have no lxembed.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Dict, Tuple
+
+from ..errors import UserError
+from .model import NetworkModel, Port
+from .rules import bridge_table, port_table_name
+
+
+def port_rules(port: Port) -> str:
+    """The port's own table, as one replace-in-place nft transaction."""
+    return "\n".join(bridge_table(port_table_name(port.name), [port])) + "\n"
+
+
+def lxc_hook_scripts(model: NetworkModel, port_name: str) -> Tuple[str, str]:
+    """(start-host script, post-stop script) for one port of a description."""
+    port = model.port(port_name)
+    if port.created_by != "lxc":
+        raise UserError(f"{model.path}: port {port.name} is made by `lxembed net up`, not by "
+                        "LXC: give it created_by = \"lxc\" to use it as lxc.net.N.veth.pair")
+    head = (f"#!/bin/sh\n# lxembed: {{}} hook for port {port.name} of network {model.name!r}"
+            f" ({model.path}).\n# Generated: needs only sh, ip and nft. LXC passes the "
+            "container name, section and hook type as arguments.\nset -eu\n"
+            "PATH=/usr/sbin:/usr/bin:/sbin:/bin\n")
+    dev = shlex.quote(port.name)
+    start = [head.format("lxc.hook.start-host"),
+             f"# LXC made {port.name}; give it the declared host-side MAC.",
+             f"ip link set dev {dev} address {port.hwaddr}"]
+    if port.isolated:
+        start.append(f"ip link set dev {dev} type bridge_slave isolated on")
+    rules = port_rules(port)
+    if rules.strip():
+        start += ["# The port's own filter table (anti-spoofing, inbound ports).",
+                  "nft -f - <<'LXEMBED_RULES'", rules.rstrip(), "LXEMBED_RULES"]
+    stop = [head.format("lxc.hook.post-stop"),
+            f"# LXC deleted {port.name}; its table goes too (absent already is fine).",
+            f"nft delete table bridge {port_table_name(port.name)} 2>/dev/null || true"]
+    return "\n".join(start) + "\n", "\n".join(stop) + "\n"
+
+
+def write_lxc_hooks(model: NetworkModel, port_name: str, directory: Path) -> Dict[str, Path]:
+    """Write both scripts (mode 0755) into `directory`; returns {LXC key: path}."""
+    start, stop = lxc_hook_scripts(model, port_name)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for key, text, suffix in (("lxc.hook.start-host", start, "start-host"),
+                              ("lxc.hook.post-stop", stop, "post-stop")):
+        path = directory / f"net-{port_name}-{suffix}.sh"
+        path.write_text(text)
+        path.chmod(0o755)
+        paths[key] = path
+    return paths
