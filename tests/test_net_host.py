@@ -331,3 +331,54 @@ def test_lxc_hook_scripts_set_the_mac_and_own_a_table(host, tmp_path):
     assert "lxembed_port_h_ct" not in host.run("nft", "list", "tables").stdout
     host.run(keys["lxc.hook.post-stop"], "ct", "lxc", "post-stop")  # twice is fine
     host.lxembed("net", "down", desc)
+
+
+PHYS_AND_NAT = """
+[[bridge]]
+name = "nbr0"
+addresses = ["10.84.0.1/24"]
+
+[[port]]
+name = "n-1"
+bridge = "nbr0"
+netns = "n-1"
+addresses = ["10.84.0.2/24"]
+
+[[phys]]
+name = "uplink0"        # stands in for a NIC: a veth end the test made, not on a bridge
+bridge = "nbr0"
+
+[[phys]]
+name = "nic1"
+netns = "n-1"
+
+[[nat]]
+bridge = "nbr0"
+uplink = "wan0"
+"""
+
+
+@pytest.mark.slow
+def test_phys_handover_and_nat_are_undone_by_down(host, tmp_path):
+    # uplink0 is up, as a NIC in use is (one never up has qdisc noop; after its first up the
+    # kernel keeps noqueue, so "down again" could not compare equal)
+    host.run("ip", "link", "add", "uplink0", "type", "veth", "peer", "uplink1")
+    host.run("ip", "link", "set", "uplink0", "up")
+    host.run("ip", "link", "add", "nic1", "type", "veth", "peer", "nic2")
+    # the "internet": a namespace behind wan0 that has no route back to 10.84.0.0/24
+    host.run("ip", "netns", "add", "wan")
+    host.run("ip", "link", "add", "wan0", "type", "veth", "peer", "eth0", "netns", "wan")
+    host.run("ip", "addr", "add", "192.168.99.1/24", "dev", "wan0")
+    host.run("ip", "link", "set", "wan0", "up")
+    host.ns("wan", "ip", "addr", "add", "192.168.99.2/24", "dev", "eth0")
+    host.ns("wan", "ip", "link", "set", "eth0", "up")
+    before = host.settled()
+    forward = host.run("cat", "/proc/sys/net/ipv4/ip_forward").stdout
+    desc = write(tmp_path, "phys.toml", PHYS_AND_NAT)
+    host.lxembed("net", "up", desc)
+    assert link(host, "uplink0")["master"] == "nbr0"
+    assert "nic1" in host.ns("n-1", "ip", "-br", "link").stdout
+    assert host.ping("n-1", "192.168.99.2")  # masqueraded: wan has no route back otherwise
+    host.lxembed("net", "down", desc)
+    assert host.run("cat", "/proc/sys/net/ipv4/ip_forward").stdout == forward
+    assert host.settled() == before  # uplink0 unbridged, nic1 back on the host

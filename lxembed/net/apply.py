@@ -172,6 +172,10 @@ def _undo_one(e: Dict[str, Any], rtnl: Rtnl) -> None:
         previous = rtnl.index(e["previous"]) if e.get("previous") else 0
         if index is not None:
             rtnl().link("set", index=index, master=previous or 0)
+    elif kind == "up":
+        index = rtnl.index(name)
+        if index is not None:
+            rtnl().link("set", index=index, state="down")
     elif kind == "moved":
         if netns_exists(ns):
             index = rtnl.index(name, ns)

@@ -353,4 +353,6 @@ class LinkSetup:
             names = {m["index"]: n for n, m in self.host.items()}
             self.rtnl().link("set", index=msg["index"], master=want)
             self.journal.add("master", v.name, previous=names.get(previous))
-        self.ensure_up(msg)
+        if not msg["flags"] & 1:  # not ours: `down` puts it back down
+            self.rtnl().link("set", index=msg["index"], state="up")
+            self.journal.add("up", v.name)

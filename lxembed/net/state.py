@@ -34,8 +34,8 @@ class Journal:
     """Objects created or changed, in order; undone in reverse.
 
     Entries: netns NAME; link NAME (netns); address LINK (netns, address); master LINK
-    (previous); moved LINK (netns); sysctl PATH (previous); tables (tables); dnsmasq BRIDGE
-    (pidfile).
+    (previous); up LINK (was down); moved LINK (netns); sysctl PATH (previous); tables
+    (tables); dnsmasq BRIDGE (pidfile).
     """
 
     def __init__(self, entries: List[Dict[str, Any]] = ()):
