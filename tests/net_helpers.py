@@ -33,14 +33,19 @@ def skip_reason() -> str:
 
 
 class HostNamespace:
-    """`unshare -n -m` holding a private /run/netns; commands run in it through nsenter."""
+    """`unshare -n -m` holding a private /run/netns and /sys; commands run in it through nsenter."""
 
     def __init__(self, state: Path):
         self.state = state
         self.holder = subprocess.Popen(
             ["unshare", "-n", "-m", "--propagation", "private", "sh", "-c",
-             "mkdir -p /run/netns && mount -t tmpfs lxembed-test /run/netns && echo ready && "
-             "exec sleep 3600"], stdout=subprocess.PIPE, text=True)
+             # its own /run/netns, and a sysfs of this namespace (LXC looks for a bridge in
+             # /sys/class/net), with the cgroup mounts carried over for LXC
+             "mkdir -p /run/netns && mount -t tmpfs lxembed-test /run/netns && "
+             "mkdir /run/netns/.cg && mount --rbind /sys/fs/cgroup /run/netns/.cg && "
+             "mount -t sysfs sysfs /sys && mount --move /run/netns/.cg /sys/fs/cgroup && "
+             "rmdir /run/netns/.cg && echo ready && exec sleep 3600"],
+            stdout=subprocess.PIPE, text=True)
         assert self.holder.stdout.readline().strip() == "ready"
         self.pid = self.holder.pid
         self.netns_inode = os.stat(f"/proc/{self.pid}/ns/net").st_ino

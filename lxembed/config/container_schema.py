@@ -55,6 +55,10 @@ CONTAINER_NETWORK_FIELDS = (
     Setting("vlan_id", "int", None, "vlan: the VLAN id (1-4094)"),
     Setting("macvlan_mode", "str", "private", "macvlan mode", choices=MACVLAN_MODES),
     Setting("flags", "list", ["up"], 'interface flags (LXC knows only "up")'),
+    Setting("port", "str", None, "a port of a host network description (docs/networking.md): "
+            "type, veth_pair, hwaddr, link and addresses come from it"),
+    Setting("description", "str", None, "the network description file of `port`, relative to "
+            "the recipe (default: the recipe's own [host_network])"),
 )
 
 MOUNT_FIELDS = (

@@ -10,6 +10,7 @@ from typing import List, Optional
 
 from ..config import Plan
 from ..log import warn
+from ..net.ports import hook_files
 from ..tree import RootfsTree
 from ..writers.containers import write_bundle
 from ..writers.output import Artifact
@@ -45,7 +46,15 @@ def write_bundles(tree: RootfsTree, plan: Plan, spec: ContainerSpec, formats: Se
     if "lxc" in formats:
         rootfs = Path(final).resolve() / "lxc" / "rootfs"
         text = lxc_config(spec, str(rootfs), plan.board.name, plan.recipe.name)
-        artifacts.append(write_bundle(ctree, Path(output) / "lxc", "config", text.encode(), "lxc"))
+        scripts = {}  # hooks of ports of a host network description (lxembed.net.ports)
+        for net in spec.networks:
+            if net.hooks:
+                port, start, stop = net.hooks
+                paths = hook_files(port)
+                scripts[paths["lxc.hook.start-host"]] = start.encode()
+                scripts[paths["lxc.hook.post-stop"]] = stop.encode()
+        artifacts.append(write_bundle(ctree, Path(output) / "lxc", "config", text.encode(), "lxc",
+                                      scripts))
     if "oci" in formats:
         skipped = unsupported_networks(spec)
         if skipped:

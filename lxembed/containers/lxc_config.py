@@ -10,9 +10,11 @@ old LXC never had.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import List, Optional, Tuple
 
 from ..errors import UserError
+from ..net.ports import hook_files
 from .lxc_keys import OLDEST, knows
 from .network import Network
 from .spec import ContainerSpec, Mount
@@ -163,16 +165,26 @@ def _networks(spec: ContainerSpec, legacy: bool) -> _Said:
     return out
 
 
+def _net_hooks(spec: ContainerSpec, rootfs: str) -> _Said:
+    """A port of a host network description that LXC makes: its hooks set the host-side MAC
+    and the port's rules (the scripts sit in hooks/ beside the config, outside the rootfs)."""
+    bundle = str(Path(rootfs).parent)
+    return [(key, f"{bundle}/{path}", ("container.network", "port"))
+            for net in spec.networks if net.hooks
+            for key, path in hook_files(net.hooks[0]).items()]
+
+
 def _spelled(spec: ContainerSpec, rootfs: str) -> _Said:
     """Every setting in the spelling of spec.lxc_version, before the key check."""
     if not is_legacy(spec.lxc_version):
-        return _core(spec, rootfs) + _networks(spec, legacy=False) + _raw(spec)
+        return (_core(spec, rootfs) + _networks(spec, legacy=False) + _net_hooks(spec, rootfs)
+                + _raw(spec))
     out: _Said = []
     for key, value, said in _core(spec, rootfs):
         if key == "lxc.rootfs.path":
             value = value[len("dir:") :]  # lxc-update-config puts the "dir:" back
         out.append((LEGACY_KEYS.get(key, key), value, said))
-    return out + _networks(spec, legacy=True) + _raw(spec)
+    return out + _networks(spec, legacy=True) + _net_hooks(spec, rootfs) + _raw(spec)
 
 
 def version_entries(spec: ContainerSpec, rootfs: str) -> Tuple[Entries, List[str]]:

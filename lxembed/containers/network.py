@@ -6,7 +6,7 @@ import hashlib
 import ipaddress
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..errors import UserError
 
@@ -37,6 +37,9 @@ class Network:
     vlan_id: Optional[int] = None
     macvlan_mode: str = "private"
     flags: List[str] = field(default_factory=lambda: ["up"])
+    # A port of a host network description LXC makes: (port, start-host script, post-stop
+    # script), written beside the LXC config as its hooks (lxembed.net.ports).
+    hooks: Optional[Tuple[str, str, str]] = None
 
 
 def stable_mac(container: str, interface: str) -> str:

@@ -17,6 +17,7 @@ from ..arch import Arch, host_arch
 from ..config import Plan
 from ..config.toml_lines import key_line
 from ..errors import UserError
+from ..net.ports import resolve_port_networks
 from .host_layout import HOST_ROOT, find_program, foreign_binfmt_ok, host_layout, resolve_in
 from .network import Network, parse_networks
 
@@ -325,9 +326,14 @@ def container_spec(plan: Plan, root: Path = HOST_ROOT,
                 f"{_where(plan, 'container', 'cap_drop')}: unknown capability "
                 f"{cap!r} (write it in lower case without CAP_, e.g. sys_admin)"
             )
-    networks = parse_networks(
-        c["network"], name, lambda i, key: _where(plan, "container.network", key, i)
-    )
+    def net_where(i: int, key: str) -> str:
+        return _where(plan, "container.network", key, i)
+
+    # A network naming a port of a host network description takes its keys from it.
+    items, hooks = resolve_port_networks(c["network"], plan.recipe.path, net_where)
+    networks = parse_networks(items, name, net_where)
+    for net, hook in zip(networks, hooks):
+        net.hooks = hook
     mounts, links = _mounts(plan, c, mode, root)
     start = c["start"] or {"auto": False, "delay": 0, "order": 0}
     return ContainerSpec(

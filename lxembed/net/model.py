@@ -15,8 +15,8 @@ from typing import Any, Dict, List, Optional
 from ..config.network_schema import NETWORK_DESCRIPTION_SETTINGS
 from ..config.settings import validate
 from ..config.toml_lines import key_line, parse
-from ..containers.network import IFNAMSIZ, check_mac, stable_mac
 from ..errors import UserError
+from .mac import IFNAMSIZ, check_mac, stable_mac
 
 RECIPE_TABLE = "host_network"  # the description's table inside a recipe
 _IFNAME = re.compile(r"^[A-Za-z0-9_.@-]+$")
@@ -228,7 +228,7 @@ class _Reader:
 
     def mac(self, kind: str, i: int, key: str, value: Optional[str], seed: str) -> str:
         if value is None:
-            value = stable_mac("net", seed)
+            value = stable_mac(f"{self.s['name'] or self.path.stem}:{seed}")
         problem = check_mac(value)
         if problem:
             raise self.fail(kind, i, key, problem)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Dict, Optional
 
 from ..tree import RootfsTree
 from .directory import write_dir
@@ -25,12 +26,18 @@ def _artifact(fmt: str, path: Path, text: bytes, tree: RootfsTree) -> Artifact:
 
 
 def write_bundle(tree: RootfsTree, dest: Path, config_name: str, config: bytes,
-                 fmt: str) -> Artifact:
-    """Write `tree` as DEST/rootfs/ and `config` as DEST/CONFIG_NAME."""
+                 fmt: str, scripts: Optional[Dict[str, bytes]] = None) -> Artifact:
+    """Write `tree` as DEST/rootfs/ and `config` as DEST/CONFIG_NAME; `scripts` (relative path
+    -> text) are host-side hooks, written executable beside the config, never in the rootfs."""
 
     def fill(tmp: Path) -> None:
         write_dir(tree, tmp / "rootfs")
         (tmp / config_name).write_bytes(config)
+        for rel, text in (scripts or {}).items():
+            path = tmp / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(text)
+            path.chmod(0o755)
 
     replace_dir_atomic(dest, fill)
     return _artifact(fmt, dest, config, tree)
