@@ -60,14 +60,16 @@ def net_up(model: NetworkModel) -> Dict[str, Any]:
 def _apply_rules(model: NetworkModel, text: str, previous: Dict[str, Any],
                  journal: Journal) -> bool:
     tables = rules.tables_in(text)
-    listing = {f"{f} {t}": rules.list_table(f, t) for f, t in tables}
-    if text == previous.get("rules") and listing == previous.get("listing"):
-        return False  # already in force, byte for byte: re-applying would renumber handles
+    if text and text == previous.get("rules"):
+        listing = {f"{f} {t}": rules.list_table(f, t) for f, t in tables}
+        if listing == previous.get("listing"):
+            return False  # in force, byte for byte: re-applying would renumber the handles
+    existing = rules.existing_tables()  # names only: cheaper than listing 1000 rules
     stale = [t for t in previous.get("tables", []) if t not in tables]
     rules.delete_tables(stale)
     if text:
         rules.nft([], text, f"{model.path}: applying the rules")
-        new = [t for t in tables if listing[f"{t[0]} {t[1]}"] is None]
+        new = [t for t in tables if t not in existing]
         if new:
             journal.add("tables", "nft", tables=new)
     return True

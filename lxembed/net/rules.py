@@ -251,7 +251,16 @@ def list_table(family: str, table: str) -> Optional[str]:
     return result.stdout if result.returncode == 0 else None
 
 
+def existing_tables() -> List[List[str]]:
+    """[family, name] of every table in the namespace (`nft list tables`)."""
+    out = nft(["list", "tables"], what="listing tables")
+    return [line.split()[1:3] for line in out.splitlines() if line.startswith("table ")]
+
+
 def delete_tables(tables: List[List[str]]) -> None:
-    present = [t for t in tables if list_table(*t) is not None]
+    if not tables:
+        return
+    existing = existing_tables()
+    present = [t for t in tables if t in existing]
     if present:
         nft([], "".join(f"delete table {f} {t}\n" for f, t in present), "removing rules")
