@@ -43,6 +43,13 @@ addresses = ["10.85.0.2/24"]
 inbound_tcp = [8080]
 
 [[port]]
+name = "c-ph"                   # `net up` makes this pair; the container takes c-php (phys)
+bridge = "cbr0"
+peer = "c-php"
+peer_hwaddr = "02:00:00:85:00:04"
+addresses = ["10.85.0.4/24"]
+
+[[port]]
 name = "c-ns"                   # a neighbour on the same bridge, in a namespace
 bridge = "cbr0"
 netns = "c-ns"
@@ -68,15 +75,25 @@ def host(tmp_path):
         yield h
 
 
-def build(tmp_path: Path) -> Path:
+def build(tmp_path: Path, name: str = "netct", recipe: str = RECIPE) -> Path:
     (tmp_path / "host.toml").write_text('arch = "amd64"\nsuite = "bookworm"\n')
     (tmp_path / "ctnet.toml").write_text(NET)
-    (tmp_path / "netct.toml").write_text(RECIPE)
+    (tmp_path / f"{name}.toml").write_text(recipe)
     plan = Plan(load_board(str(tmp_path / "host.toml")),
-                load_recipe(str(tmp_path / "netct.toml")), 1704067200)
-    out = tmp_path / "out"
+                load_recipe(str(tmp_path / f"{name}.toml")), 1704067200)
+    out = tmp_path / f"out-{name}"
     build_image(plan, out, ["lxc"])
     return out
+
+
+def start(host, lxc, config: Path, run: Path) -> None:
+    console = run / f"{lxc[-1]}.console"
+    host.run("lxc-start", *lxc, "-d", "-f", str(config), "-L", str(console),
+             "-o", str(run / f"{lxc[-1]}.log"), "-l", "INFO")
+    end = time.monotonic() + 15
+    while READY not in (console.read_text(errors="replace") if console.exists() else ""):
+        assert time.monotonic() < end, (run / f"{lxc[-1]}.log").read_text()[-2000:]
+        time.sleep(0.05)
 
 
 def test_config_takes_pair_mac_and_bridge_from_the_port(tmp_path):
@@ -114,14 +131,8 @@ def test_lxc_container_on_a_port_gets_the_declared_names_macs_and_rules(host, tm
     run.mkdir()
     host.lxembed("net", "up", str(tmp_path / "ctnet.toml"))
     lxc = ["-P", str(run), "-n", "netct"]
-    console = run / "console"
     try:
-        host.run("lxc-start", *lxc, "-d", "-f", str(config), "-L", str(console),
-                 "-o", str(run / "log"), "-l", "INFO")
-        end = time.monotonic() + 15
-        while READY not in (console.read_text(errors="replace") if console.exists() else ""):
-            assert time.monotonic() < end, (run / "log").read_text()[-2000:]
-            time.sleep(0.05)
+        start(host, lxc, config, run)
         info = json.loads(host.run("ip", "-j", "-d", "link", "show", "c-ct").stdout)[0]
         assert info["address"] == "02:00:00:85:01:02"  # set by the start-host hook
         assert info["master"] == "cbr0"
@@ -141,6 +152,31 @@ def test_lxc_container_on_a_port_gets_the_declared_names_macs_and_rules(host, tm
         tables = host.run("nft", "list", "tables").stdout
         assert "lxembed_port_c_ct" not in tables  # the post-stop hook removed it
         assert "c-ct" not in host.run("ip", "-br", "link").stdout
+    finally:
+        host.run("lxc-stop", *lxc, "-k", check=False)
+        remove_lock_dir(run)
+    host.lxembed("net", "down", str(tmp_path / "ctnet.toml"))
+    assert host.run("nft", "list", "tables").stdout == ""
+
+
+def test_lxc_container_takes_a_port_net_up_made_as_phys(host, tmp_path):
+    recipe = RECIPE.replace('"netct"', '"netph"').replace('"c-ct"', '"c-ph"')
+    out = build(tmp_path, "netph", recipe)
+    config = dict(parse_lxc_config((out / "lxc/config").read_text()))
+    assert (config["lxc.net.0.type"], config["lxc.net.0.link"]) == ("phys", "c-php")
+    assert "lxc.hook.start-host" not in config
+    run = tmp_path / "run"
+    run.mkdir()
+    host.lxembed("net", "up", str(tmp_path / "ctnet.toml"))
+    lxc = ["-P", str(run), "-n", "netph"]
+    try:
+        start(host, lxc, out / "lxc/config", run)
+        assert "c-php" not in host.run("ip", "-br", "link").stdout  # in the container now
+        inside = host.run("lxc-attach", *lxc, "--", "cat", "/sys/class/net/eth0/address")
+        assert inside.stdout.strip() == "02:00:00:85:00:04"
+        assert host.ping("c-ns", "10.85.0.4")  # through the bridge and c-ph's filter
+        host.run("lxc-stop", *lxc, "--rcfile", str(out / "lxc/config"), "-t", "10")
+        assert "c-php" in host.run("ip", "-br", "link").stdout  # back on the host
     finally:
         host.run("lxc-stop", *lxc, "-k", check=False)
         remove_lock_dir(run)

@@ -90,9 +90,8 @@ def resolve_port_networks(items: List[Dict[str, Any]], recipe_path: Path,
                 raise fail(key, f"{key} = {given!r} disagrees with port {port.name} of "
                            f"{model.path} ({value!r}): leave it out, the port decides it")
         bridge = model.bridge(port.bridge)
-        if item.get("ipv4_gateway") is None and item["ipv4"] and bridge.ipv4() and \
-                port.created_by == "lxc":
-            item["ipv4_gateway"] = str(bridge.ipv4()[0].ip)
+        if item.get("ipv4_gateway") is None and item["ipv4"] and bridge.ipv4():
+            item["ipv4_gateway"] = str(bridge.ipv4()[0].ip)  # the bridge, as for namespaces
         out.append(item)
         if port.created_by == "lxc":
             start, stop = lxc_hook_scripts(model, port.name)
