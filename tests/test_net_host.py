@@ -382,3 +382,40 @@ def test_phys_handover_and_nat_are_undone_by_down(host, tmp_path):
     host.lxembed("net", "down", desc)
     assert host.run("cat", "/proc/sys/net/ipv4/ip_forward").stdout == forward
     assert host.settled() == before  # uplink0 unbridged, nic1 back on the host
+
+
+IPV6 = """
+[[bridge]]
+name = "sbr0"
+addresses = ["10.86.0.1/24", "fd86::1/64"]
+
+[[port]]
+name = "s-1"
+bridge = "sbr0"
+netns = "s-1"
+peer_hwaddr = "02:00:00:86:00:01"
+addresses = ["10.86.0.2/24", "fd86::2/64"]
+"""
+
+
+@pytest.mark.slow
+def test_ipv6_sources_are_filtered_like_ipv4(host, tmp_path):
+    desc = write(tmp_path, "v6.toml", IPV6)
+    host.lxembed("net", "up", desc)
+    host.ns("s-1", "ip", "addr", "add", "fd86::99/64", "dev", "eth0", "nodad")
+    end = time.monotonic() + 5  # duplicate address detection holds fd86::2 for ~1 s
+    while not host.ping("s-1", "fd86::1", "-I", "fd86::2", wait=0.5):
+        assert time.monotonic() < end, "fd86::1 unreachable from the declared fd86::2"
+    assert not host.ping("s-1", "fd86::1", "-I", "fd86::99", wait=0.5)
+    host.run("nft", "delete", "table", "bridge", "lxembed_v6")  # the filter made the difference
+    assert host.ping("s-1", "fd86::1", "-I", "fd86::99")
+    host.lxembed("net", "down", desc)
+
+
+def test_vlan_filtering_unsupported_is_named(host, tmp_path):
+    desc = write(tmp_path, "vf.toml", '[[bridge]]\nname = "vbr0"\nvlan_filtering = true\n')
+    out = host.lxembed("net", "up", desc, check=False)
+    if out.returncode == 0:
+        host.lxembed("net", "down", desc)
+        pytest.skip("this kernel has bridge VLAN filtering")
+    assert "bridge vbr0: the kernel has no bridge VLAN filtering" in out.stderr

@@ -130,7 +130,9 @@ class LinkSetup:
         except UserError as err:
             raise UserError(f"{what}: {err}", hint=err.hint) from None
         except self.rtnl.NetlinkError as err:
-            raise UserError(f"{what}: {os.strerror(err.code) if err.code else err}") from None
+            hint = "run it as root (it needs CAP_NET_ADMIN)" if err.code == errno.EPERM else ""
+            raise UserError(f"{what}: {os.strerror(err.code) if err.code else err}",
+                            hint=hint) from None
         except OSError as err:
             raise UserError(f"{what}: {err.strerror or err}") from None
 
@@ -236,7 +238,13 @@ class LinkSetup:
                 kwargs["br_vlan_filtering"] = 1
             if b.mtu:
                 kwargs["mtu"] = b.mtu
-            self.rtnl().link("add", **kwargs)
+            try:
+                self.rtnl().link("add", **kwargs)
+            except self.rtnl.NetlinkError as err:
+                if err.code == errno.EOPNOTSUPP and b.vlan_filtering:
+                    raise UserError("the kernel has no bridge VLAN filtering "
+                                    "(CONFIG_BRIDGE_VLAN_FILTERING)") from None
+                raise
             self.created(b.name)
             self.ensure_addresses(b.name, b.addresses, fresh=True)
             return
