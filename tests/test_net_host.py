@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -397,6 +398,15 @@ peer_hwaddr = "02:00:00:86:00:01"
 addresses = ["10.86.0.2/24", "fd86::2/64"]
 """
 
+SEND_NA = """
+import socket, struct, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+s.bind(("fd86::2", 0))
+na = struct.pack("!BBHI", 136, 0, 0, 0x20000000) + socket.inet_pton(socket.AF_INET6, sys.argv[1])
+s.sendto(na, ("ff02::1", 0, 0, socket.if_nametoindex("eth0")))
+"""
+
 
 @pytest.mark.slow
 def test_ipv6_sources_are_filtered_like_ipv4(host, tmp_path):
@@ -407,6 +417,14 @@ def test_ipv6_sources_are_filtered_like_ipv4(host, tmp_path):
     while not host.ping("s-1", "fd86::1", "-I", "fd86::2", wait=0.5):
         assert time.monotonic() < end, "fd86::1 unreachable from the declared fd86::2"
     assert not host.ping("s-1", "fd86::1", "-I", "fd86::99", wait=0.5)
+    # Neighbour advertisements: a later chain counts what passed ours (priority -200).
+    host.run("nft", "-f", "-", input="table bridge probe {\n chain c { type filter hook "
+             "prerouting priority 0;\n icmpv6 type nd-neighbor-advert counter\n }\n}\n")
+    for target, passed in (("fd86::77", 0), ("fd86::2", 1)):  # undeclared, then declared
+        host.ns("s-1", sys.executable, "-c", SEND_NA, target)
+        counted = host.run("nft", "list", "table", "bridge", "probe").stdout
+        assert f"counter packets {passed} " in counted, (target, counted)
+    host.run("nft", "delete", "table", "bridge", "probe")
     host.run("nft", "delete", "table", "bridge", "lxembed_v6")  # the filter made the difference
     assert host.ping("s-1", "fd86::1", "-I", "fd86::99")
     host.lxembed("net", "down", desc)
