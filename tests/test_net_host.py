@@ -437,3 +437,32 @@ def test_vlan_filtering_unsupported_is_named(host, tmp_path):
         host.lxembed("net", "down", desc)
         pytest.skip("this kernel has bridge VLAN filtering")
     assert "bridge vbr0: the kernel has no bridge VLAN filtering" in out.stderr
+
+
+SEND_FRAMES = """
+import socket, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("eth0", 0))
+dst, src = b"\\xff" * 6, bytes.fromhex("020000860001")  # the port's own, declared MAC
+ipv4 = bytes.fromhex("4500001c0000000040110000") + bytes([10, 86, 0, 2, 10, 86, 0, 1]) + bytes(8)
+s.send(dst + src + bytes.fromhex("8100000a0800") + ipv4)  # VLAN 10 tag around IPv4
+s.send(dst + src + bytes.fromhex("88b5") + bytes(46))      # a local experimental ethertype
+"""
+
+
+@pytest.mark.slow
+def test_other_ethertypes_and_vlan_tags_are_dropped(host, tmp_path):
+    desc = write(tmp_path, "v6.toml", IPV6)
+    host.lxembed("net", "up", desc)
+    host.run("nft", "-f", "-", input="table bridge probe {\n chain c { type filter hook "
+             "prerouting priority 0;\n iifname \"s-1\" ether type vlan counter\n"
+             " iifname \"s-1\" ether type 0x88b5 counter\n }\n}\n")
+    host.ns("s-1", sys.executable, "-c", SEND_FRAMES)
+    counted = host.run("nft", "list", "table", "bridge", "probe").stdout
+    assert counted.count("counter packets 0 ") == 2, counted
+    host.run("nft", "delete", "table", "bridge", "lxembed_v6")  # without the filter: both pass
+    host.ns("s-1", sys.executable, "-c", SEND_FRAMES)
+    counted = host.run("nft", "list", "table", "bridge", "probe").stdout
+    assert counted.count("counter packets 1 ") == 2, counted
+    host.run("nft", "delete", "table", "bridge", "probe")
+    host.lxembed("net", "down", desc)
