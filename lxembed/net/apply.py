@@ -14,16 +14,22 @@ from typing import Any, Dict, List
 
 from .. import log
 from ..errors import UserError
+from ..paths import file_lock
 from . import dhcp, rules
 from .links import LinkSetup, Rtnl, netns_exists, remove_netns
 from .model import NetworkModel
-from .state import Journal, forget_state, load_state, run_dir, save_state
+from .state import Journal, forget_state, load_state, run_dir, save_state, state_dir
 
 IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
 
 
 def net_up(model: NetworkModel) -> Dict[str, Any]:
     """Make the host match the description; returns {created, changed, rules, seconds}."""
+    with file_lock(state_dir() / f"{model.name}.lock"):  # one up or down at a time
+        return _net_up(model)
+
+
+def _net_up(model: NetworkModel) -> Dict[str, Any]:
     start = time.monotonic()
     text = rules.render(model)
     rules.check(text, str(model.path))
@@ -38,11 +44,13 @@ def net_up(model: NetworkModel) -> Dict[str, Any]:
         rules_changed = _apply_rules(model, text, previous, journal)
         _forwarding(model, owned, journal)
         _dnsmasq(model, owned, journal)
-    except (UserError, OSError) as err:
+    except BaseException as err:  # Ctrl-C too: nothing this run made may be left unrecorded
         setup.close()
         problems = undo(journal.entries)
         if rules_changed and previous.get("rules"):
             rules.nft([], previous["rules"], "restoring the previous rules")
+        if not isinstance(err, (UserError, OSError)):
+            raise
         made = ", ".join(f"{e['kind']} {e['name']}" for e in journal.entries) or "nothing"
         left = f"; could not remove: {'; '.join(problems)}" if problems else ""
         raise UserError(f"{model.path}: net up failed: {err} (removed what this run made: "
@@ -198,6 +206,11 @@ def _undo_one(e: Dict[str, Any], rtnl: Rtnl) -> None:
 
 def net_down(name: str) -> Dict[str, Any]:
     """Remove what `up` recorded for description NAME; nothing else."""
+    with file_lock(state_dir() / f"{name}.lock"):
+        return _net_down(name)
+
+
+def _net_down(name: str) -> Dict[str, Any]:
     start = time.monotonic()
     state = load_state(name)
     if not state:
