@@ -141,6 +141,11 @@ def test_lxc_container_on_a_port_gets_the_declared_names_macs_and_rules(host, tm
         table = host.run("nft", "list", "table", "bridge", "lxembed_port_c_ct").stdout
         assert '"c-ct" : jump from_c_ct' in table
         assert host.ping("", "10.85.0.2") and host.ping("c-ns", "10.85.0.2")
+        check = host.lxembed("net", "check", str(tmp_path / "ctnet.toml"), check=False)
+        assert check.returncode == 0, check.stdout  # the running container's port as declared
+        shown = json.loads(host.lxembed("net", "show", "--json",
+                                        str(tmp_path / "ctnet.toml")).stdout)
+        assert "bridge lxembed_port_c_ct" in shown["rules"]["tables"]
         # anti-spoofing holds for the container too: an undeclared source is dropped
         host.run("lxc-attach", *lxc, "--", "ip", "addr", "add", "10.85.0.99/24", "dev", "eth0")
         spoofed = host.run("lxc-attach", *lxc, "--", "ping", "-c", "1", "-W", "1", "-I",

@@ -50,7 +50,11 @@ def show(model: NetworkModel) -> Dict[str, Any]:
         rtnl.close()
     state = load_state(model.name)
     tables = {}
-    for family, table in state.get("tables", rules.tables_in(rules.render(model))):
+    # the description's tables, and the own tables of ports LXC makes (their hooks load them)
+    ours = state.get("tables", rules.tables_in(rules.render(model)))
+    ours += [["bridge", rules.port_table_name(p.name)] for p in model.ports
+             if p.created_by == "lxc"]
+    for family, table in ours:
         text = rules.list_table(family, table)
         if text is not None:
             tables[f"{family} {table}"] = text
@@ -125,7 +129,12 @@ def check(model: NetworkModel) -> List[str]:
             link(v.name, "veth", v.hwaddr)
             link(v.peer, "veth", v.peer_hwaddr)
         for p in model.ports:
-            if p.created_by != "lxembed":
+            if p.created_by == "lxc":  # exists while its container runs; then as declared
+                if p.name in host:
+                    link(p.name, "veth", p.hwaddr, master=p.bridge, isolated=p.isolated)
+                    if rules.list_table("bridge", rules.port_table_name(p.name)) is None:
+                        diffs.append(f"{p.name}: its container runs without the port's table "
+                                     "(lxc.hook.start-host missing?)")
                 continue
             link(p.name, "veth", p.hwaddr, master=p.bridge, isolated=p.isolated)
             if p.netns:
