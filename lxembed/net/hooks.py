@@ -36,8 +36,8 @@ def lxc_hook_scripts(model: NetworkModel, port_name: str) -> Tuple[str, str]:
     start = [head.format("lxc.hook.start-host"),
              f"# LXC made {port.name}; give it the declared host-side MAC.",
              f"ip link set dev {dev} address {port.hwaddr}"]
-    if port.isolated:
-        start.append(f"ip link set dev {dev} type bridge_slave isolated on")
+    if port.isolated:  # sysfs, not `ip ... bridge_slave`: busybox's ip has no such type
+        start.append(f"echo 1 > /sys/class/net/{port.name}/brport/isolated")
     rules = port_rules(port)
     if rules.strip():
         start += ["# The port's own filter table (anti-spoofing, inbound ports).",
