@@ -80,11 +80,21 @@ leaving through the uplink and turns on IPv4 forwarding (`down` restores the old
 
 ## Containers
 
-LXC makes its own veth and has no key for the host side's MAC. A port with
-`created_by = "lxc"` is one LXC makes (`lxc.net.N.veth.pair = PORT`): `net up` leaves it alone,
-and the container's `lxc.hook.start-host` script (`ip` and `nft` only, so it also runs on
-devices without lxembed) sets the host-side MAC and applies the port's own table,
-`bridge lxembed_port_PORT`, which the stop hook deletes.
+A container recipe's `[[container.network]]` names a port with `port = "PORT"` (and
+`description = "FILE"`, relative to the recipe, unless the recipe has its own
+`[host_network]`); the port decides the type, `veth.pair`, `hwaddr`, `link`, the name inside,
+the addresses and the default gateway (the bridge's address). A key the recipe also sets must
+say the same, or the recipe is refused at that line.
+
+- `created_by = "lxc"`: LXC makes the veth (`type = "veth"`, `veth.pair = PORT`). `net up`
+  leaves the port alone; LXC has no key for the host side's MAC, so the bundle gets
+  `lxc/hooks/net-PORT-start-host.sh` (`lxc.hook.start-host`: `ip` and `nft` only, so it also
+  runs on devices without lxembed) which sets that MAC, the `isolated` flag (through sysfs) and
+  loads the port's own table `bridge lxembed_port_PORT`, and `net-PORT-post-stop.sh`
+  (`lxc.hook.post-stop`) which deletes the table. `lxembed net lxc-hooks FILE PORT` prints them.
+  `show` and `check` look at the port while its container runs.
+- a port `net up` makes, without `netns`: the container takes the peer as `type = "phys"`;
+  LXC moves it in and hands it back when the container stops.
 
 ## Keeping the host's network managers away
 
