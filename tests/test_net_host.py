@@ -466,3 +466,22 @@ def test_other_ethertypes_and_vlan_tags_are_dropped(host, tmp_path):
     assert counted.count("counter packets 1 ") == 2, counted
     host.run("nft", "delete", "table", "bridge", "probe")
     host.lxembed("net", "down", desc)
+
+
+@pytest.mark.slow
+def test_down_restores_a_namespace_it_did_not_make(host, tmp_path):
+    host.run("ip", "netns", "add", "k-1")  # there before: `down` must leave it as it was
+    desc = write(tmp_path, "ns.toml", '[[bridge]]\nname = "kbr1"\naddresses = ["10.87.0.1/24"]'
+                 '\n\n[[port]]\nname = "k-1"\nbridge = "kbr1"\nnetns = "k-1"\n'
+                 'addresses = ["10.87.0.2/24"]\n')
+    def inside():  # the kernel gives lo a qdisc at its first up and keeps it: not compared
+        links = json.loads(host.ns("k-1", "ip", "-j", "-d", "link").stdout)
+        return [{k: v for k, v in link.items() if k != "qdisc"} for link in links]
+
+    before = inside()
+    assert "UP" not in before[0]["flags"]
+    host.lxembed("net", "up", desc)
+    assert host.ping("k-1", "10.87.0.1")
+    host.lxembed("net", "down", desc)
+    assert inside() == before  # lo down again, the peer gone
+    assert "k-1" in host.run("ip", "netns", "list").stdout

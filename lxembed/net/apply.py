@@ -183,9 +183,11 @@ def _undo_one(e: Dict[str, Any], rtnl: Rtnl) -> None:
         if index is not None:
             rtnl().link("set", index=index, master=previous or 0)
     elif kind == "up":
-        index = rtnl.index(name)
+        if ns and not netns_exists(ns):
+            return
+        index = rtnl.index(name, ns)
         if index is not None:
-            rtnl().link("set", index=index, state="down")
+            rtnl(ns).link("set", index=index, state="down")
     elif kind == "moved":
         if netns_exists(ns):
             index = rtnl.index(name, ns)

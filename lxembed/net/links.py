@@ -212,7 +212,10 @@ class LinkSetup:
             if ns in self.new_namespaces:
                 ipr.link("set", index=1, state="up")  # lo is always 1 in a new namespace
             else:
-                self.ensure_up(self.rtnl.links(ns)["lo"], ns)
+                lo = self.rtnl.links(ns)["lo"]
+                if not lo["flags"] & 1:  # a namespace that was there: `down` puts lo back
+                    ipr.link("set", index=lo["index"], state="up")
+                    self.journal.add("up", "lo", netns=ns)
             self.lo_done.add(ns)
         self.ensure_addresses(name, addresses, ns, fresh=fresh)
         if gateway:

@@ -34,7 +34,7 @@ class Journal:
     """Objects created or changed, in order; undone in reverse.
 
     Entries: netns NAME; link NAME (netns); address LINK (netns, address); master LINK
-    (previous); up LINK (was down); moved LINK (netns); sysctl PATH (previous); tables
+    (previous); up LINK (netns; was down); moved LINK (netns); sysctl PATH (previous); tables
     (tables); dnsmasq BRIDGE (pidfile).
     """
 
