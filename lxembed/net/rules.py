@@ -226,10 +226,11 @@ def nft(args: List[str], text: Optional[str] = None, what: str = "nft") -> str:
 def check(text: str, what: str) -> None:
     """`nft -c`: the kernel validates the whole transaction without committing it.
 
-    Without root the check runs in a fresh user and network namespace (`unshare -rn`)."""
+    The rules only make lxembed's own tables, so the check runs in a fresh network namespace
+    (`unshare -n`; `-rn` without root) and never talks to the host's ruleset at all."""
     if not text:
         return
-    prefix = [] if os.geteuid() == 0 else ["unshare", "-rn"]
+    prefix = ["unshare", "-n"] if os.geteuid() == 0 else ["unshare", "-rn"]
     with tempfile.NamedTemporaryFile("w", suffix=".nft") as fh:
         fh.write(text)
         fh.flush()
