@@ -485,3 +485,20 @@ def test_down_restores_a_namespace_it_did_not_make(host, tmp_path):
     host.lxembed("net", "down", desc)
     assert inside() == before  # lo down again, the peer gone
     assert "k-1" in host.run("ip", "netns", "list").stdout
+
+
+@pytest.mark.slow
+def test_up_with_a_smaller_description_removes_what_it_no_longer_declares(host, tmp_path):
+    before = host.settled()
+    host.lxembed("net", "up", DEMO)
+    text = Path(DEMO).read_text()
+    smaller = text[:text.index("[[port]]\nname = \"vh-c\"")]  # no vh-c, no macvlan part
+    desc = write(tmp_path, "net-demo.toml", smaller)
+    out = host.lxembed("net", "up", desc)
+    assert "removed" in out.stdout and "link vh-c" in out.stdout and "netns lxe-m" in out.stdout
+    links = host.run("ip", "-br", "link").stdout
+    assert "vh-a" in links and "vh-c" not in links and "mvh0" not in links and "vp0" not in links
+    assert host.lxembed("net", "check", desc).returncode == 0
+    assert host.ping("lxe-a", "10.77.0.11")
+    host.lxembed("net", "down", desc)
+    assert host.settled() == before

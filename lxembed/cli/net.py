@@ -18,7 +18,8 @@ def cmd_up(args) -> int:
         print(json.dumps(result, indent=2))
     else:
         made = ", ".join(result["created"]) or "nothing new"
-        print(f"up in {result['seconds']:.3f} s: created {made}; {result['rules']} rules"
+        gone = f"; removed {', '.join(result['removed'])}" if result["removed"] else ""
+        print(f"up in {result['seconds']:.3f} s: created {made}{gone}; {result['rules']} rules"
               f"{'' if result['rules_changed'] else ' (unchanged)'}")
     return 0
 

@@ -55,14 +55,56 @@ def _net_up(model: NetworkModel) -> Dict[str, Any]:
         left = f"; could not remove: {'; '.join(problems)}" if problems else ""
         raise UserError(f"{model.path}: net up failed: {err} (removed what this run made: "
                         f"{made}{left})", hint=getattr(err, "hint", "")) from None
+    # What an earlier `up` made that the description no longer declares goes now, after
+    # everything declared is in place (a failure above must not have removed it already).
+    stale = _stale(model, owned)
+    problems = undo(stale) if stale else []
+    if not problems:
+        owned = [e for e in owned if e not in stale]
     state = {"name": model.name, "file": str(Path(model.path).resolve()),
              "created": owned + journal.entries, "rules": text,
              "tables": rules.tables_in(text),
              "listing": {f"{f} {t}": rules.list_table(f, t) for f, t in rules.tables_in(text)}}
     save_state(model.name, state)
+    if problems:
+        raise UserError(f"{model.path}: up, removing what is no longer declared: "
+                        f"{'; '.join(problems)}", hint="it stays recorded: `down` retries")
     return {"created": [f"{e['kind']} {e['name']}" for e in journal.entries],
+            "removed": [f"{e['kind']} {e['name']}" for e in stale],
             "rules": rules.count_rules(text), "rules_changed": rules_changed,
             "seconds": round(time.monotonic() - start, 4)}
+
+
+def _stale(model: NetworkModel, owned: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Recorded objects the description no longer declares."""
+    links = {(None, b.name) for b in model.bridges} | {(None, v.name) for v in model.veths}
+    links |= {(None, p.name) for p in model.ports if p.created_by == "lxembed"}
+    links |= {(None, v.name) for v in model.vlans}
+    links |= {(m.netns, m.name) for m in model.macvlans}
+    namespaces = set(model.namespaces())
+    addresses = {(b.name, a) for b in model.bridges for a in b.addresses}
+    dhcp = {b.name for b in model.bridges if b.dhcp}
+    phys = {p.name for p in model.phys}
+
+    def declared(e: Dict[str, Any]) -> bool:
+        kind, name, ns = e["kind"], e["name"], e.get("netns")
+        if kind == "link":
+            return (ns, name) in links
+        if kind == "netns":
+            return name in namespaces
+        if kind == "address":
+            return (name, e["address"]) in addresses
+        if kind == "dnsmasq":
+            return name in dhcp
+        if kind == "sysctl":
+            return bool(model.nat)
+        if kind == "up" and ns:
+            return ns in namespaces
+        if kind in ("master", "moved", "up"):
+            return name in phys
+        return True  # tables: replaced or deleted by _apply_rules
+
+    return [e for e in owned if not declared(e)]
 
 
 def _apply_rules(model: NetworkModel, text: str, previous: Dict[str, Any],

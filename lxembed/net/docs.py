@@ -44,8 +44,10 @@ lxembed net host-config examples/net-demo.toml  # udev / NetworkManager / networ
   that existed before `up` in place (only the addresses `up` added go).
 - `check` exits 1 listing missing links, wrong MACs, bridges, addresses, isolation flags,
   changed tables and a dnsmasq that is not running as declared.
-- Not handled: removing objects a description no longer declares on a second `up` (run `down`
-  with the old file first), and VLAN sub-interfaces on kernels without 8021q (refused by name).
+- `up` with a changed description (same `name`) adds what is new and, once all of it is in
+  place, removes what an earlier `up` made that the file no longer declares.
+- VLAN sub-interfaces and bridge VLAN filtering need kernel support (8021q,
+  CONFIG_BRIDGE_VLAN_FILTERING); without it `up` refuses by name and leaves nothing.
 
 ## The rule set
 
