@@ -108,9 +108,10 @@ ifplugd, NetworkManager or networkd never run DHCP on a container's veth.
 ## Measured
 
 `benchmarks/net.py` (in a namespace of its own; one bridge, N anti-spoofed ports whose peers
-stay on the host), Debian 12, kernel 6.18, 2 shared cores (load average 3), median of 5, seconds:
+stay on the host; "shell" is the same set-up by one `ip` per link and one `nft -f`), Debian 12,
+kernel 6.18, 2 shared cores (load average 3), median of 5, seconds:
 
-| ports | rules | `lxembed net up` / `down` | `net_up()` / `net_down()` | `ip` + `nft -f` script up / down |
+| ports | rules | `lxembed net up` / `down` | `net_up()` / `net_down()` | shell up / down |
 |---|---|---|---|---|
 | 1 | 10 | 0.70 / 0.65 | 0.063 / 0.064 | 0.027 / 0.072 |
 | 10 | 91 | 0.75 / 0.71 | 0.090 / 0.077 | 0.070 / 0.232 |
