@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import http.server
 import os
 import shutil
 import subprocess
 import sys
+import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -133,3 +137,57 @@ def test_damaged_cached_kernel_package_is_repaired(warm_cache, tmp_path):
     assert online.returncode == 0, online.stderr
     assert _sha256(kernel) == whole
     assert (tmp_path / "out/modules.cpio.zst").exists()
+
+
+# -- an apt proxy for a fleet of runners ----------------------------------------------------------
+class _ForwardingProxy(http.server.ThreadingHTTPServer):
+    """A plain HTTP forward proxy (what apt-cacher-ng is to apt) that records each request."""
+
+    def __init__(self):
+        self.seen = []
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # apt asks a proxy for the absolute URL
+                proxy.seen.append(self.path)
+                try:
+                    with urllib.request.urlopen(self.path, timeout=60) as upstream:
+                        body, status = upstream.read(), upstream.status
+                        headers = [(k, v) for k, v in upstream.getheaders()
+                                   if k.lower() in ("content-type", "last-modified")]
+                except urllib.error.HTTPError as err:
+                    body, status, headers = b"", err.code, []
+                self.send_response(status)
+                for key, value in headers:
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+
+def test_apt_goes_through_the_proxy_it_is_given(tmp_path):
+    from lxembed.sources.mirror import find_mirrors
+
+    if not find_mirrors("bookworm").main.startswith("http://"):
+        pytest.skip("the host's mirror is not plain http (a proxy sees no https request)")
+    proxy = _ForwardingProxy()
+    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+    thread.start()
+    try:
+        (tmp_path / "board.toml").write_text('arch = "armel"\n')
+        (tmp_path / "r.toml").write_text('packages = ["busybox-static"]\n')
+        url = f"http://127.0.0.1:{proxy.server_address[1]}"
+        result = _lxembed(tmp_path / "cache", "build", "-b", str(tmp_path / "board.toml"), "-r",
+                          str(tmp_path / "r.toml"), "-o", str(tmp_path / "out"), "-f", "tar",
+                          LXEMBED_APT_PROXY=url)
+    finally:
+        proxy.shutdown()
+    assert result.returncode == 0, result.stderr
+    assert any("/dists/bookworm/" in p for p in proxy.seen), proxy.seen
+    assert any(p.endswith("_armel.deb") and "busybox-static" in p for p in proxy.seen), \
+        proxy.seen

@@ -86,6 +86,10 @@ class PackageSource:
             "-oAPT::Sandbox::User=root", "-oDebug::NoLocking=1", "-oAPT::Get::List-Cleanup=false",
             "-opkgCacheGen::Essential=none", "-q",
         ]
+        # A fleet of CI runners shares one apt-cacher-ng: each package is downloaded once.
+        proxy = os.environ.get("LXEMBED_APT_PROXY")
+        if proxy:
+            opts.append(f"-oAcquire::http::Proxy={proxy}")
         env = dict(os.environ, LC_ALL="C", DEBIAN_FRONTEND="noninteractive")
         if shutil.which("apt-get") is None:
             raise UserError("apt-get: not found on PATH; lxembed fetches Debian packages with it",
