@@ -147,14 +147,33 @@ def test_bad_config_keeps_running_and_obeys_signals(start_init, tmp_path, config
     assert "would halt now" in init.console()
 
 
-def test_config_from_environment_and_stray_arguments(start_init, tmp_path):
+def test_config_from_environment(start_init, tmp_path):
     cfg = tmp_path / "elsewhere.json"
     cfg.write_text('{"services": [{"name": "e", "type": "oneshot", "command": ["echo", "E"]}]}')
-    init = start_init(None, env={"LXINIT_CONFIG": str(cfg)}, args=["quiet", "single"])
+    init = start_init(None, env={"LXINIT_CONFIG": str(cfg)}, args=[])
     out = init.wait_console("lxembed-init: ready")
-    assert "[e] E" in out and "ignoring argument 'quiet'" in out
+    assert "[e] E" in out
     init.send(signal.SIGINT)
     assert init.wait() == 0
+
+
+@pytest.mark.parametrize("args", [["quiet"], ["--config", "x.json", "single"], ["--confg=x"]])
+def test_stray_argument_on_a_host_starts_nothing(start_init, tmp_path, args):
+    marker = tmp_path / "started"
+    init = start_init({"services": [{"name": "m", "command": ["touch", str(marker)]}]},
+                      args=args)
+    assert init.wait(5) == 2
+    out = init.console()
+    assert out.startswith("lxinit.py: unexpected argument") and "usage: lxinit.py" in out
+    assert "lxembed-init" not in out and not marker.exists()
+
+
+def test_help_prints_usage_and_starts_nothing(start_init, tmp_path):
+    init = start_init({"services": [{"name": "m", "command": ["sleep", "60"]}]},
+                      args=["--help"])
+    assert init.wait(5) == 0
+    assert init.console().startswith("usage: lxinit.py [--config PATH]")
+    assert not children_of(init.pid)
 
 
 def test_after_ordering_cycles_and_bad_services(start_init, tmp_path):
