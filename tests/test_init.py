@@ -460,3 +460,29 @@ def test_parse_json_agrees_with_json_loads(text):
 def test_parse_json_rejects_what_json_rejects(text):
     with pytest.raises(ValueError):
         load_lxinit().parse_json(text)
+
+
+# -- the build's side of `main` ---------------------------------------------------------------
+
+
+def test_main_reaches_the_inits_config_and_only_one_service_may_be_main(tmp_path):
+    from lxembed.config import load_plan
+    from lxembed.containers import container_spec
+    from lxembed.containers import rootfs as container_rootfs
+    from lxembed.errors import UserError
+    from lxembed.rootfs import python as rootfs_python
+
+    recipe = tmp_path / "app.toml"
+    app = '[[services]]\nname = "%s"\ncommand = ["/bin/app"]\nmain = true\n'
+    recipe.write_text('base = "container-bind"\n\n' + app % "app")
+    plan = load_plan("qemu-x86_64", str(recipe))
+    lxinit = load_lxinit()
+    for cfg in (rootfs_python.init_config(plan),
+                container_rootfs.init_config(plan, container_spec(plan))):
+        specs = json.loads(json.dumps(cfg))["services"]  # as the init reads them
+        services = [lxinit.Service(s, lxinit.DEFAULTS) for s in specs]
+        assert [s.name for s in services if s.main] == ["app"]
+        assert "hello" in [s.name for s in services]
+    recipe.write_text('base = "container-bind"\n\n' + app % "app" + "\n" + app % "second")
+    with pytest.raises(UserError, match=r"app.toml:11: more than one main service: app, second"):
+        load_plan("qemu-x86_64", str(recipe))
