@@ -77,7 +77,7 @@ class InitProcess:
     prefix: list[str] = []  # what runs the init: nothing here, unshare for NamespaceInit
 
     def __init__(self, tmp: Path, config, env=None, python=sys.executable, args=None,
-                 stdout=None):
+                 stdout=None, script=None):
         self.tmp = tmp
         self.config_path = tmp / "init.json"
         if isinstance(config, dict):
@@ -92,7 +92,7 @@ class InitProcess:
             args = ["--config", str(self.config_path)]
         with open(self.console_path, "wb") as console:
             self.proc = subprocess.Popen(
-                self.prefix + [python, "-I", "-S", str(LXINIT)] + args,
+                self.prefix + [python, "-I", "-S", str(script or LXINIT)] + args,
                 stdout=console if stdout is None else stdout,
                 stderr=subprocess.STDOUT,
                 stdin=self.stdin(),
@@ -150,6 +150,11 @@ class NamespaceInit(InitProcess):
     """
 
     prefix = ["unshare", "--pid", "--fork", "--mount-proc", "--net", "--uts", "--"]
+
+    def __init__(self, tmp: Path, config, netns: str | None = None, **kwargs):
+        if netns:  # an existing network namespace instead of a new, empty one
+            self.prefix = ["ip", "netns", "exec", netns] + [a for a in self.prefix if a != "--net"]
+        super().__init__(tmp, config, **kwargs)
 
     def stdin(self):
         # Not /dev/null: as PID 1 the init would take that for `lxc-start -d` and open the

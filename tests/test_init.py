@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -271,6 +272,40 @@ def test_service_log_is_size_capped(start_init, tmp_path):
     assert set(old.read_text().splitlines()) == {line}
     init.send(signal.SIGTERM)
     assert init.wait() == 0
+
+
+def test_console_output_that_does_not_fit_is_dropped_counted_and_reported(start_init, tmp_path):
+    read_end, write_end = os.pipe()  # the console: read only once the flood is over
+    line, count = "y" * 99, 20000  # 2.1 MB with prefixes; the console holds 64 KB + 64 KB
+    cmd = [sys.executable, "-c", "import sys; sys.stdout.write(%r * %d)" % (line + "\n", count)]
+    init = start_init({"services": [{"name": "flood", "type": "oneshot", "command": cmd}]},
+                      stdout=write_end)
+    os.close(write_end)
+    wait_until((tmp_path / "ready").exists)  # the flood has ended, the console still full
+    time.sleep(0.2)
+    assert (tmp_path / "log" / "flood.log").stat().st_size > 0
+    received = bytearray()
+    reader = threading.Thread(target=read_into, args=(read_end, received))
+    reader.start()
+    wait_until(lambda: b"bytes of console output dropped" in received)
+    init.send(signal.SIGTERM)  # and it still stops as asked
+    assert init.wait() == 0
+    reader.join(10)
+    lines = bytes(received).decode().splitlines()
+    flood = [x for x in lines if x.startswith("[flood] ")]
+    assert set(flood) == {"[flood] " + line}  # only whole lines
+    assert 64 * 1024 // 108 <= len(flood) < count  # the buffer was used; the rest dropped
+    dropped = sum(int(x.split()[1]) for x in lines if x.endswith("bytes of console output dropped"))
+    missing = count * len("[flood] " + line + "\n") - len(flood) * len("[flood] " + line + "\n")
+    # Counted to the byte: the flood's missing lines, and maybe a few of the init's own.
+    assert missing <= dropped <= missing + 200
+
+
+def read_into(fd, out):
+    """Read fd to its end into the bytearray `out`, as it comes."""
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        for chunk in iter(lambda: f.read(65536), b""):
+            out.extend(chunk)
 
 
 # -- PID 1 duties -----------------------------------------------------------------------------

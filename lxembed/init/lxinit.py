@@ -741,7 +741,8 @@ class SystemSetup:
             if modprobe:
                 step("modprobe 8021q", run_command, modprobe + ["8021q"], quiet=True)
         for iface in interfaces:
-            step("interface %s" % iface.get("name"), self.interface, ip, iface)
+            name = iface.get("name") if isinstance(iface, dict) else iface
+            step("interface %s" % (name,), self.interface, ip, iface)
 
     def link_up(self, name, ip, quiet=False):
         try:
