@@ -1243,7 +1243,8 @@ class Supervisor:
     def shutdown(self):
         """Stop every service and every other process; return the init's exit status."""
         self.stopping = True
-        say("%s: stopping services" % self.action)
+        why = "the main service ended" if self.action == EXIT else self.action
+        say("%s: stopping services" % why)
         if self.cfg["ready_file"]:
             step("removing the ready file", os.unlink, self.cfg["ready_file"], quiet=True)
         # The main service first (its stop signal is the one a runtime sent the app), then the
