@@ -209,7 +209,7 @@ sys.exit(lxinit.main(sys.argv[3:]))
     ("Init.__init__", "fatal error, still reaping"),
     ("Supervisor.start_due", "error starting services: RuntimeError"),
     ("Supervisor.pump", "error waiting: RuntimeError"),
-    ("Supervisor.drain", "error copying output: RuntimeError"),
+    ("ServiceOutput.drain", "error copying output: RuntimeError"),
 ])
 def test_a_failure_anywhere_keeps_reaping_and_obeys_the_stop_signal(start_pid1, tmp_path,
                                                                    where, report):

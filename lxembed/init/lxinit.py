@@ -15,7 +15,8 @@ The file reads in parts, top to bottom, each usable alone:
   Console       the console writer: non-blocking, a bounded buffer, dropped bytes counted
   Runtime       what the init runs as (PID 1? which container?) and what a signal means
   SystemSetup   mounts, modules, hostname, network, switch_root; finish() halts or exits
-  Supervisor    services: start in order, reap, copy output to console and logs, shut down
+  ServiceOutput each service's output to the console and its log file
+  Supervisor    services: start in order, reap, respawn, shut down
   Init, main()  the parts in order, inside a guard that keeps PID 1 reaping whatever fails
 """
 
@@ -929,9 +930,104 @@ def order_services(services):
 
 
 
+class ServiceOutput:
+    """Copies each service's output, a line at a time, to the console (as `[NAME] line`) and
+    to its log file, NAME.log in log_dir, kept under log_max_bytes with one older file."""
+
+    def __init__(self, cfg, console):
+        self.cfg, self.console = cfg, console
+        self.streams = {}  # pipe fd -> [service, its last line so far]
+        self.more = False  # a pipe had more than one pass reads: come back at once
+        self.polling = False  # no SIGIO for some pipe: the loop must poll
+
+    def watch(self, fd, svc):
+        """Read a service's output without polling: the kernel sends SIGIO when it writes."""
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETOWN, os.getpid())
+            fcntl.fcntl(fd, fcntl.F_SETFL, os.O_NONBLOCK | os.O_ASYNC)
+        except Exception:
+            os.set_blocking(fd, False)
+            self.polling = True  # no SIGIO: the loop polls the pipes
+        self.streams[fd] = [svc, b""]
+
+    def drain(self):
+        """Read what the pipes hold (a bounded amount per pass) and pass on whole lines."""
+        self.more = False
+        for fd in list(self.streams):
+            svc, buf = self.streams[fd]
+            closed = False
+            for _ in range(16):  # bounded, so a chatty service cannot starve the loop
+                try:
+                    chunk = os.read(fd, 65536)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    closed = True
+                    break
+                buf += chunk
+            else:
+                self.more = True
+            lines = buf.split(b"\n")
+            buf = lines.pop()
+            if buf and (closed or len(buf) > 4096):
+                lines.append(buf)  # a last line without a newline, or a very long one
+                buf = b""
+            if lines:
+                self.emit(svc, lines)
+            if closed:
+                os.close(fd)
+                del self.streams[fd]
+            else:
+                self.streams[fd][1] = buf
+
+    def emit(self, svc, lines):
+        """Lines of a service's output to the console (prefixed with its name) and its log."""
+        prefix = b"[" + svc.name.encode() + b"] "
+        self.console.write(prefix + (b"\n" + prefix).join(lines) + b"\n")
+        if self.cfg["log_dir"]:
+            try:
+                self.log(svc, b"\n".join(lines) + b"\n")
+            except OSError as e:
+                say("logging to %s disabled: %s" % (self.cfg["log_dir"], e))
+                self.cfg["log_dir"] = None
+
+    def log(self, svc, data):
+        """Append whole lines to NAME.log; when it would pass log_max_bytes, it becomes
+        NAME.log.1 (one older file kept) and a new NAME.log is begun."""
+        log_dir, cap = self.cfg["log_dir"], max(1, int(self.cfg["log_max_bytes"]))
+        path = os.path.join(log_dir, svc.name + ".log")
+        while data:
+            if svc.log_fd is None:
+                os.makedirs(log_dir, exist_ok=True)
+                svc.log_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+                svc.log_size = os.fstat(svc.log_fd).st_size
+            room = cap - svc.log_size
+            cut = len(data) if len(data) <= room else data.rfind(b"\n", 0, max(room, 0)) + 1
+            if cut == 0 and svc.log_size == 0:  # one line longer than the cap: its start only
+                end = data.find(b"\n") + 1 or len(data)
+                svc.log_size += os.write(svc.log_fd, data[: min(end, cap)])
+                data = data[end:]
+                continue
+            if cut:
+                svc.log_size += os.write(svc.log_fd, data[:cut])
+                data = data[cut:]
+            if data:  # full: keep one older file, NAME.log.1
+                os.close(svc.log_fd)
+                svc.log_fd = None
+                os.replace(path, path + ".1")
+
+    def close_logs(self, services):
+        for svc in services:
+            if svc.log_fd is not None:
+                os.close(svc.log_fd)
+                svc.log_fd = None
+
+
 class Supervisor:
-    """Starts the services in order, reaps every child (adopted orphans too), copies service
-    output to the console and to per-service logs, respawns, and stops everything at the end.
+    """Starts the services in order, reaps every child (adopted orphans too), has their output
+    copied (ServiceOutput), respawns, and stops everything at the end.
 
     Signals are taken synchronously in pump(); loop() runs until one of them, or the end of
     the main service, chooses an action.
@@ -941,10 +1037,10 @@ class Supervisor:
         self.rt, self.cfg, self.config_error = runtime, cfg, config_error
         self.console = console()
         self.services, self.order, self.started = {}, [], []
-        self.pids, self.streams = {}, {}
-        self.action, self.stopping, self.ready, self.more = None, False, False, False
+        self.output = ServiceOutput(cfg, self.console)
+        self.pids = {}
+        self.action, self.stopping, self.ready = None, False, False
         self.main_status = None  # the main service's exit status, once it has ended
-        self.wait_cap = 5.0
         self.errors = {}  # error text -> when it was last reported
 
     # -- services
@@ -993,18 +1089,8 @@ class Supervisor:
             exec_child(svc.command, env, svc.workdir, ids, w, ctty=svc.console)
         if r is not None:
             os.close(w)
-            self.watch(r, svc)
+            self.output.watch(r, svc)
         return pid
-
-    def watch(self, fd, svc):
-        """Read a service's output without polling: the kernel sends SIGIO when it writes."""
-        try:
-            fcntl.fcntl(fd, fcntl.F_SETOWN, os.getpid())
-            fcntl.fcntl(fd, fcntl.F_SETFL, os.O_NONBLOCK | os.O_ASYNC)
-        except Exception:
-            os.set_blocking(fd, False)
-            self.wait_cap = 0.1  # no SIGIO: fall back to polling the pipes
-        self.streams[fd] = [svc, b""]
 
     def start(self, svc):
         now = time.monotonic()
@@ -1101,81 +1187,14 @@ class Supervisor:
         exits, left = reap_children()
         exits = [(self.pids.pop(pid), status) for pid, status in exits if pid in self.pids]
         # After reaping: a service's last words come before its exit report.
-        self.guard("copying output", self.drain)
+        self.guard("copying output", self.output.drain)
         for svc, status in exits:
             self.guard("%s: handling its exit" % svc.name, self.exited, svc, status)
         return left
 
-    def drain(self):
-        self.more = False
-        for fd in list(self.streams):
-            svc, buf = self.streams[fd]
-            closed = False
-            for _ in range(16):  # bounded, so a chatty service cannot starve the loop
-                try:
-                    chunk = os.read(fd, 65536)
-                except BlockingIOError:
-                    break
-                except OSError:
-                    chunk = b""
-                if not chunk:
-                    closed = True
-                    break
-                buf += chunk
-            else:
-                self.more = True
-            lines = buf.split(b"\n")
-            buf = lines.pop()
-            if buf and (closed or len(buf) > 4096):
-                lines.append(buf)  # a last line without a newline, or a very long one
-                buf = b""
-            if lines:
-                self.emit(svc, lines)
-            if closed:
-                os.close(fd)
-                del self.streams[fd]
-            else:
-                self.streams[fd][1] = buf
-
-    def emit(self, svc, lines):
-        """Lines of a service's output to the console (prefixed with its name) and its log."""
-        prefix = b"[" + svc.name.encode() + b"] "
-        self.console.write(prefix + (b"\n" + prefix).join(lines) + b"\n")
-        if self.cfg["log_dir"]:
-            try:
-                self.log(svc, b"\n".join(lines) + b"\n")
-            except OSError as e:
-                say("logging to %s disabled: %s" % (self.cfg["log_dir"], e))
-                self.cfg["log_dir"] = None
-
-    def log(self, svc, data):
-        """Append whole lines to NAME.log; when it would pass log_max_bytes, it becomes
-        NAME.log.1 (one older file kept) and a new NAME.log is begun."""
-        log_dir, cap = self.cfg["log_dir"], max(1, int(self.cfg["log_max_bytes"]))
-        path = os.path.join(log_dir, svc.name + ".log")
-        while data:
-            if svc.log_fd is None:
-                os.makedirs(log_dir, exist_ok=True)
-                svc.log_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-                svc.log_size = os.fstat(svc.log_fd).st_size
-            room = cap - svc.log_size
-            cut = len(data) if len(data) <= room else data.rfind(b"\n", 0, max(room, 0)) + 1
-            if cut == 0 and svc.log_size == 0:  # one line longer than the cap: its start only
-                end = data.find(b"\n") + 1 or len(data)
-                svc.log_size += os.write(svc.log_fd, data[: min(end, cap)])
-                data = data[end:]
-                continue
-            if cut:
-                svc.log_size += os.write(svc.log_fd, data[:cut])
-                data = data[cut:]
-            if data:  # full: keep one older file, NAME.log.1
-                os.close(svc.log_fd)
-                svc.log_fd = None
-                os.replace(path, path + ".1")
-
     def pump(self, timeout):
         """Wait up to `timeout` for a signal, then reap, copy output and act on the signals."""
-        if self.more:
+        if self.output.more:
             timeout = 0.0
         elif self.console.pending:  # the console may take more soon: come back to it
             timeout = min(timeout, 0.05)
@@ -1183,6 +1202,11 @@ class Supervisor:
         self.reap()
         self.console.flush()
         self.act_on(got)
+
+    @property
+    def wait_cap(self):
+        """The longest wait for a signal: SIGIO says when a pipe has output, unless polling."""
+        return 0.1 if self.output.polling else 5.0
 
     def bare_pump(self):
         """pump() without service output: what is left when pump() itself failed."""
@@ -1253,9 +1277,7 @@ class Supervisor:
         for svc in order:
             step("stopping " + svc.name, self.stop_service, svc)
         step("stopping remaining processes", self.kill_rest)
-        for svc in self.order:
-            if svc.log_fd is not None:
-                os.close(svc.log_fd)
+        self.output.close_logs(self.order)
         return self.main_status or 0
 
     def stop_service(self, svc):
