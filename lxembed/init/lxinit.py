@@ -525,6 +525,8 @@ class Console:
                     self.dropped += len(self.buf)
                     del self.buf[:]
                     return False
+                if not n:  # took nothing: as good as full
+                    return False
                 del self.buf[:n]
             if not self.dropped:
                 return True
@@ -542,7 +544,7 @@ class Console:
         finally:
             os.set_blocking(self.fd, was)
 
-    def drain(self, patience=0.2, limit=2.0):
+    def drain(self, patience=0.1, limit=2.0):
         """At the end: let the console take what is left while it makes progress, giving up
         after `patience` seconds without any and after `limit` seconds in all."""
         start = stalled = time.monotonic()
