@@ -199,3 +199,14 @@ def records(path: Path) -> list[tuple[str, str, float, int]]:
             name, what, when, pid = line.split()
             out.append((name, what, float(when), int(pid)))
     return out
+
+
+def crun_argv() -> list[str] | None:
+    """How to run crun here, or None when it is not installed. crun refuses a hybrid cgroup
+    hierarchy: cgroup2 is then hidden in a private mount namespace (tests only)."""
+    if not shutil.which("crun"):
+        return None
+    if os.path.ismount("/sys/fs/cgroup/unified"):
+        return ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                'umount -l /sys/fs/cgroup/unified && exec crun "$@"', "crun"]
+    return ["crun"]
