@@ -301,6 +301,17 @@ def test_console_output_that_does_not_fit_is_dropped_counted_and_reported(start_
     assert missing <= dropped <= missing + 200
 
 
+def test_a_console_that_keeps_up_gets_everything(start_init, tmp_path):
+    # The console is a file here: the init writes big batches straight through, dropping none.
+    line, count = "z" * 99, 20000
+    cmd = [sys.executable, "-c", "import sys; sys.stdout.write(%r * %d)" % (line + "\n", count)]
+    init = start_init({"services": [{"name": "burst", "type": "oneshot", "command": cmd}]})
+    out = init.wait_console("lxembed-init: ready")
+    assert out.count("[burst] " + line + "\n") == count and "dropped" not in out
+    init.send(signal.SIGTERM)
+    assert init.wait() == 0
+
+
 def read_into(fd, out):
     """Read fd to its end into the bytearray `out`, as it comes."""
     with os.fdopen(fd, "rb", buffering=0) as f:

@@ -502,13 +502,24 @@ class Console:
         return bool(self.buf)
 
     def write(self, data):
-        """Queue bytes for the console and write what it takes now; never blocks."""
-        self.flush()
+        """Write what the console takes now and queue the rest; never blocks."""
+        partial = False
+        if self.flush() and data:  # nothing queued: the console may take `data` straight away
+            try:
+                n = self._write(data)
+            except BlockingIOError:
+                n = 0
+            except OSError:
+                self.dropped += len(data)
+                return
+            partial = 0 < n < len(data) and data[n - 1 : n] != b"\n"
+            data = data[n:]
         room = self.capacity - len(self.buf)
         if len(data) > room:  # keep the whole lines that fit; the rest is dropped
             cut = data.rfind(b"\n", 0, room) + 1 if room > 0 else 0
             self.dropped += len(data) - cut
-            data = data[:cut]
+            # A line begun on the console is ended, so the next one starts on a line of its own.
+            data = data[:cut] if cut or not partial else b"\n"
         self.buf += data
         self.flush()
 
