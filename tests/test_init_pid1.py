@@ -227,6 +227,24 @@ def test_a_failure_anywhere_keeps_reaping_and_obeys_the_stop_signal(start_pid1, 
     assert init.console().count(report) == 1  # reported once, not once per pass
 
 
+def test_a_failing_shutdown_still_ends_every_process(start_pid1, tmp_path):
+    fault = tmp_path / "fault.py"
+    fault.write_text(FAULT)
+    init = start_pid1({"services": [{"name": "s", "command": ["sleep", "60"]}]},
+                      env={"container": "lxc"}, script=fault,
+                      args=[str(LXINIT), "Supervisor.shutdown", "--config",
+                            str(tmp_path / "init.json")])
+    init.wait_console("lxembed-init: ready")
+    inside = init.inside()
+    assert inside and all(alive(p) for p in inside)
+    got, took = stop(init, signal.SIGPWR)  # one signal is enough: the stop goes on
+    assert got == -signal.SIGINT and took < 3.0
+    out = init.console()
+    assert "still reaping: RuntimeError('injected fault in Supervisor.shutdown')" in out
+    assert "sending SIGTERM to all processes" in out
+    assert not [p for p in inside if alive(p)]
+
+
 def test_bad_config_values_are_reported_and_the_rest_runs(start_pid1, tmp_path):
     init = start_pid1({
         "shutdown_grace": float("nan"),

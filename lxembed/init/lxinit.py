@@ -1363,18 +1363,20 @@ class Init:
         return finish(rt, sup.action, status, sup.idle)
 
 
-def last_resort(rt, grace=5.0):
-    """The init failed outside every guard: keep reaping, and on a stop signal end every
-    process and finish as the init would have."""
+def last_resort(rt, action=None, grace=5.0):
+    """The init failed outside every guard: keep reaping, and on a stop signal (or at once,
+    when a stop was under way: `action`) end every process and finish as the init would."""
     while True:
         try:
-            got = rt.wait(0.05 if console().pending else 5.0)
+            got = rt.wait(0.05 if console().pending or action else 5.0)
             reap_children()
             console().flush()
-            actions = [rt.table[sig] for sig in got if sig in rt.table]
-            if not actions:
+            for sig in got:
+                if sig in rt.table and not action:
+                    action = rt.table[sig]
+                    say("%s: %s" % (signame(sig), action))
+            if not action:
                 continue
-            say("%s: %s" % (signame([s for s in got if s in rt.table][0]), actions[0]))
             for sig in (signal.SIGTERM, signal.SIGKILL):
                 if not reap_children()[1] and (rt.pid1 or not descendants(os.getpid())):
                     break
@@ -1382,9 +1384,14 @@ def last_resort(rt, grace=5.0):
                 signal_all(rt.pid1, sig)
                 deadline = time.monotonic() + grace
                 while reap_children()[1] and time.monotonic() < deadline:
-                    rt.wait(0.05)  # signals stay pending; SIGCHLD wakes us
-            return finish(rt, actions[0], 0, lambda: (rt.wait(60.0), reap_children()))
-        except Exception:
+                    rt.wait(0.05)  # SIGCHLD wakes us
+            return finish(rt, action, 0, lambda: (rt.wait(60.0), reap_children()))
+        except Exception as e:
+            try:
+                say("fatal error again, still reaping: %r" % (e,))
+            except Exception:
+                pass
+            action = None  # what failed may fail again: wait for the next stop signal
             time.sleep(0.5)
 
 
@@ -1418,15 +1425,18 @@ def main(argv=None):
         return status
     os.environ.setdefault("PATH", DEFAULT_PATH)  # the kernel starts init with no PATH
     rt = Runtime()  # first: signals blocked, a table chosen, before anything can fail
+    init = None
     try:
-        return Init(rt, path).run()
+        init = Init(rt, path)
+        return init.run()
     except BaseException as e:
         # Everything, set-up included, runs in here: an init that ends panics the kernel.
         try:
             say("fatal error, still reaping: %r" % (e,))
         except BaseException:
             pass
-        return last_resort(rt)
+        supervisor = init.supervisor if init else None
+        return last_resort(rt, supervisor.action if supervisor else None)
 
 
 if __name__ == "__main__":
