@@ -514,17 +514,15 @@ def test_parse_json_rejects_what_json_rejects(text):
 def test_main_reaches_the_inits_config_and_only_one_service_may_be_main(tmp_path):
     from lxembed.config import load_plan
     from lxembed.containers import container_spec
-    from lxembed.containers import rootfs as container_rootfs
     from lxembed.errors import UserError
-    from lxembed.rootfs import python as rootfs_python
+    from lxembed.rootfs.python_init import init_config
 
     recipe = tmp_path / "app.toml"
     app = '[[services]]\nname = "%s"\ncommand = ["/bin/app"]\nmain = true\n'
     recipe.write_text('base = "container-bind"\n\n' + app % "app")
     plan = load_plan("qemu-x86_64", str(recipe))
     lxinit = load_lxinit()
-    for cfg in (rootfs_python.init_config(plan),
-                container_rootfs.init_config(plan, container_spec(plan))):
+    for cfg in (init_config(plan), init_config(plan, container_spec(plan))):
         specs = json.loads(json.dumps(cfg))["services"]  # as the init reads them
         services = [lxinit.Service(s, lxinit.DEFAULTS) for s in specs]
         assert [s.name for s in services if s.main] == ["app"]
