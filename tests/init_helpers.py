@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -71,9 +72,12 @@ def alive(pid: int) -> bool:
 
 
 class InitProcess:
-    """lxinit.py running in subreaper mode, its console captured to a file."""
+    """lxinit.py running in subreaper mode, its console captured to a file (or given `stdout`)."""
 
-    def __init__(self, tmp: Path, config, env=None, python=sys.executable, args=None):
+    prefix: list[str] = []  # what runs the init: nothing here, unshare for NamespaceInit
+
+    def __init__(self, tmp: Path, config, env=None, python=sys.executable, args=None,
+                 stdout=None, script=None):
         self.tmp = tmp
         self.config_path = tmp / "init.json"
         if isinstance(config, dict):
@@ -88,14 +92,20 @@ class InitProcess:
             args = ["--config", str(self.config_path)]
         with open(self.console_path, "wb") as console:
             self.proc = subprocess.Popen(
-                [python, "-I", "-S", str(LXINIT)] + args,
-                stdout=console,
+                self.prefix + [python, "-I", "-S", str(script or LXINIT)] + args,
+                stdout=console if stdout is None else stdout,
                 stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
+                stdin=self.stdin(),
                 env=base_env,
                 start_new_session=True,
             )
-        self.pid = self.proc.pid
+        self.pid = self.find_init()
+
+    def stdin(self):
+        return subprocess.DEVNULL
+
+    def find_init(self) -> int:
+        return self.proc.pid
 
     def console(self) -> str:
         return self.console_path.read_text(errors="replace")
@@ -118,17 +128,60 @@ class InitProcess:
     def cleanup(self) -> None:
         """Kill whatever is left: the init's descendants first, then the init."""
         if self.proc.poll() is None:
-            todo, found = [self.pid], []
+            todo, found = [self.proc.pid], []
             while todo:
                 kids = [p for p, _ in children_of(todo.pop())]
                 found += kids
                 todo += kids
-            for pid in found + [self.pid]:
+            for pid in found + [self.proc.pid]:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except OSError:
                     pass
             self.proc.wait(10)
+
+
+class NamespaceInit(InitProcess):
+    """lxinit.py as PID 1 of new pid, mount, network and UTS namespaces (`unshare -pf
+    --mount-proc`, root only): what a container runtime gives it, without the runtime.
+
+    `pid` is the init's pid on the host; proc.returncode is its exit status (unshare passes it
+    on, or kills itself with the signal that ended the init: -N then).
+    """
+
+    prefix = ["unshare", "--pid", "--fork", "--mount-proc", "--net", "--uts", "--"]
+
+    def __init__(self, tmp: Path, config, netns: str | None = None, **kwargs):
+        if netns:  # an existing network namespace instead of a new, empty one
+            self.prefix = ["ip", "netns", "exec", netns] + [a for a in self.prefix if a != "--net"]
+        super().__init__(tmp, config, **kwargs)
+
+    def stdin(self):
+        # Not /dev/null: as PID 1 the init would take that for `lxc-start -d` and open the
+        # host's /dev/console in its place.
+        return subprocess.PIPE
+
+    def find_init(self) -> int:
+        kids = wait_until(lambda: children_of(self.proc.pid) or self.proc.poll() is not None)
+        assert kids is not True, "unshare exited at once: %s" % self.console()
+        return kids[0][0]
+
+    def inside(self) -> list[int]:
+        """Host pids of every process in the namespace but the init."""
+        todo, found = [self.pid], []
+        while todo:
+            kids = [p for p, _ in children_of(todo.pop())]
+            found += kids
+            todo += kids
+        return found
+
+
+def can_unshare() -> bool:
+    """Whether new pid namespaces can be made here (root, and unshare installed)."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        return False
+    cmd = ["unshare", "--pid", "--fork", "--mount-proc", "--net", "--uts", "true"]
+    return subprocess.run(cmd, capture_output=True).returncode == 0
 
 
 def service(script: Path, name: str, record: Path, mode: str = "behave", **extra) -> dict:
@@ -146,3 +199,14 @@ def records(path: Path) -> list[tuple[str, str, float, int]]:
             name, what, when, pid = line.split()
             out.append((name, what, float(when), int(pid)))
     return out
+
+
+def crun_argv() -> list[str] | None:
+    """How to run crun here, or None when it is not installed. crun refuses a hybrid cgroup
+    hierarchy: cgroup2 is then hidden in a private mount namespace (tests only)."""
+    if not shutil.which("crun"):
+        return None
+    if os.path.ismount("/sys/fs/cgroup/unified"):
+        return ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                'umount -l /sys/fs/cgroup/unified && exec crun "$@"', "crun"]
+    return ["crun"]

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -147,14 +148,33 @@ def test_bad_config_keeps_running_and_obeys_signals(start_init, tmp_path, config
     assert "would halt now" in init.console()
 
 
-def test_config_from_environment_and_stray_arguments(start_init, tmp_path):
+def test_config_from_environment(start_init, tmp_path):
     cfg = tmp_path / "elsewhere.json"
     cfg.write_text('{"services": [{"name": "e", "type": "oneshot", "command": ["echo", "E"]}]}')
-    init = start_init(None, env={"LXINIT_CONFIG": str(cfg)}, args=["quiet", "single"])
+    init = start_init(None, env={"LXINIT_CONFIG": str(cfg)}, args=[])
     out = init.wait_console("lxembed-init: ready")
-    assert "[e] E" in out and "ignoring argument 'quiet'" in out
+    assert "[e] E" in out
     init.send(signal.SIGINT)
     assert init.wait() == 0
+
+
+@pytest.mark.parametrize("args", [["quiet"], ["--config", "x.json", "single"], ["--confg=x"]])
+def test_stray_argument_on_a_host_starts_nothing(start_init, tmp_path, args):
+    marker = tmp_path / "started"
+    init = start_init({"services": [{"name": "m", "command": ["touch", str(marker)]}]},
+                      args=args)
+    assert init.wait(5) == 2
+    out = init.console()
+    assert out.startswith("lxinit.py: unexpected argument") and "usage: lxinit.py" in out
+    assert "lxembed-init" not in out and not marker.exists()
+
+
+def test_help_prints_usage_and_starts_nothing(start_init, tmp_path):
+    init = start_init({"services": [{"name": "m", "command": ["sleep", "60"]}]},
+                      args=["--help"])
+    assert init.wait(5) == 0
+    assert init.console().startswith("usage: lxinit.py [--config PATH]")
+    assert not children_of(init.pid)
 
 
 def test_after_ordering_cycles_and_bad_services(start_init, tmp_path):
@@ -252,6 +272,51 @@ def test_service_log_is_size_capped(start_init, tmp_path):
     assert set(old.read_text().splitlines()) == {line}
     init.send(signal.SIGTERM)
     assert init.wait() == 0
+
+
+def test_console_output_that_does_not_fit_is_dropped_counted_and_reported(start_init, tmp_path):
+    read_end, write_end = os.pipe()  # the console: read only once the flood is over
+    line, count = "y" * 99, 20000  # 2.1 MB with prefixes; the console holds 64 KB + 64 KB
+    cmd = [sys.executable, "-c", "import sys; sys.stdout.write(%r * %d)" % (line + "\n", count)]
+    init = start_init({"services": [{"name": "flood", "type": "oneshot", "command": cmd}]},
+                      stdout=write_end)
+    os.close(write_end)
+    wait_until((tmp_path / "ready").exists)  # the flood has ended, the console still full
+    time.sleep(0.2)
+    assert (tmp_path / "log" / "flood.log").stat().st_size > 0
+    received = bytearray()
+    reader = threading.Thread(target=read_into, args=(read_end, received))
+    reader.start()
+    wait_until(lambda: b"bytes of console output dropped" in received)
+    init.send(signal.SIGTERM)  # and it still stops as asked
+    assert init.wait() == 0
+    reader.join(10)
+    lines = bytes(received).decode().splitlines()
+    flood = [x for x in lines if x.startswith("[flood] ")]
+    assert set(flood) == {"[flood] " + line}  # only whole lines
+    assert 64 * 1024 // 108 <= len(flood) < count  # the buffer was used; the rest dropped
+    dropped = sum(int(x.split()[1]) for x in lines if x.endswith("bytes of console output dropped"))
+    missing = count * len("[flood] " + line + "\n") - len(flood) * len("[flood] " + line + "\n")
+    # Counted to the byte: the flood's missing lines, and maybe a few of the init's own.
+    assert missing <= dropped <= missing + 200
+
+
+def test_a_console_that_keeps_up_gets_everything(start_init, tmp_path):
+    # The console is a file here: the init writes big batches straight through, dropping none.
+    line, count = "z" * 99, 20000
+    cmd = [sys.executable, "-c", "import sys; sys.stdout.write(%r * %d)" % (line + "\n", count)]
+    init = start_init({"services": [{"name": "burst", "type": "oneshot", "command": cmd}]})
+    out = init.wait_console("lxembed-init: ready")
+    assert out.count("[burst] " + line + "\n") == count and "dropped" not in out
+    init.send(signal.SIGTERM)
+    assert init.wait() == 0
+
+
+def read_into(fd, out):
+    """Read fd to its end into the bytearray `out`, as it comes."""
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        for chunk in iter(lambda: f.read(65536), b""):
+            out.extend(chunk)
 
 
 # -- PID 1 duties -----------------------------------------------------------------------------
@@ -441,3 +506,27 @@ def test_parse_json_agrees_with_json_loads(text):
 def test_parse_json_rejects_what_json_rejects(text):
     with pytest.raises(ValueError):
         load_lxinit().parse_json(text)
+
+
+# -- the build's side of `main` ---------------------------------------------------------------
+
+
+def test_main_reaches_the_inits_config_and_only_one_service_may_be_main(tmp_path):
+    from lxembed.config import load_plan
+    from lxembed.containers import container_spec
+    from lxembed.errors import UserError
+    from lxembed.rootfs.python_init import init_config
+
+    recipe = tmp_path / "app.toml"
+    app = '[[services]]\nname = "%s"\ncommand = ["/bin/app"]\nmain = true\n'
+    recipe.write_text('base = "container-bind"\n\n' + app % "app")
+    plan = load_plan("qemu-x86_64", str(recipe))
+    lxinit = load_lxinit()
+    for cfg in (init_config(plan), init_config(plan, container_spec(plan))):
+        specs = json.loads(json.dumps(cfg))["services"]  # as the init reads them
+        services = [lxinit.Service(s, lxinit.DEFAULTS) for s in specs]
+        assert [s.name for s in services if s.main] == ["app"]
+        assert "hello" in [s.name for s in services]
+    recipe.write_text('base = "container-bind"\n\n' + app % "app" + "\n" + app % "second")
+    with pytest.raises(UserError, match=r"app.toml:11: more than one main service: app, second"):
+        load_plan("qemu-x86_64", str(recipe))

@@ -52,8 +52,9 @@ if _SKIP:
 class Container:
     """One LXC container in a private lxcpath (nothing under /var/lib/lxc)."""
 
-    def __init__(self, base: Path):
+    def __init__(self, base: Path, extra_services: list | None = None):
         self.base = base
+        self.extra_services = extra_services or []
         self.rootfs = base / "rootfs"
         self.config = base / "config"
         self.console = base / "console.log"
@@ -75,7 +76,7 @@ class Container:
                 "after": ["s%d" % (i - 1)] if i else [],
             }
             for i in range(SERVICES)
-        ]
+        ] + self.extra_services
         config = {"hostname": NAME, "services": services, "shutdown_grace": 5.0}
         (root / ".lxembed/init.json").write_text(json.dumps(config))
         self.config.write_text(
@@ -297,3 +298,21 @@ def test_container_bind_recipe(tmp_path):
         lxc_stop(name, lxcpath, config, kill=True)
         remove_lock_dir(lxcpath)
         print(text())
+
+
+def test_main_service_exit_ends_the_container_with_its_status(tmp_path):
+    app = {"name": "app", "main": True, "after": ["s%d" % (SERVICES - 1)],
+           "command": ["/bin/sh", "-c", "echo app up; sleep 0.5; exit 5"]}
+    c = Container(Path(tmp_path), extra_services=[app])
+    try:
+        c.start(foreground=True)
+        # The container ends for good (no reboot(2), so no restart). lxc-start -F exits 0 even
+        # so: LXC 5.0.2 only logs "Container init process N exited", the status is not passed on.
+        c.monitor.wait(timeout=30)
+        console = c.console_text()
+        assert console.count("lxembed-init: ready") == 1
+        assert "lxembed-init: app: exit status 5: the main service ended" in console
+        lines = _stopped_cleanly(console, "the main service ended")
+        assert "lxembed-init: container stopped, exit status 5" in lines  # no reboot(2)
+    finally:
+        c.destroy()

@@ -159,3 +159,84 @@ def test_poweroff_goes_through_the_init(boot):
     assert -1 not in at and at == sorted(at), text
     assert "SIGKILL" not in text and "would not die" not in text, text
     assert boot.exit_status == 0, text  # qemu exits by itself on the guest's power-off
+
+
+# -- a VLAN and a main service on a device ------------------------------------------------
+
+# busybox-python plus an 802.1Q VLAN on eth0 (the module comes with the image's modules) and a
+# main service that exits with status 3 once /tmp/app-stop exists: a device has no one to hand
+# that status to, so the init stops the rest and powers off.
+VLAN_APP_RECIPE = """\
+base = "busybox-python"
+modules = ["8021q"]
+
+[network]
+interfaces = [{ name = "eth0.20", vlan = 20, link = "eth0", ipv4 = ["192.0.2.2/24"] }]
+
+[[services]]
+name = "app"
+main = true
+command = ["/bin/sh", "-c", "echo app up; while [ ! -e /tmp/app-stop ]; do sleep 0.2; done; exit 3"]
+"""
+
+
+@pytest.fixture(scope="module")
+def vlan_app_boot(tmp_path_factory):
+    work = tmp_path_factory.mktemp("vlan-app")
+    recipe, out = work / "vlan-app.toml", work / "build"
+    recipe.write_text(VLAN_APP_RECIPE)
+    plan = load_plan("qemu-arm64", str(recipe))
+    setup = QemuSetup.for_board(plan.board)
+    if shutil.which(setup.binary) is None:
+        pytest.skip(f"{setup.binary} is not installed")
+    kernel = fetch_kernel(plan.board)
+    image = ensure_image(plan, out, "cpio", None, kernel)
+    accel = choose_accel(plan.arch)
+    result = {"checks": {}, "before_ready": "", "shutdown": "", "exit_status": None, "error": ""}
+    with initramfs_with_modules(image) as initrd, open(work / "console.log", "wb") as log:
+        with running_guest(qemu_argv(setup, kernel, initrd, accel), log) as (proc, console):
+            try:
+                match = console.expect(
+                    re.compile(r"(?s)(.*?)" + READY.pattern), accel.timeout(BOOT_TIMEOUT)
+                )
+                result["before_ready"] = match.group(1)
+                timeout = accel.timeout(CHECK_TIMEOUT)
+                console.sync(timeout)
+                # busybox ip has no -d: the VLAN's id and parent from 8021q's /proc file.
+                for name, command in (("vlan", "ip addr show eth0.20; cat /proc/net/vlan/config"),
+                                      ("parent", "ip link show eth0")):
+                    result["checks"][name] = console.run(command, timeout)
+                console.send("touch /tmp/app-stop\n")  # the main service exits 3
+                result["shutdown"] = console.drain(accel.timeout(POWEROFF_TIMEOUT))
+                result["exit_status"] = proc.wait(timeout=1.0)
+            except (ConsoleClosed, ConsoleTimeout, subprocess.TimeoutExpired) as e:
+                result["error"] = f"{type(e).__name__}: {e}"
+            finally:
+                result["shutdown"] += console.buffer
+    return result
+
+
+def test_vlan_interface_on_a_device(vlan_app_boot):
+    boot = vlan_app_boot
+    assert "vlan" in boot["checks"], boot["error"] + boot["before_ready"]
+    status, output = boot["checks"]["vlan"]
+    assert status == 0, (output, boot["before_ready"])
+    assert re.search(r"^eth0\.20\s*\|\s*20\s*\|\s*eth0$", output, re.M), output
+    assert "inet 192.0.2.2/24" in output, output
+    assert "eth0.20@eth0" in output
+    assert ",UP" in boot["checks"]["parent"][1]
+    trouble = [line for line in boot["before_ready"].splitlines() if TROUBLE.search(line)]
+    assert not trouble, boot["before_ready"]
+
+
+def test_main_service_ending_powers_a_device_off(vlan_app_boot):
+    boot = vlan_app_boot
+    text = boot["shutdown"]
+    assert boot["exit_status"] is not None, boot["error"] + text
+    order = ["lxembed-init: app: exit status 3: the main service ended",
+             "lxembed-init: the main service ended: stopping services",
+             "lxembed-init: rescue-shell: stopped (killed by SIGHUP)",
+             "lxembed-init: poweroff\n", "reboot: Power down"]  # fmt: skip
+    at = [text.find(s) for s in order]
+    assert -1 not in at and at == sorted(at), text
+    assert boot["exit_status"] == 0, text  # qemu exits by itself on the guest's power-off

@@ -171,6 +171,7 @@ def load_recipe(name: str, _seen: tuple = ()) -> Recipe:
     if not _seen:  # the recipe as built, with its bases merged in
         check_interfaces(settings, [(path, text)] + [(p, p.read_text(encoding="utf-8"))
                                                      for p in sources[1:]])
+    _one_main_service(settings["services"], data.get("services") or [], path, text)
     return Recipe(path.stem, path, settings, text, sources)
 
 
@@ -182,6 +183,18 @@ def _manager_service(settings: Dict[str, Any], path: Path, text: str) -> Dict[st
                "after": [s["name"] for s in settings["services"] if s["type"] == "oneshot"],
                "stop_timeout": float(sum(c["stop_timeout"] for c in containers) + 5)}
     return validate(service, SERVICE_FIELDS, path, text, "services")
+
+
+def _one_main_service(services: List[Any], own: List[Any], path: Path, text: str) -> None:
+    """At most one service is the app whose exit ends the init (docs/init.md)."""
+    mains = [svc["name"] for svc in services if svc.get("main")]
+    if len(mains) > 1:
+        marked = [i for i, svc in enumerate(own) if isinstance(svc, dict) and svc.get("main")]
+        line = key_line(text, "services", "main" if marked else "", marked[-1] if marked else 0)
+        raise UserError(
+            f"{path}:{line}: more than one main service: {', '.join(mains)}",
+            hint="at most one service is main: the one whose exit ends the init",
+        )
 
 
 def source_date_epoch() -> int:

@@ -62,6 +62,8 @@ SERVICE_FIELDS = (
     Setting("workdir", "str", "/", "working directory"),
     Setting("user", "str", "root", "user name or uid"),
     Setting("stop_timeout", "float", 5.0, "seconds between SIGTERM and SIGKILL at shutdown"),
+    Setting("main", "bool", False, "the app: its exit stops the rest and ends the init with its "
+            "status; it is stopped first (at most one)"),
 )
 
 INTERFACE_FIELDS = (

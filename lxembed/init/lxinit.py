@@ -9,6 +9,15 @@ Modes: "device" (PID 1 outside a container: mount, modules, hostname, network), 
 (PID 1 under LXC/OCI: only what the runtime left undone) and "subreaper" (not PID 1, as in the
 tests: no system setup, orphans are adopted through PR_SET_CHILD_SUBREAPER, and shutdown exits
 instead of calling reboot(2)).
+
+The file reads in parts, top to bottom, each usable alone:
+  helpers       libc calls, processes, users, the config JSON
+  Console       the console writer: non-blocking, a bounded buffer, dropped bytes counted
+  Runtime       what the init runs as (PID 1? which container?) and what a signal means
+  SystemSetup   mounts, modules, hostname, network, switch_root; finish() halts or exits
+  ServiceOutput each service's output to the console and its log file
+  Supervisor    services: start in order, reap, respawn, shut down
+  Init, main()  the parts in order, inside a guard that keeps PID 1 reaping whatever fails
 """
 
 import errno
@@ -38,7 +47,16 @@ except ImportError:
 
 DEFAULT_CONFIG = "/etc/lxembed/init.json"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+USAGE = """\
+usage: lxinit.py [--config PATH]
+
+The lxembed init (docs/init.md): PID 1 of an lxembed image or container, or, when not PID 1,
+a subreaper running the services of PATH (default: $LXINIT_CONFIG, else %s).
+As PID 1 other arguments are ignored (the kernel passes init its stray command-line words);
+otherwise they are an error, so that a stray run never starts an init.
+""" % DEFAULT_CONFIG
 HALT, POWEROFF, REBOOT = "halt", "poweroff", "reboot"
+EXIT = "exit"  # the main service ended: the init exits with its status
 # Signal names by number; of two names the first in sorted order wins (SIGABRT, not SIGIOT), as
 # in signal.Signals.
 SIGNAL_NAMES = {
@@ -74,6 +92,7 @@ RB = {HALT: 0xCDEF0123, POWEROFF: 0x4321FEDC, REBOOT: 0x01234567}
 RB_DISABLE_CAD = 0  # ctrl-alt-del then sends SIGINT to PID 1 instead of an instant reboot
 PR_SET_CHILD_SUBREAPER = 36
 NULL_DEV = os.makedev(1, 3)  # /dev/null
+S_IFMT, S_IFDIR, S_IFCHR, S_IFREG = 0o170000, 0o040000, 0o020000, 0o100000  # no `stat` import
 # TIOCSCTTY without termios (a cut-down image has none): MIPS numbers its tty ioctls apart.
 TIOCSCTTY = 0x5480 if os.uname().machine.startswith("mips") else 0x540E
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
@@ -105,6 +124,9 @@ DEFAULTS = {
     "rescue_shell": False,
     "respawn": {},
 }
+# Console output the init holds while the console does not take it (a UART at 115200 baud
+# writes 11 KB/s; a console nobody reads takes nothing): beyond this, lines are dropped.
+CONSOLE_BUFFER = 65536
 DHCP_SCRIPT = """#!/bin/sh
 # Written by lxembed-init for udhcpc: $1 is deconfig, bound, renew, leasefail or nak.
 IP="%s"
@@ -126,18 +148,7 @@ exit 0
 """
 
 
-def write_console(data):
-    """Write bytes to fd 1; a console that fails must never take the init down."""
-    try:
-        while data:
-            data = data[os.write(1, data) :]
-    except OSError:
-        pass
-
-
-def say(msg):
-    write_console(("lxembed-init: %s\n" % msg).encode("utf-8", "replace"))
-
+# -- helpers: libc, processes, users, the config -------------------------------------------
 
 _LIBC = []
 
@@ -155,9 +166,13 @@ def libc_call(name, *args):
     return ret
 
 
+def _c_str(s):
+    return None if s is None else s.encode()
+
+
 def mount(source, target, fstype, flags=0, data=None):
-    enc = lambda s: None if s is None else s.encode()  # noqa: E731
-    libc_call("mount", enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data))
+    args = (_c_str(source), _c_str(target), _c_str(fstype), ctypes.c_ulong(flags), _c_str(data))
+    libc_call("mount", *args)
 
 
 def set_link_up(name):
@@ -212,6 +227,13 @@ def describe(status):
     return "exit status %d" % os.WEXITSTATUS(status)
 
 
+def exit_status(status):
+    """A wait status as a shell (and docker, and tini) reports it: 128+N for signal N."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
 def descendants(root):
     """Pids below `root` in the process tree, from /proc (subreaper mode cannot use kill(-1))."""
     kids = {}
@@ -228,6 +250,30 @@ def descendants(root):
             found.append(pid)
             todo.append(pid)
     return found
+
+
+def reap_children():
+    """Reap every exited child: ([(pid, status)], whether a child is left)."""
+    exits = []
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return exits, False
+        if pid == 0:
+            return exits, True
+        exits.append((pid, status))
+
+
+def signal_all(pid1, sig):
+    """`sig` (and SIGCONT, so stopped processes see it) to every process the init may end."""
+    # PID 1 reaches everything with kill(-1); a subreaper only signals its descendants.
+    for pid in [-1] if pid1 else descendants(os.getpid()):
+        for s in (sig, signal.SIGCONT):
+            try:
+                os.kill(pid, s)
+            except OSError:
+                pass
 
 
 def resolve_user(user):
@@ -308,69 +354,45 @@ def exec_child(argv, env, cwd=None, ids=None, out_fd=None, quiet=False, ctty=Fal
             os._exit(127)
 
 
-class Service:
-    TYPES = ("oneshot", "simple", "respawn")
-
-    def __init__(self, spec, cfg):
-        if not isinstance(spec, dict):
-            raise ValueError("a service must be an object")
-        self.name = name = spec.get("name")
-        ok = isinstance(name, str) and name[:1].isalnum()  # it names a log file
-        if not ok or not all(c.isalnum() or c in "._@-" for c in name):
-            raise ValueError("bad service name %r" % (name,))
-        self.command = spec.get("command")
-        if isinstance(self.command, str):
-            self.command = ["/bin/sh", "-c", self.command]
-        if not self.command or not all(isinstance(a, str) for a in self.command):
-            raise ValueError("%s: command must be a non-empty list of strings" % self.name)
-        self.type = spec.get("type", "simple")
-        if self.type not in self.TYPES:
-            raise ValueError("%s: type must be one of %s" % (self.name, ", ".join(self.TYPES)))
-        after = spec.get("after", [])
-        self.after = [after] if isinstance(after, str) else [str(a) for a in after]
-        self.env = {str(k): str(v) for k, v in spec.get("environment", {}).items()}
-        self.workdir = spec.get("workdir")
-        self.user = spec.get("user")
-        self.console = bool(spec.get("console", False))
-        self.stop_timeout = float(spec.get("stop_timeout", cfg["shutdown_grace"]))
-        self.respawn = dict(RESPAWN, **cfg["respawn"])
-        self.respawn.update(spec.get("respawn", {}))
-        self.state = "pending"  # pending, running, waiting (to respawn), done, failed, stopped
-        self.pid = None
-        self.starts = []
-        self.started_at = 0.0
-        self.restart_at = 0.0
-        self.delay = self.respawn["delay"]
-        self.log_fd = None
-        self.log_size = 0
+def run_command(argv, timeout=30.0, quiet=False):
+    """Run a setup command on the console (or silenced) and wait for it; return its status."""
+    pid = os.fork()
+    if pid == 0:
+        exec_child(argv, dict(os.environ), quiet=quiet)
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            if status and not quiet:
+                say("%s: %s" % (" ".join(argv), describe(status)))
+            return status
+        if time.monotonic() > deadline:
+            say("%s: timed out, killed" % " ".join(argv))
+            os.kill(pid, signal.SIGKILL)
+            return os.waitpid(pid, 0)[1]
+        signal.sigtimedwait([signal.SIGCHLD], 0.05)  # other signals stay pending for later
 
 
-def order_services(services):
-    """Order services after their `after` names; a cycle is reported and broken, never fatal."""
-    by_name = {s.name: s for s in services}
-    for s in services:
-        unknown = [a for a in s.after if a not in by_name]
-        if unknown:
-            say("%s: ignoring unknown 'after' %s" % (s.name, ", ".join(unknown)))
-            s.after = [a for a in s.after if a in by_name]
-    placed, order, pending = set(), [], list(services)
-    while pending:
-        ready = [s for s in pending if all(a in placed for a in s.after)]
-        if ready:
-            s = ready[0]
-        else:  # walk unplaced dependencies from the first pending service until one repeats
-            s, seen = pending[0], []
-            while s not in seen:
-                seen.append(s)
-                s = by_name[next(a for a in s.after if a not in placed)]
-            cycle = seen[seen.index(s) :]
-            names = " -> ".join(c.name for c in cycle)
-            say("ordering cycle %s: starting %s first" % (names, s.name))
-            s.after = [a for a in s.after if a in placed]
-        pending.remove(s)
-        placed.add(s.name)
-        order.append(s)
-    return order
+def step(what, fn, *args, quiet=False):
+    """Run one step; report a failure (unless quiet) and carry on. True when it worked."""
+    try:
+        fn(*args)
+        return True
+    except Exception as e:
+        if not quiet:
+            say("%s failed: %s" % (what, e))
+        return False
+
+
+def seconds(value, what):
+    """A finite, non-negative number of seconds, or ValueError naming `what`."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = -1.0
+    if isinstance(value, bool) or not 0 <= number < float("inf"):
+        raise ValueError("%s must be a number of seconds, not %r" % (what, value))
+    return number
 
 
 class _JsonDecoder:
@@ -412,7 +434,16 @@ def load_config(path):
         default = DEFAULTS.get(key, KeyError)
         if default is KeyError:
             say("config: ignoring unknown key %r" % key)
-        elif default is not None and value is not None and not isinstance(value, type(default)):
+            continue
+        try:
+            if key == "shutdown_grace":
+                value = seconds(value, key)
+            elif key == "log_max_bytes" and (isinstance(value, bool) or value < 1):
+                raise ValueError("%s must be a positive number of bytes" % key)
+        except (TypeError, ValueError) as e:
+            say("config: %s; using the default" % e)
+            continue
+        if default is not None and value is not None and not isinstance(value, type(default)):
             if not (isinstance(default, float) and isinstance(value, int)):
                 say("config: %r should be a %s; using the default" % (key, type(default).__name__))
                 continue
@@ -420,25 +451,177 @@ def load_config(path):
     return cfg, None
 
 
-class Init:
-    def __init__(self, config_path):
-        self.pid1 = os.getpid() == 1
-        self.config_path = config_path
-        self.cfg, self.config_error = dict(DEFAULTS), None
-        self.services, self.order, self.started = {}, [], []
-        self.pids, self.streams = {}, {}
-        self.action, self.stopping, self.ready, self.more = None, False, False, False
-        self.wait_cap = 5.0
-        self.choose_mode()
-        self.sigset = {signal.SIGCHLD, signal.SIGIO, signal.SIGHUP}
-        for t in SIGNAL_TABLES.values():  # block every table's signals: none may kill a subreaper
-            self.sigset |= set(t)
-        # Receive signals synchronously with sigtimedwait: no handler can race the main loop.
-        signal.pthread_sigmask(signal.SIG_BLOCK, self.sigset)
-        # An inherited SIG_IGN for SIGCHLD would make the kernel auto-reap and hide exits from us.
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+# -- the console writer ------------------------------------------------------------------------
 
-    def choose_mode(self):
+
+class Console:
+    """The init's console (fd 1): writes that never block, so a console nobody reads or a slow
+    UART cannot hold up reaping, signals or shutdown.
+
+    What the console does not take at once waits in a buffer of CONSOLE_BUFFER bytes; whole lines
+    that do not fit are dropped and counted, and the count is reported on the console as soon as
+    the buffer has been written out.
+    """
+
+    def __init__(self, capacity=CONSOLE_BUFFER):
+        self.capacity = capacity
+        self.buf = bytearray()
+        self.dropped = 0
+        self.fd, self.toggle = 1, False
+        self.reopen()
+
+    def reopen(self):
+        """Write through an open file description of the init's own, made non-blocking.
+
+        O_NONBLOCK belongs to the file description, which fd 1 shares with `console` services
+        (and, under a test, with the parent's terminal): set there, their writes would fail
+        with EAGAIN. Opening /proc/self/fd/1 gives a new description of the same tty or pipe.
+        A regular file or /dev/null never blocks, so fd 1 serves as it is. Without /proc (a
+        device before its mounts) the flag is set around each write: no other process runs yet.
+        """
+        old, self.fd, self.toggle = self.fd, 1, False
+        try:
+            st = os.fstat(1)
+            kind = st.st_mode & S_IFMT
+            if not (kind == S_IFREG or (kind == S_IFCHR and st.st_rdev == NULL_DEV)):
+                try:
+                    flags = os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK
+                    self.fd = os.open("/proc/self/fd/1", flags)  # close-on-exec, as os.open does
+                except OSError:  # no /proc yet, or a socket (which cannot be reopened)
+                    self.toggle = True
+        except OSError:
+            pass  # no fd 1: writes fail and are counted as dropped
+        if old not in (1, self.fd):
+            try:
+                os.close(old)
+            except OSError:
+                pass
+
+    @property
+    def pending(self):
+        return bool(self.buf)
+
+    def write(self, data):
+        """Write what the console takes now and queue the rest; never blocks."""
+        partial = False
+        if self.flush() and data:  # nothing queued: the console may take `data` straight away
+            try:
+                n = self._write(data)
+            except BlockingIOError:
+                n = 0
+            except OSError:
+                self.dropped += len(data)
+                return
+            partial = 0 < n < len(data) and data[n - 1 : n] != b"\n"
+            data = data[n:]
+        room = self.capacity - len(self.buf)
+        if len(data) > room:  # keep the whole lines that fit; the rest is dropped
+            cut = data.rfind(b"\n", 0, room) + 1 if room > 0 else 0
+            self.dropped += len(data) - cut
+            # A line begun on the console is ended, so the next one starts on a line of its own.
+            data = data[:cut] if cut or not partial else b"\n"
+        self.buf += data
+        self.flush()
+
+    def flush(self):
+        """Write what the console takes now, then the count of what was dropped; True when
+        nothing is left."""
+        for _ in range(2):  # the buffer, then the report of what was dropped
+            while self.buf:
+                try:
+                    n = self._write(self.buf)
+                except BlockingIOError:
+                    return False
+                except OSError:  # EIO (hung-up tty), EPIPE (no reader): count it as dropped
+                    self.dropped += len(self.buf)
+                    del self.buf[:]
+                    return False
+                if not n:  # took nothing: as good as full
+                    return False
+                del self.buf[:n]
+            if not self.dropped:
+                return True
+            self.buf += b"lxembed-init: %d bytes of console output dropped\n" % self.dropped
+            self.dropped = 0
+        return not self.buf
+
+    def _write(self, data):
+        if not self.toggle:
+            return os.write(self.fd, data)
+        was = os.get_blocking(self.fd)
+        os.set_blocking(self.fd, False)
+        try:
+            return os.write(self.fd, data)
+        finally:
+            os.set_blocking(self.fd, was)
+
+    def drain(self, patience=0.1, limit=2.0):
+        """At the end: let the console take what is left while it makes progress, giving up
+        after `patience` seconds without any and after `limit` seconds in all."""
+        start = stalled = time.monotonic()
+        while not self.flush():
+            now = time.monotonic()
+            if now - stalled > patience or now - start > limit:
+                return
+            left = len(self.buf)
+            time.sleep(0.01)
+            if self.flush():
+                return
+            if len(self.buf) != left:
+                stalled = time.monotonic()
+
+
+_CONSOLE = []
+
+
+def console():
+    """The init's one Console, made on first use."""
+    if not _CONSOLE:
+        _CONSOLE.append(Console())
+    return _CONSOLE[0]
+
+
+def say(msg):
+    console().write(("lxembed-init: %s\n" % msg).encode("utf-8", "replace"))
+
+
+def ensure_stdio(pid1):
+    """Point fds 0-2 at the console (or a dummy) so pipes and logs never take them."""
+    for fd in (0, 1, 2):
+        paths = (("/dev/console", os.O_RDWR | os.O_NOCTTY), ("/", os.O_RDONLY))
+        try:
+            st = os.fstat(fd)
+            if st.st_mode & S_IFMT == S_IFDIR:  # our dummy directory: retry the console
+                pass
+            elif pid1 and st.st_mode & S_IFMT == S_IFCHR and st.st_rdev == NULL_DEV:
+                paths = paths[:1]  # `lxc-start -d` gives PID 1 /dev/null, the pty as console
+            else:
+                continue
+        except OSError:
+            pass
+        for path, flags in paths:
+            try:
+                new = os.open(path, flags)
+            except OSError:
+                continue
+            if new != fd:
+                os.dup2(new, fd)
+                os.close(new)
+            break
+
+
+# -- what the init runs as -------------------------------------------------------------------
+
+
+class Runtime:
+    """PID 1 or not, the container flavour, the mode, and the signal table the init obeys.
+
+    Made first thing in main(), before anything that can fail: the guard that keeps PID 1
+    reaping needs the blocked signals and the table even when nothing else got started.
+    """
+
+    def __init__(self):
+        self.pid1 = os.getpid() == 1
         flavour = os.environ.get("container", "")
         if not flavour and (os.path.exists("/run/.containerenv") or os.path.exists("/.dockerenv")):
             flavour = "oci"  # docker sets no container=; these files are its and podman's marks
@@ -447,107 +630,84 @@ class Init:
             self.mode = "subreaper"
         else:
             self.mode = "container" if flavour else "device"
+        self.sigset = {signal.SIGCHLD, signal.SIGIO, signal.SIGHUP}
+        for t in SIGNAL_TABLES.values():  # block every table's signals: none may kill a subreaper
+            self.sigset |= set(t)
+        # Receive signals synchronously with sigtimedwait: no handler can race the main loop.
+        signal.pthread_sigmask(signal.SIG_BLOCK, self.sigset)
+        # An inherited SIG_IGN for SIGCHLD would make the kernel auto-reap and hide exits from us.
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         self.choose_table("auto")
 
     def choose_table(self, name):
         if name not in SIGNAL_TABLES:
             if name != "auto":
-                say("config: unknown signal table %r" % name)
+                say("config: unknown signal table %r" % (name,))
             name = "lxc" if self.flavour == "lxc" else "busybox" if self.mode == "device" else "oci"
         self.table_name, self.table = name, SIGNAL_TABLES[name]
 
-    def apply_config(self):
-        """Load the config, then let it override mode and signal table."""
-        self.cfg, self.config_error = load_config(self.config_path)
-        if self.config_error:
-            say(self.config_error + ": running without services")
-        if self.pid1 and self.cfg["mode"] in ("device", "container"):
-            self.mode = self.cfg["mode"]
-        self.choose_table(self.cfg["signals"])
-        say("mode %s, %s signal table" % (self.mode, self.table_name))
+    def apply_config(self, cfg):
+        """Let the config override the mode (as PID 1) and the signal table."""
+        if self.pid1 and cfg["mode"] in ("device", "container"):
+            self.mode = cfg["mode"]
+        self.choose_table(cfg["signals"])
 
-    def ensure_stdio(self):
-        """Point fds 0-2 at the console (or a dummy) so pipes and logs never take them."""
-        for fd in (0, 1, 2):
-            paths = (("/dev/console", os.O_RDWR | os.O_NOCTTY), ("/", os.O_RDONLY))
-            try:
-                st = os.fstat(fd)
-                if st.st_mode & 0o170000 == 0o040000:  # our dummy directory: retry the console
-                    pass
-                elif self.pid1 and st.st_mode & 0o170000 == 0o020000 and st.st_rdev == NULL_DEV:
-                    paths = paths[:1]  # `lxc-start -d` gives PID 1 /dev/null, the pty as console
-                else:
-                    continue
-            except OSError:
-                pass
-            for path, flags in paths:
-                try:
-                    new = os.open(path, flags)
-                except OSError:
-                    continue
-                if new != fd:
-                    os.dup2(new, fd)
-                    os.close(new)
-                break
+    def wait(self, timeout):
+        """Signals that arrive within `timeout` seconds (all those pending once one has)."""
+        got = []
+        info = signal.sigtimedwait(self.sigset, max(0.0, timeout))
+        while info is not None:
+            got.append(info.si_signo)
+            info = signal.sigtimedwait(self.sigset, 0)
+        return got
 
-    def step(self, what, fn, *args, quiet=False):
-        """Run one setup step; report a failure (unless quiet) and carry on."""
-        try:
-            fn(*args)
-        except Exception as e:
-            if not quiet:
-                say("%s failed: %s" % (what, e))
 
-    def setup(self):
-        if self.mode == "subreaper":
+# -- system set-up -----------------------------------------------------------------------------
+
+
+class SystemSetup:
+    """What PID 1 sets up before any service: mounts, modules, hostname, network, switch_root.
+
+    Each step reports its failure and the next one runs: a half-configured system with a
+    rescue shell beats a kernel panic.
+    """
+
+    def __init__(self, runtime, cfg):
+        self.rt, self.cfg = runtime, cfg
+        self.device = runtime.mode == "device"
+
+    def run(self):
+        if self.rt.mode == "subreaper":
             one = ctypes.c_ulong(1) if ctypes else 1
-            self.step("PR_SET_CHILD_SUBREAPER", libc_call, "prctl", PR_SET_CHILD_SUBREAPER, one)
+            step("PR_SET_CHILD_SUBREAPER", libc_call, "prctl", PR_SET_CHILD_SUBREAPER, one)
             return  # not PID 1: the host is not ours to mount or configure
-        device = self.mode == "device"
-        self.step("mounting", self.mount_basics, device)
-        self.step("opening the console", self.ensure_stdio)
-        if device:
-            self.step("disabling ctrl-alt-del reboot", libc_call, "reboot", RB_DISABLE_CAD)
-            self.step("loading modules", self.load_modules)
+        step("mounting", self.mount_basics)
+        step("opening the console", ensure_stdio, self.rt.pid1)
+        console().reopen()  # /proc is there now: a file description of the init's own
+        if self.device:
+            step("disabling ctrl-alt-del reboot", libc_call, "reboot", RB_DISABLE_CAD)
+            step("loading modules", self.load_modules)
             if self.cfg["switch_root"]:
-                self.step("switch_root", self.switch_root, self.cfg["switch_root"])
+                step("switch_root", self.switch_root, self.cfg["switch_root"])
         if self.cfg["hostname"]:
-            self.step("setting the hostname", self.set_hostname, quiet=not device)
-        self.step("network setup", self.network, not device)
+            step("setting the hostname", self.set_hostname, quiet=not self.device)
+        step("network setup", self.network)
 
-    def mount_basics(self, device):
+    def mount_basics(self):
         for fstype, target, flags, data, device_only in MOUNTS:
-            if device_only and not device:
+            if device_only and not self.device:
                 continue
             if target in [m[1] for m in mountpoints()]:
                 continue
             try:
                 # In a container, an empty unmounted /run or /tmp is one the runtime left to us.
-                if not device and fstype == "tmpfs" and os.listdir(target):
+                if not self.device and fstype == "tmpfs" and os.listdir(target):
                     continue
                 os.makedirs(target, exist_ok=True)
                 mount(fstype, target, fstype, flags, data)
             except Exception as e:
-                if device:
+                if self.device:
                     say("mounting %s on %s failed: %s" % (fstype, target, e))
-
-    def run(self, argv, timeout=30.0, quiet=False):
-        """Run a setup command on the console (or silenced) and wait for it; return its status."""
-        pid = os.fork()
-        if pid == 0:
-            exec_child(argv, dict(os.environ), quiet=quiet)
-        deadline = time.monotonic() + timeout
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                if status and not quiet:
-                    say("%s: %s" % (" ".join(argv), describe(status)))
-                return status
-            if time.monotonic() > deadline:
-                say("%s: timed out, killed" % " ".join(argv))
-                os.kill(pid, signal.SIGKILL)
-                return os.waitpid(pid, 0)[1]
-            signal.sigtimedwait([signal.SIGCHLD], 0.05)  # other signals stay pending for later
 
     def load_modules(self):
         """The config's modules, then /etc/modules ("NAME [ARGS]" lines), each once."""
@@ -569,10 +729,10 @@ class Init:
         # One modprobe -a for every name without arguments: each run of a dynamic busybox
         # costs ~50 ms on an emulated board. Those with arguments first, one call each.
         for words in [w for w in argvs if len(w) > 1]:
-            self.step("modprobe " + words[0], self.run, modprobe + words)
+            step("modprobe " + words[0], run_command, modprobe + words)
         plain = [w[0] for w in argvs if len(w) == 1]
         if plain:
-            self.step("modprobe", self.run, modprobe + ["-a"] + plain)
+            step("modprobe", run_command, modprobe + ["-a"] + plain)
 
     def set_hostname(self):
         name = str(self.cfg["hostname"])
@@ -582,44 +742,66 @@ class Init:
             with open("/proc/sys/kernel/hostname", "w") as f:
                 f.write(name)
 
-    def network(self, quiet):
+    def network(self):
         interfaces = self.cfg["network"].get("interfaces", [])
         ip = find_tool("ip")
-        self.link_up("lo", ip, quiet)
+        self.link_up("lo", ip, quiet=not self.device)
         if not ip:
             if interfaces:
                 say("no ip command: network not configured")
             return
+        if self.device and any(i.get("vlan") is not None for i in interfaces):
+            modprobe = find_tool("modprobe")  # 802.1Q may be a module the board did not list
+            if modprobe:
+                step("modprobe 8021q", run_command, modprobe + ["8021q"], quiet=True)
         for iface in interfaces:
-            self.step("interface %s" % iface.get("name"), self.interface, ip, iface)
+            name = iface.get("name") if isinstance(iface, dict) else iface
+            step("interface %s" % (name,), self.interface, ip, iface)
 
     def link_up(self, name, ip, quiet=False):
         try:
             set_link_up(name)
         except Exception:  # no ctypes or fcntl, or an error ip will word better
             if ip:
-                self.run(ip + ["link", "set", name, "up"], quiet=quiet)
+                run_command(ip + ["link", "set", name, "up"], quiet=quiet)
 
     def interface(self, ip, iface):
         name = iface["name"]
+        if iface.get("vlan") is not None and not self.add_vlan(ip, iface):
+            return
         self.link_up(name, ip)
         if iface.get("dhcp"):
-            udhcpc = find_tool("udhcpc")
-            script = iface.get("udhcpc_script") or "/run/lxembed/udhcpc.script"
-            if not iface.get("udhcpc_script"):
-                os.makedirs(os.path.dirname(script), exist_ok=True)
-                with open(script, "w") as f:
-                    f.write(DHCP_SCRIPT % " ".join(ip))
-                os.chmod(script, 0o755)
-            if udhcpc:
-                self.run(udhcpc + ["-i", name, "-s", script, "-n", "-q", "-t", "5", "-T", "1"])
-            else:
-                say("%s: no udhcpc for DHCP" % name)
+            self.dhcp(ip, name, iface.get("udhcpc_script"))
         for family, addrs, gw in (("-4", "ipv4", "gateway4"), ("-6", "ipv6", "gateway6")):
             for addr in iface.get(addrs, []):
-                self.run(ip + [family, "addr", "add", addr, "dev", name])
+                run_command(ip + [family, "addr", "add", addr, "dev", name])
             if iface.get(gw):
-                self.run(ip + [family, "route", "add", "default", "via", iface[gw], "dev", name])
+                run_command(ip + [family, "route", "add", "default", "via", iface[gw], "dev", name])
+
+    def add_vlan(self, ip, iface):
+        """Make the 802.1Q interface NAME on `link` with id `vlan`; False when it is not there."""
+        name, link = iface["name"], iface.get("link")
+        if not link:
+            say("%s: a VLAN needs 'link', its parent interface: not configured" % name)
+            return False
+        if os.path.exists("/sys/class/net/" + name):
+            return True  # made already (by an earlier init, or the runtime)
+        self.link_up(link, ip)  # tagged frames go out through the parent: it must be up
+        cmd = ["link", "add", "link", link, "name", name, "type", "vlan", "id", str(iface["vlan"])]
+        return run_command(ip + cmd) == 0
+
+    def dhcp(self, ip, name, script):
+        udhcpc = find_tool("udhcpc")
+        if not script:
+            script = "/run/lxembed/udhcpc.script"
+            os.makedirs(os.path.dirname(script), exist_ok=True)
+            with open(script, "w") as f:
+                f.write(DHCP_SCRIPT % " ".join(ip))
+            os.chmod(script, 0o755)
+        if udhcpc:
+            run_command(udhcpc + ["-i", name, "-s", script, "-n", "-q", "-t", "5", "-T", "1"])
+        else:
+            say("%s: no udhcpc for DHCP" % name)
 
     def switch_root(self, sr):
         new, init = sr.get("mountpoint", "/newroot"), sr.get("init", "/sbin/init")
@@ -633,26 +815,266 @@ class Init:
         if not tool or not os.path.exists(new + init):
             raise OSError("no switch_root tool or no %s in %s" % (init, sr["device"]))
         say("switching root to %s (%s)" % (sr["device"], init))
+        console().drain()  # what is still buffered would be lost with this process image
         reset_signals()  # the next init must start with a clean mask and dispositions
         try:
             os.execv(tool[0], tool + [new, init])
         finally:  # exec failed: carry on as before
             signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-            signal.pthread_sigmask(signal.SIG_BLOCK, self.sigset)
+            signal.pthread_sigmask(signal.SIG_BLOCK, self.rt.sigset)
+
+
+def unmount_all():
+    for source, target, _ in reversed(mountpoints()):
+        if not source.startswith("/dev/"):  # only disks need a clean unmount
+            continue
+        try:
+            libc_call("umount2", target.encode(), 0)
+        except OSError:  # busy (often /): make it read-only so the disk is clean
+            flags = MS_REMOUNT | MS_RDONLY
+            step("remounting %s read-only" % target, mount, None, target, None, flags)
+
+
+def finish(rt, action, status, idle):
+    """The end, once every process is gone: the init's exit status, or on a device reboot(2)
+    and `idle()` for ever (PID 1 must not exit: the kernel would panic)."""
+    # Only a device's disks need it: the page cache outlives a container, and there sync(2)
+    # flushes every filesystem of the host (300 MB dirty made lxc-stop take 0.3 s).
+    if rt.mode == "device":
+        os.sync()
+    if not rt.pid1:
+        if action == EXIT:
+            say("exiting with the main service's status %d" % status)
+        else:
+            say("would %s now, but not PID 1: exiting" % action)
+        console().drain()
+        return status
+    if rt.mode == "device":
+        step("unmounting", unmount_all)
+        if action == EXIT:
+            action = POWEROFF  # a device has no one to hand an exit status to
+    elif action == EXIT or rt.flavour != "lxc":
+        # OCI runtimes want PID 1 to exit, not to call reboot(2); so does an app that ended.
+        say("container stopped, exit status %d" % status)
+        console().drain()
+        return status
+    say(action)
+    console().drain()
+    # In a PID namespace reboot(2) kills us with SIGINT (halt) or SIGHUP (reboot): LXC's cue.
+    step("reboot(2)", libc_call, "reboot", ctypes.c_int(RB[action]) if ctypes else 0)
+    if rt.mode == "container":
+        return status
+    while True:
+        idle()
+
+
+# -- the supervisor: services, reaping, logs, shutdown ---------------------------------------
+
+
+class Service:
+    TYPES = ("oneshot", "simple", "respawn")
+
+    def __init__(self, spec, cfg):
+        if not isinstance(spec, dict):
+            raise ValueError("a service must be an object")
+        self.name = name = spec.get("name")
+        ok = isinstance(name, str) and name[:1].isalnum()  # it names a log file
+        if not ok or not all(c.isalnum() or c in "._@-" for c in name):
+            raise ValueError("bad service name %r" % (name,))
+        self.command = spec.get("command")
+        if isinstance(self.command, str):
+            self.command = ["/bin/sh", "-c", self.command]
+        if not self.command or not all(isinstance(a, str) for a in self.command):
+            raise ValueError("%s: command must be a non-empty list of strings" % self.name)
+        self.type = spec.get("type", "simple")
+        if self.type not in self.TYPES:
+            raise ValueError("%s: type must be one of %s" % (self.name, ", ".join(self.TYPES)))
+        # The main service is the app (`docker --init`, tini): its end is the init's end.
+        self.main = bool(spec.get("main", False))
+        if self.main and self.type == "respawn":
+            say("%s: a main service is not respawned: its exit ends the init" % name)
+            self.type = "simple"
+        after = spec.get("after", [])
+        self.after = [after] if isinstance(after, str) else [str(a) for a in after]
+        self.env = {str(k): str(v) for k, v in spec.get("environment", {}).items()}
+        self.workdir = spec.get("workdir")
+        self.user = spec.get("user")
+        self.console = bool(spec.get("console", False))
+        grace = spec.get("stop_timeout", cfg["shutdown_grace"])
+        self.stop_timeout = seconds(grace, name + ": stop_timeout")
+        self.respawn = dict(RESPAWN, **cfg["respawn"])
+        self.respawn.update(spec.get("respawn", {}))
+        for key in RESPAWN:
+            self.respawn[key] = seconds(self.respawn[key], "%s: respawn %s" % (name, key))
+        self.state = "pending"  # pending, running, waiting (to respawn), done, failed, stopped
+        self.pid = None
+        self.starts = []
+        self.started_at = 0.0
+        self.restart_at = 0.0
+        self.delay = self.respawn["delay"]
+        self.log_fd = None
+        self.log_size = 0
+def order_services(services):
+    """Order services after their `after` names; a cycle is reported and broken, never fatal."""
+    by_name = {s.name: s for s in services}
+    for s in services:
+        unknown = [a for a in s.after if a not in by_name]
+        if unknown:
+            say("%s: ignoring unknown 'after' %s" % (s.name, ", ".join(unknown)))
+            s.after = [a for a in s.after if a in by_name]
+    placed, order, pending = set(), [], list(services)
+    while pending:
+        ready = [s for s in pending if all(a in placed for a in s.after)]
+        if ready:
+            s = ready[0]
+        else:  # walk unplaced dependencies from the first pending service until one repeats
+            s, seen = pending[0], []
+            while s not in seen:
+                seen.append(s)
+                s = by_name[next(a for a in s.after if a not in placed)]
+            cycle = seen[seen.index(s) :]
+            names = " -> ".join(c.name for c in cycle)
+            say("ordering cycle %s: starting %s first" % (names, s.name))
+            s.after = [a for a in s.after if a in placed]
+        pending.remove(s)
+        placed.add(s.name)
+        order.append(s)
+    return order
+
+
+
+class ServiceOutput:
+    """Copies each service's output, a line at a time, to the console (as `[NAME] line`) and
+    to its log file, NAME.log in log_dir, kept under log_max_bytes with one older file."""
+
+    def __init__(self, cfg, console):
+        self.cfg, self.console = cfg, console
+        self.streams = {}  # pipe fd -> [service, its last line so far]
+        self.more = False  # a pipe had more than one pass reads: come back at once
+        self.polling = False  # no SIGIO for some pipe: the loop must poll
+
+    def watch(self, fd, svc):
+        """Read a service's output without polling: the kernel sends SIGIO when it writes."""
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETOWN, os.getpid())
+            fcntl.fcntl(fd, fcntl.F_SETFL, os.O_NONBLOCK | os.O_ASYNC)
+        except Exception:
+            os.set_blocking(fd, False)
+            self.polling = True  # no SIGIO: the loop polls the pipes
+        self.streams[fd] = [svc, b""]
+
+    def drain(self):
+        """Read what the pipes hold (a bounded amount per pass) and pass on whole lines."""
+        self.more = False
+        for fd in list(self.streams):
+            svc, buf = self.streams[fd]
+            closed = False
+            for _ in range(16):  # bounded, so a chatty service cannot starve the loop
+                try:
+                    chunk = os.read(fd, 65536)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    closed = True
+                    break
+                buf += chunk
+            else:
+                self.more = True
+            lines = buf.split(b"\n")
+            buf = lines.pop()
+            if buf and (closed or len(buf) > 4096):
+                lines.append(buf)  # a last line without a newline, or a very long one
+                buf = b""
+            if lines:
+                self.emit(svc, lines)
+            if closed:
+                os.close(fd)
+                del self.streams[fd]
+            else:
+                self.streams[fd][1] = buf
+
+    def emit(self, svc, lines):
+        """Lines of a service's output to the console (prefixed with its name) and its log."""
+        prefix = b"[" + svc.name.encode() + b"] "
+        self.console.write(prefix + (b"\n" + prefix).join(lines) + b"\n")
+        if self.cfg["log_dir"]:
+            try:
+                self.log(svc, b"\n".join(lines) + b"\n")
+            except OSError as e:
+                say("logging to %s disabled: %s" % (self.cfg["log_dir"], e))
+                self.cfg["log_dir"] = None
+
+    def log(self, svc, data):
+        """Append whole lines to NAME.log; when it would pass log_max_bytes, it becomes
+        NAME.log.1 (one older file kept) and a new NAME.log is begun."""
+        log_dir, cap = self.cfg["log_dir"], max(1, int(self.cfg["log_max_bytes"]))
+        path = os.path.join(log_dir, svc.name + ".log")
+        while data:
+            if svc.log_fd is None:
+                os.makedirs(log_dir, exist_ok=True)
+                svc.log_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+                svc.log_size = os.fstat(svc.log_fd).st_size
+            room = cap - svc.log_size
+            cut = len(data) if len(data) <= room else data.rfind(b"\n", 0, max(room, 0)) + 1
+            if cut == 0 and svc.log_size == 0:  # one line longer than the cap: its start only
+                end = data.find(b"\n") + 1 or len(data)
+                svc.log_size += os.write(svc.log_fd, data[: min(end, cap)])
+                data = data[end:]
+                continue
+            if cut:
+                svc.log_size += os.write(svc.log_fd, data[:cut])
+                data = data[cut:]
+            if data:  # full: keep one older file, NAME.log.1
+                os.close(svc.log_fd)
+                svc.log_fd = None
+                os.replace(path, path + ".1")
+
+    def close_logs(self, services):
+        for svc in services:
+            if svc.log_fd is not None:
+                os.close(svc.log_fd)
+                svc.log_fd = None
+
+
+class Supervisor:
+    """Starts the services in order, reaps every child (adopted orphans too), has their output
+    copied (ServiceOutput), respawns, and stops everything at the end.
+
+    Signals are taken synchronously in pump(); loop() runs until one of them, or the end of
+    the main service, chooses an action.
+    """
+
+    def __init__(self, runtime, cfg, config_error=None):
+        self.rt, self.cfg, self.config_error = runtime, cfg, config_error
+        self.console = console()
+        self.services, self.order, self.started = {}, [], []
+        self.output = ServiceOutput(cfg, self.console)
+        self.pids = {}
+        self.action, self.stopping, self.ready = None, False, False
+        self.main_status = None  # the main service's exit status, once it has ended
+        self.errors = {}  # error text -> when it was last reported
+
+    # -- services
 
     def load_services(self):
         specs = self.cfg["services"]
-        if self.mode == "device" and (self.cfg["rescue_shell"] or self.config_error):
+        if self.rt.mode == "device" and (self.cfg["rescue_shell"] or self.config_error):
             if os.path.exists("/bin/sh"):
                 say("offering a rescue shell on the console")
                 rescue = {"name": "rescue-shell", "command": ["/bin/sh"], "type": "respawn"}
                 specs = list(specs) + [dict(rescue, console=True)]
-        services = []
+        services, main = [], None
         for spec in specs:
             try:
                 svc = Service(spec, self.cfg)
                 if svc.name in self.services:
                     raise ValueError("duplicate service %s" % svc.name)
+                if svc.main and main:
+                    say("%s: %s is the main service already" % (svc.name, main.name))
+                    svc.main = False
+                main = main or (svc if svc.main else None)
                 self.services[svc.name] = svc
                 services.append(svc)
             except Exception as e:
@@ -680,18 +1102,8 @@ class Init:
             exec_child(svc.command, env, svc.workdir, ids, w, ctty=svc.console)
         if r is not None:
             os.close(w)
-            self.watch(r, svc)
+            self.output.watch(r, svc)
         return pid
-
-    def watch(self, fd, svc):
-        """Read a service's output without polling: the kernel sends SIGIO when it writes."""
-        try:
-            fcntl.fcntl(fd, fcntl.F_SETOWN, os.getpid())
-            fcntl.fcntl(fd, fcntl.F_SETFL, os.O_NONBLOCK | os.O_ASYNC)
-        except Exception:
-            os.set_blocking(fd, False)
-            self.wait_cap = 0.1  # no SIGIO: fall back to polling the pipes
-        self.streams[fd] = [svc, b""]
 
     def start(self, svc):
         now = time.monotonic()
@@ -704,7 +1116,9 @@ class Init:
         except Exception as e:
             say("%s: cannot start: %s" % (svc.name, e))
             svc.state = "failed"
-            if svc.type == "respawn":
+            if svc.main:  # as if it could not be run: what a shell says for that
+                self.ended(svc, 127 << 8)
+            elif svc.type == "respawn":
                 self.schedule_respawn(svc, now)
             return
         svc.state = "running"
@@ -719,6 +1133,8 @@ class Init:
     def start_due(self):
         now = time.monotonic()
         for svc in self.order:
+            if self.action is not None:
+                return
             if svc.state == "pending" and all(self.settled(a) for a in svc.after):
                 self.start(svc)
             elif svc.state == "waiting" and now >= svc.restart_at:
@@ -735,7 +1151,7 @@ class Init:
                 os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
             except OSError as e:
                 say("cannot create %s: %s" % (path, e))
-        write_console(b"lxembed-init: ready\n")
+        self.console.write(b"lxembed-init: ready\n")
 
     def schedule_respawn(self, svc, now):
         rs = svc.respawn
@@ -753,9 +1169,14 @@ class Init:
     def exited(self, svc, status):
         svc.pid = None
         how = describe(status)
+        if svc.main and self.main_status is None:
+            self.main_status = exit_status(status)
         if self.stopping:
             svc.state = "stopped"
             say("%s: stopped (%s)" % (svc.name, how))
+        elif svc.main:
+            svc.state = "done" if status == 0 else "failed"
+            self.ended(svc, status)
         elif svc.type == "respawn":
             say("%s: %s, respawning" % (svc.name, how))
             self.schedule_respawn(svc, time.monotonic())
@@ -764,93 +1185,72 @@ class Init:
             if status or svc.type == "simple":
                 say("%s: %s" % (svc.name, how))
 
+    def ended(self, svc, status):
+        """The main service ended: stop the rest, then exit with its status."""
+        if self.main_status is None:
+            self.main_status = exit_status(status)
+        say("%s: %s: the main service ended" % (svc.name, describe(status)))
+        if self.action is None:
+            self.action = EXIT
+
+    # -- reaping, output and signals
+
     def reap(self):
         """Reap every exited child, adopted orphans included; return False when none are left."""
-        exits, left = [], True
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                left = False
-                break
-            if pid == 0:
-                break
-            if pid in self.pids:
-                exits.append((self.pids.pop(pid), status))
-        self.drain()  # after reaping: a service's last words come before its exit report
+        exits, left = reap_children()
+        exits = [(self.pids.pop(pid), status) for pid, status in exits if pid in self.pids]
+        # After reaping: a service's last words come before its exit report.
+        self.guard("copying output", self.output.drain)
         for svc, status in exits:
-            self.exited(svc, status)
+            self.guard("%s: handling its exit" % svc.name, self.exited, svc, status)
         return left
-
-    def drain(self):
-        out = []
-        self.more = False
-        for fd in list(self.streams):
-            svc, buf = self.streams[fd]
-            for _ in range(16):  # bounded, so a chatty service cannot starve the loop
-                try:
-                    chunk = os.read(fd, 65536)
-                except BlockingIOError:
-                    break
-                except OSError:
-                    chunk = b""
-                if not chunk:
-                    if buf:
-                        self.emit(svc, buf + b"\n", out)
-                    os.close(fd)
-                    del self.streams[fd]
-                    break
-                lines = (buf + chunk).split(b"\n")
-                buf = lines.pop()
-                if len(buf) > 4096:
-                    lines.append(buf)
-                    buf = b""
-                for line in lines:
-                    self.emit(svc, line + b"\n", out)
-            else:
-                self.more = True
-            if fd in self.streams:
-                self.streams[fd][1] = buf
-        write_console(b"".join(out))
-
-    def emit(self, svc, line, out):
-        out.append(b"[" + svc.name.encode() + b"] " + line)
-        log_dir, cap = self.cfg["log_dir"], self.cfg["log_max_bytes"]
-        if not log_dir:
-            return
-        path = os.path.join(log_dir, svc.name + ".log")
-        try:
-            for _ in range(2):
-                if svc.log_fd is None:
-                    os.makedirs(log_dir, exist_ok=True)
-                    svc.log_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-                    svc.log_size = os.fstat(svc.log_fd).st_size
-                if svc.log_size == 0 or svc.log_size + len(line) <= cap:
-                    break
-                os.close(svc.log_fd)  # full: keep one older file, NAME.log.1
-                svc.log_fd = None
-                os.replace(path, path + ".1")
-            svc.log_size += os.write(svc.log_fd, line[:cap])
-        except OSError as e:
-            say("logging to %s disabled: %s" % (log_dir, e))
-            self.cfg["log_dir"] = None
 
     def pump(self, timeout):
         """Wait up to `timeout` for a signal, then reap, copy output and act on the signals."""
-        got = []
-        timeout = 0 if self.more else max(0.0, min(timeout, self.wait_cap))
-        info = signal.sigtimedwait(self.sigset, timeout)
-        while info is not None:
-            got.append(info.si_signo)
-            info = signal.sigtimedwait(self.sigset, 0)
+        if self.output.more:
+            timeout = 0.0
+        elif self.console.pending:  # the console may take more soon: come back to it
+            timeout = min(timeout, 0.05)
+        got = self.rt.wait(min(timeout, self.wait_cap))
         self.reap()
-        for sig in got:
-            action = self.table.get(sig)
+        self.console.flush()
+        self.act_on(got)
+
+    @property
+    def wait_cap(self):
+        """The longest wait for a signal: SIGIO says when a pipe has output, unless polling."""
+        return 0.1 if self.output.polling else 5.0
+
+    def bare_pump(self):
+        """pump() without service output: what is left when pump() itself failed."""
+        got = self.rt.wait(0.1)
+        for pid, _ in reap_children()[0]:
+            svc = self.pids.pop(pid, None)
+            if svc is not None:
+                svc.pid, svc.state = None, "failed"
+        self.act_on(got)
+
+    def act_on(self, signals):
+        for sig in signals:
+            action = self.rt.table.get(sig)
             if action and self.action is None:
                 say("%s: %s" % (signame(sig), action))
                 self.action = action
             elif not action and sig not in (signal.SIGCHLD, signal.SIGIO):
                 say("ignoring %s" % signame(sig))
+
+    def guard(self, what, fn, *args):
+        """Run one part of a pass; an error is reported (once in 10 s) and the pass goes on."""
+        try:
+            fn(*args)
+            return True
+        except Exception as e:
+            text = "%s: %r" % (what, e)
+            now = time.monotonic()
+            if now - self.errors.get(text, -10.0) >= 10.0:
+                self.errors[text] = now
+                say("error %s" % text)
+            return False
 
     def wait_for(self, done, timeout, poll=5.0):
         deadline = time.monotonic() + timeout
@@ -858,37 +1258,40 @@ class Init:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            self.pump(min(left, poll))
+            if not self.guard("waiting", self.pump, min(left, poll)):
+                self.guard("reaping", self.bare_pump)
         return True
 
-    def main(self):
-        self.ensure_stdio()
-        self.apply_config()
-        self.setup()
-        if self.cfg["ready_file"]:  # a stale marker from the last boot must not claim readiness
-            self.step("removing the old ready file", os.unlink, self.cfg["ready_file"], quiet=True)
-        self.step("loading services", self.load_services)
+    def loop(self):
+        """Start services when due and wait for signals and exits, until an action is chosen.
+
+        An error in any part of a pass is reported and the next pass runs: reaping and signal
+        handling never stop.
+        """
         while self.action is None:
-            try:
-                self.start_due()
-                waits = [s.restart_at for s in self.order if s.state == "waiting"]
-                self.pump(min(waits) - time.monotonic() if waits else self.wait_cap)
-            except Exception as e:
-                say("main loop error: %r" % e)
-                time.sleep(0.1)
-        return self.shutdown()
+            self.guard("starting services", self.start_due)
+            waits = [s.restart_at for s in self.order if s.state == "waiting"]
+            timeout = min(waits) - time.monotonic() if waits else self.wait_cap
+            if not self.guard("waiting", self.pump, timeout):
+                self.guard("reaping", self.bare_pump)
+
+    # -- shutdown
 
     def shutdown(self):
+        """Stop every service and every other process; return the init's exit status."""
         self.stopping = True
-        say("%s: stopping services" % self.action)
-        self.step("removing the ready file", os.unlink, self.cfg["ready_file"], quiet=True)
-        for svc in reversed(self.started):  # reverse start order: dependants stop first
-            self.step("stopping " + svc.name, self.stop_service, svc)
-        self.step("stopping remaining processes", self.kill_rest)
-        for svc in self.order:
-            if svc.log_fd is not None:
-                os.close(svc.log_fd)
-        return self.finish()
+        why = "the main service ended" if self.action == EXIT else self.action
+        say("%s: stopping services" % why)
+        if self.cfg["ready_file"]:
+            step("removing the ready file", os.unlink, self.cfg["ready_file"], quiet=True)
+        # The main service first (its stop signal is the one a runtime sent the app), then the
+        # rest in reverse start order: dependants stop first.
+        order = sorted(reversed(self.started), key=lambda s: not s.main)
+        for svc in order:
+            step("stopping " + svc.name, self.stop_service, svc)
+        step("stopping remaining processes", self.kill_rest)
+        self.output.close_logs(self.order)
+        return self.main_status or 0
 
     def stop_service(self, svc):
         pid = svc.pid
@@ -913,90 +1316,127 @@ class Init:
 
     def others_alive(self):
         children = self.reap()
-        return children or (not self.pid1 and bool(descendants(os.getpid())))
+        return children or (not self.rt.pid1 and bool(descendants(os.getpid())))
 
     def kill_rest(self):
         for sig, timeout in ((signal.SIGTERM, self.cfg["shutdown_grace"]), (signal.SIGKILL, 5.0)):
             if not self.others_alive():
                 return
             say("sending %s to all remaining processes" % signame(sig))
-            # PID 1 reaches everything with kill(-1); a subreaper only signals its descendants.
-            for pid in [-1] if self.pid1 else descendants(os.getpid()):
-                for s in (sig, signal.SIGCONT):  # SIGCONT so stopped processes see the SIGTERM
-                    try:
-                        os.kill(pid, s)
-                    except OSError:
-                        pass
+            signal_all(self.rt.pid1, sig)
             if self.wait_for(lambda: not self.others_alive(), timeout, poll=0.05):
                 return
         say("some processes would not die")
 
-    def finish(self):
-        # Only a device's disks need it: the page cache outlives a container, and there sync(2)
-        # flushes every filesystem of the host (300 MB dirty made lxc-stop take 0.3 s).
-        if self.mode == "device":
-            os.sync()
-        if not self.pid1:
-            say("would %s now, but not PID 1: exiting" % self.action)
-            return 0
-        if self.mode == "device":
-            self.step("unmounting", self.unmount_all)
-        elif self.flavour != "lxc":
-            say("container stopped")  # OCI runtimes want PID 1 to exit, not to call reboot(2)
-            return 0
-        say("%s" % self.action)
-        # In a PID namespace reboot(2) kills us with SIGINT (halt) or SIGHUP (reboot): LXC's cue.
-        self.step("reboot(2)", libc_call, "reboot", ctypes.c_int(RB[self.action]) if ctypes else 0)
-        if self.mode == "container":
-            return 0
-        while True:  # PID 1 on a device must not exit (the kernel would panic): keep reaping
-            self.pump(60.0)
-
-    def unmount_all(self):
-        for source, target, _ in reversed(mountpoints()):
-            if not source.startswith("/dev/"):  # only disks need a clean unmount
-                continue
-            try:
-                libc_call("umount2", target.encode(), 0)
-            except OSError:  # busy (often /): make it read-only so the disk is clean
-                self.step("remounting %s read-only" % target, mount, None, target, None,
-                          MS_REMOUNT | MS_RDONLY)  # fmt: skip
+    def idle(self):
+        """What a device's PID 1 does after reboot(2) failed: reap, for ever."""
+        if not self.guard("waiting", self.pump, 60.0):
+            self.guard("reaping", self.bare_pump)
 
 
-def last_resort(init):
-    """PID 1 hit an unexpected error: keep reaping and still obey a stop signal."""
+# -- the init: the parts in order, inside the guard ------------------------------------------
+
+
+class Init:
+    """The console and the config, the system set-up, then the supervisor until the end."""
+
+    def __init__(self, runtime, config_path):
+        self.rt, self.config_path = runtime, config_path
+        self.supervisor = None
+
+    def run(self):
+        rt = self.rt
+        ensure_stdio(rt.pid1)
+        console().reopen()
+        cfg, error = load_config(self.config_path)
+        if error:
+            say(error + ": running without services")
+        rt.apply_config(cfg)
+        say("mode %s, %s signal table" % (rt.mode, rt.table_name))
+        SystemSetup(rt, cfg).run()
+        sup = self.supervisor = Supervisor(rt, cfg, error)
+        if cfg["ready_file"]:  # a stale marker from the last boot must not claim readiness
+            step("removing the old ready file", os.unlink, cfg["ready_file"], quiet=True)
+        step("loading services", sup.load_services)
+        sup.loop()
+        status = sup.shutdown()
+        return finish(rt, sup.action, status, sup.idle)
+
+
+def last_resort(rt, action=None, grace=5.0):
+    """The init failed outside every guard: keep reaping, and on a stop signal (or at once,
+    when a stop was under way: `action`) end every process and finish as the init would."""
     while True:
         try:
-            info = signal.sigtimedwait(init.sigset, 5.0)
-            init.reap()
-            if info is not None and init.table.get(info.si_signo):
-                init.action = init.table[info.si_signo]
-                return init.finish()
-        except Exception:
-            time.sleep(1)
+            got = rt.wait(0.05 if console().pending or action else 5.0)
+            reap_children()
+            console().flush()
+            for sig in got:
+                if sig in rt.table and not action:
+                    action = rt.table[sig]
+                    say("%s: %s" % (signame(sig), action))
+            if not action:
+                continue
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                if not reap_children()[1] and (rt.pid1 or not descendants(os.getpid())):
+                    break
+                say("sending %s to all processes" % signame(sig))
+                signal_all(rt.pid1, sig)
+                deadline = time.monotonic() + grace
+                while reap_children()[1] and time.monotonic() < deadline:
+                    rt.wait(0.05)  # SIGCHLD wakes us
+            return finish(rt, action, 0, lambda: (rt.wait(60.0), reap_children()))
+        except Exception as e:
+            try:
+                say("fatal error again, still reaping: %r" % (e,))
+            except Exception:
+                pass
+            action = None  # what failed may fail again: wait for the next stop signal
+            time.sleep(0.5)
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
+def parse_args(argv, pid1):
+    """(config path, None) to run, or (None, exit status) once the usage is printed."""
     path = os.environ.get("LXINIT_CONFIG") or DEFAULT_CONFIG
-    os.environ.setdefault("PATH", DEFAULT_PATH)  # the kernel starts init with no PATH
-    args = list(argv)
+    args, stray = list(argv), []
     while args:  # no argparse: it exits on errors, and the kernel passes init stray words
         arg = args.pop(0)
         if arg == "--config" and args:
             path = args.pop(0)
         elif arg.startswith("--config="):
             path = arg.split("=", 1)[1]
+        elif arg in ("-h", "--help") and not pid1:
+            sys.stdout.write(USAGE)
+            return None, 0
         else:
-            say("ignoring argument %r" % arg)
-    init = Init(path)
+            stray.append(arg)
+    if stray and not pid1:  # on a host, a stray word is a mistake: start nothing
+        sys.stderr.write("lxinit.py: unexpected argument %r\n%s" % (stray[0], USAGE))
+        return None, 2
+    for arg in stray:
+        say("ignoring argument %r" % arg)
+    return path, None
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    path, status = parse_args(argv, os.getpid() == 1)
+    if path is None:
+        return status
+    os.environ.setdefault("PATH", DEFAULT_PATH)  # the kernel starts init with no PATH
+    rt = Runtime()  # first: signals blocked, a table chosen, before anything can fail
+    init = None
     try:
-        return init.main()
+        init = Init(rt, path)
+        return init.run()
     except BaseException as e:
-        if not init.pid1:
-            raise
-        say("fatal error, still reaping: %r" % e)
-        return last_resort(init)
+        # Everything, set-up included, runs in here: an init that ends panics the kernel.
+        try:
+            say("fatal error, still reaping: %r" % (e,))
+        except BaseException:
+            pass
+        supervisor = init.supervisor if init else None
+        return last_resort(rt, supervisor.action if supervisor else None)
 
 
 if __name__ == "__main__":
