@@ -1,6 +1,8 @@
 """The gateway device under qemu-system: LXC, nft and the network modules on the device itself;
-its service containers (bind-host, resolved against the device's own tree) started at boot in
-order, each once the previous is ready, and stopped cleanly in reverse order at `poweroff`.
+its network (br0, the containers' ports with their names, MACs and filters) made at boot from
+the recipe's one description; its service containers (bind-host, resolved against the device's
+own tree) started in order, each once the previous is ready — web gets its lease from dhcp —
+and stopped cleanly in reverse order at `poweroff`.
 
 One boot runs every check; the power-off at the end goes through the init.
 """
@@ -83,7 +85,8 @@ def test_every_check_passes_on_the_device(arm64):
     assert not failed, failed
     names = {c.name for c in arm64.checks}
     assert {"modules-loaded", "lxc-tools", "nft-bridge-table", "device-container",
-            "service-containers-ready", "web-page"} <= names
+            "service-containers-ready", "host-side-ports", "web-lease-from-dhcp",
+            "web-page-over-br0", "web-changed-mac-loses-connectivity"} <= names
 
 
 def test_poweroff_stops_the_containers_cleanly_in_reverse_order(arm64):

@@ -16,6 +16,8 @@ from .toml_lines import key_line, parse
 
 # The script the device init runs to start and stop its service containers (containers/device.py)
 SERVICE_CONTAINERS_SCRIPT = "/usr/lib/lxembed/service-containers"
+# ... and the one that makes the device's own network from its [host_network] (lxembed.net.device)
+DEVICE_NETWORK_SCRIPT = "/etc/lxembed/network.sh"
 DEFAULT_EPOCH = 1704067200  # 2024-01-01T00:00:00Z, when SOURCE_DATE_EPOCH is not set
 
 
@@ -164,6 +166,9 @@ def load_recipe(name: str, _seen: tuple = ()) -> Recipe:
                         ("service_containers", ["name", "recipe"])):
         for i, item in enumerate(settings[table]):
             required(item, keys, path, text, table, i)
+    if not _seen and settings["host_network"] is not None and settings["container"] is None:
+        settings["services"] = [_device_network_service(path, text)] + [
+            s for s in settings["services"] if s["name"] != "device-network"]
     if not _seen and settings["service_containers"]:
         settings["services"] = [s for s in settings["services"]
                                 if s["name"] != "service-containers"] + [
@@ -173,6 +178,13 @@ def load_recipe(name: str, _seen: tuple = ()) -> Recipe:
                                                      for p in sources[1:]])
     _one_main_service(settings["services"], data.get("services") or [], path, text)
     return Recipe(path.stem, path, settings, text, sources)
+
+
+def _device_network_service(path: Path, text: str) -> Dict[str, Any]:
+    """An image whose recipe describes a network makes it at boot, before anything else."""
+    service = {"name": "device-network", "command": ["/bin/sh", DEVICE_NETWORK_SCRIPT],
+               "type": "oneshot"}
+    return validate(service, SERVICE_FIELDS, path, text, "services")
 
 
 def _manager_service(settings: Dict[str, Any], path: Path, text: str) -> Dict[str, Any]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from ..config import Plan
 from ..log import warn
@@ -34,6 +34,19 @@ def resolve_bundles(plan: Plan, formats: Sequence[str]) -> Optional[ContainerSpe
     return spec
 
 
+def hook_scripts(spec: ContainerSpec) -> Dict[str, bytes]:
+    """{path relative to the bundle: script} of the hooks of ports of a host network
+    description that the container's networks name (lxembed.net.ports)."""
+    scripts = {}
+    for net in spec.networks:
+        if net.hooks:
+            port, start, stop = net.hooks
+            paths = hook_files(port)
+            scripts[paths["lxc.hook.start-host"]] = start.encode()
+            scripts[paths["lxc.hook.post-stop"]] = stop.encode()
+    return scripts
+
+
 def write_bundles(tree: RootfsTree, plan: Plan, spec: ContainerSpec, formats: Sequence[str],
                   output: Path, final: Path) -> List[Artifact]:
     """Write each container format of `formats` into OUTPUT/FORMAT/.
@@ -46,13 +59,7 @@ def write_bundles(tree: RootfsTree, plan: Plan, spec: ContainerSpec, formats: Se
     if "lxc" in formats:
         rootfs = Path(final).resolve() / "lxc" / "rootfs"
         text = lxc_config(spec, str(rootfs), plan.board.name, plan.recipe.name)
-        scripts = {}  # hooks of ports of a host network description (lxembed.net.ports)
-        for net in spec.networks:
-            if net.hooks:
-                port, start, stop = net.hooks
-                paths = hook_files(port)
-                scripts[paths["lxc.hook.start-host"]] = start.encode()
-                scripts[paths["lxc.hook.post-stop"]] = stop.encode()
+        scripts = hook_scripts(spec)
         artifacts.append(write_bundle(ctree, Path(output) / "lxc", "config", text.encode(), "lxc",
                                       scripts))
     if "oci" in formats:

@@ -20,6 +20,7 @@ from ..config import Plan, load_recipe
 from ..config.loader import SERVICE_CONTAINERS_SCRIPT as MANAGER
 from ..errors import UserError
 from ..tree import DIR, FILE, HARDLINK, SYMLINK, RootfsTree
+from .bundle import hook_scripts
 from .lxc_config import lxc_config
 from .rootfs import container_tree
 from .spec import ContainerSpec, container_spec
@@ -85,6 +86,9 @@ def _add_one(tree: RootfsTree, plan: Plan, cplan: Plan, spec: ContainerSpec,
     text = lxc_config(spec, f"{base}/rootfs", plan.board.name, cplan.recipe.name)
     tree.write(f"{base}/config", text.encode(), mtime=plan.epoch,
                origin=f"container {spec.name}")
+    for path, script in hook_scripts(spec).items():  # its port's MAC and rules, by LXC hooks
+        tree.write(f"{base}/{path}", script, mode=0o755, mtime=plan.epoch,
+                   origin=f"container {spec.name}")
 
 
 def manager_script(specs) -> str:

@@ -79,7 +79,7 @@ def port_from_chain(port: Port) -> List[str]:
 
 def port_to_chain(port: Port) -> List[str]:
     """Rules for frames the bridge sends out of a port with an inbound filter."""
-    rules = ["ether type arp accept", "meta l4proto { icmp, ipv6-icmp } accept"]
+    rules = ["ether type arp accept", "meta l4proto { icmp, icmpv6 } accept"]
     if port.inbound_tcp:
         rules.append(f"tcp dport {_set(map(str, port.inbound_tcp))} accept")
     rules.append("# stateless: segments without a lone SYN belong to connections the port opened")
@@ -139,7 +139,7 @@ def inet_table(table: str, model: NetworkModel) -> List[str]:
                        "type filter hook input priority 0; policy accept;")
         for b in filtered:
             rules = ["ct state established,related accept",
-                     "meta l4proto { icmp, ipv6-icmp } accept"]
+                     "meta l4proto { icmp, icmpv6 } accept"]
             udp, tcp = list(b.host_udp or []), list(b.host_tcp or [])
             if b.dhcp:
                 udp.append(67)

@@ -6,11 +6,15 @@ from pathlib import Path
 from typing import Optional
 
 from ..config import Plan
-from ..config.loader import find_overlay
+from ..config.loader import DEVICE_NETWORK_SCRIPT, find_overlay
+from ..config.toml_lines import parse
 from ..elf.closure import check_tree_arch
 from ..elf.pick import pick_files
 from ..errors import UserError
 from ..log import info, progress, step
+from ..net.device import RULES_FILE, device_rules, device_setup
+from ..net.model import load_description
+from ..net.rules import check as check_rules
 from ..sources.apt import PackageSource
 from ..sources.deb import extract_deb
 from ..tree import RootfsTree
@@ -43,6 +47,8 @@ def build_tree(plan: Plan, mirror: Optional[str] = None) -> RootfsTree:
     if recipe["init"] == "python":
         with step("python init"):
             add_python_init(tree, plan, source)
+    if recipe["host_network"] is not None and recipe["container"] is None:
+        _add_device_network(tree, plan)
     elif tree.get("/init") is None and tree.get("/bin/busybox") is not None:
         tree.symlink("/init", "/bin/busybox", mtime=epoch, origin="init")  # initramfs entry point
     for name in recipe["overlays"]:
@@ -64,6 +70,22 @@ def build_tree(plan: Plan, mirror: Optional[str] = None) -> RootfsTree:
     info(f"{plan.board.name}/{plan.recipe.name}: {len(tree)} entries, "
          f"{tree.total_bytes() / 1e6:.2f} MB of files ({removed} excluded)")
     return tree
+
+
+def _add_device_network(tree: RootfsTree, plan: Plan) -> None:
+    """The image's own network, from the recipe's description: made by the init at boot."""
+    if plan.recipe.settings["init"] != "python":
+        raise UserError(f"{plan.recipe.line_of('host_network')}: the device network is made "
+                        'by the Python init at boot: set init = "python"')
+    # The description lives in this recipe or in the base that sets it (lines name that file).
+    source = next(p for p in plan.recipe.sources if "host_network" in parse(p)[0])
+    model = load_description(source)
+    rules = device_rules(model)
+    check_rules(rules, f"{plan.recipe.path}: [host_network]")
+    tree.write(DEVICE_NETWORK_SCRIPT, device_setup(model).encode(), mode=0o755,
+               mtime=plan.epoch, origin="device network")
+    if rules:
+        tree.write(RULES_FILE, rules.encode(), mtime=plan.epoch, origin="device network")
 
 
 def _local_deb(plan: Plan, name: str) -> Path:
