@@ -48,11 +48,12 @@ FIXED_SERIES = {("c", 4): "/dev/ttyS{}", ("c", 188): "/dev/ttyUSB{}", ("c", 166)
 _DEVICE_OFFSET = {("c", 4): 64}  # ttyS0 is 4:64
 # What libvirt's LXC driver sets up itself, whatever the XML says: these lxembed defaults map.
 DEFAULT_MOUNT_AUTO = ["proc:mixed", "sys:mixed", "cgroup:mixed"]
-# Bind options libvirt's <filesystem type='mount'> says (ro as <readonly/>); others are lost.
+# Mount options libvirt's <filesystem> says (measured in /proc/self/mountinfo, libvirt 9.0): a
+# bind only ro (as <readonly/>), a tmpfs (type='ram') is always nosuid,nodev with mode 1777 and
+# its size. Other options of a recipe's mount are lost, with a warning; lxembed's own host binds
+# lose nosuid,nodev and its /run tmpfs mode 755 (docs/containers.md says so).
 _BIND_OPTIONS = ("bind", "rbind", "ro", "rw")
-# Options lxembed itself puts on its host binds and tmpfs mounts: lost without a warning (a root
-# container may remount them anyway; docs/containers.md says so).
-_OWN_OPTIONS = ("nosuid", "nodev", "mode=755", "mode=1777")
+_TMPFS_OPTIONS = ("rw", "nosuid", "nodev", "mode=1777")
 _INITENV_NAME = re.compile(r"^[a-zA-Z_]+[a-zA-Z0-9_]*$")
 # libvirt keeps an application's own <metadata> element in its namespace: the runner reads the
 # stop signal there (the domain XML has no key for it). A URN: no host name to resolve.
@@ -202,14 +203,13 @@ class _Domain:
             _sub(fs, "target", dir=m.target)
             if "ro" in m.options:
                 _sub(fs, "readonly")
-            lost = [o for o in m.options if o not in _BIND_OPTIONS and o not in _OWN_OPTIONS]
+            lost = [o for o in m.options if o not in _BIND_OPTIONS]
         elif m.fstype == "tmpfs":
             fs = _sub(devices, "filesystem", type_="ram", accessmode="passthrough")
             # usage 0 is tmpfs's size=0: no size limit, like a tmpfs LXC mounts without size=.
             _sub(fs, "source", usage=str(_tmpfs_kib(m)), units="KiB")
             _sub(fs, "target", dir=m.target)
-            lost = [o for o in m.options if o not in ("rw",) and o not in _OWN_OPTIONS
-                    and not o.startswith("size=")]
+            lost = [o for o in m.options if o not in _TMPFS_OPTIONS and not o.startswith("size=")]
         else:
             raise _fail(s, "container.mounts", "type",
                         f"libvirt's LXC driver mounts binds and tmpfs only, not {m.fstype!r} "
