@@ -6,13 +6,17 @@ LXC driver, in its own mount namespace: ../shared/FACTS.md, libvirt) and stops c
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -24,11 +28,13 @@ from lxembed.containers.libvirt import METADATA_NS, UNLIMITED_KIB, libvirt_domai
 from lxembed.containers.network import stable_mac
 from lxembed.pipeline import build_image
 
+ROOT = Path(__file__).resolve().parents[1]
 EPOCH = 1704067200
 HOST_BOARD = 'arch = "amd64"\nsuite = "bookworm"\n'
 ARM_BOARD = 'arch = "armhf"\nsuite = "bookworm"\n'
 LXC_DRIVER = Path("/usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_lxc.so")
 URI = "lxc:///"
+TEST_DOMAINS = ("container-bind", "lxembed-lv-net")  # what a failed test may leave defined
 
 
 def need_validator() -> None:
@@ -277,11 +283,12 @@ def _cgroup_dirs(name: str) -> list:
     return sorted(str(p) for p in Path("/sys/fs/cgroup").glob(f"*/machine/*{name}.libvirt-lxc"))
 
 
-@pytest.fixture
-def libvirtd(tmp_path):
+@contextlib.contextmanager
+def started_libvirtd(tmp_path: Path, netns: Optional[str] = None):
     """libvirtd with only the LXC driver, in its own mount namespace without the cgroup v2 mount
-    of this hybrid layout (libvirt cannot start a domain with it). Stopped at the end, and what
-    it made that was not there before is removed."""
+    of this hybrid layout (libvirt cannot start a domain with it), and in network namespace
+    `netns` when given. Stopped at the end, and what it made that was not there before is
+    removed."""
     reason = _libvirt_skip_reason()
     if reason:
         pytest.skip(reason)
@@ -295,16 +302,18 @@ def libvirtd(tmp_path):
     unified = "/sys/fs/cgroup/unified"
     script = (f"if mountpoint -q {unified}; then umount {unified}; fi; "
               f"LIBVIRT_DRIVER_DIR={drivers} exec libvirtd")
+    argv = ["unshare", "-m", "--propagation", "private", "sh", "-c", script]
+    if netns:  # nsenter, not `ip netns exec`: that remounts /sys and hides the cgroups
+        argv = ["nsenter", f"--net=/run/netns/{netns}"] + argv
     log = open(tmp_path / "libvirtd.log", "wb")
-    proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
         up = wait_for(lambda: virsh("version", check=False).returncode == 0, 15, 0.1)
         assert up, (tmp_path / "libvirtd.log").read_text()
         yield proc
     finally:
         for name in virsh("list", "--all", "--name", check=False).stdout.split():
-            if name.startswith("lxembed-test-") or name == "container-bind":
+            if name in TEST_DOMAINS:
                 virsh("destroy", name, check=False)
                 virsh("undefine", name, check=False)
         proc.terminate()
@@ -324,6 +333,15 @@ def libvirtd(tmp_path):
         for path in ("/run/libvirt", "/var/log/libvirt"):
             if not existed[path]:
                 shutil.rmtree(path, ignore_errors=True)
+        for name in TEST_DOMAINS:  # libvirt leaves its empty per-domain /dev directories
+            for leftover in Path("/run/libvirt/lxc").glob(f"{name}.*"):
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
+@pytest.fixture
+def libvirtd(tmp_path):
+    with started_libvirtd(tmp_path) as proc:
+        yield proc
 
 
 def _init_pid(name: str) -> int:
@@ -382,3 +400,105 @@ def test_container_bind_under_libvirt(libvirtd, tmp_path):
     libvirtd.terminate()
     libvirtd.wait(15)
     assert not libvirtd_running()
+
+
+@pytest.mark.slow
+@pytest.mark.lxc
+def test_lxembed_run_libvirt_stops_on_ctrl_c(libvirtd, tmp_path):
+    args = [sys.executable, "-m", "lxembed", "run", "-b", "qemu-x86_64", "-r", "container-bind",
+            "-o", str(tmp_path / "out"), "--runtime", "libvirt"]
+    output = tmp_path / "output"
+    with open(output, "wb") as fh:
+        proc = subprocess.Popen(args, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+    try:
+        # The console is followed: the init's own lines come through libvirt's pty.
+        assert wait_for(lambda: "lxembed-init: ready" in output.read_text(), 60, 0.05), \
+            output.read_text()
+        start = time.monotonic()
+        os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+        assert proc.wait(10) == 0, output.read_text()
+        assert time.monotonic() - start < 2.0
+        text = output.read_text()
+        assert "SIGTERM: poweroff" in text and "container stopped" in text, text
+        # A transient domain: nothing is left defined.
+        assert "container-bind" not in virsh("list", "--all", "--name").stdout.split()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+NETNS = "lxembed-lv-test"
+NET_RECIPE = """hostname = "lv-net"
+[container]
+name = "lxembed-lv-net"
+mode = "bind-host"
+[[container.network]]
+type = "veth"
+link = "br-lv"
+veth_pair = "vlv0"
+ipv4 = ["10.99.0.2/24"]
+ipv4_gateway = "10.99.0.1"
+[[container.network]]
+type = "veth"
+veth_pair = "vlv1"
+name = "uplink"
+"""
+
+
+@pytest.fixture
+def netns():
+    """A network namespace with a bridge br-lv (10.99.0.1/24): the test's whole network."""
+    from pyroute2 import NetNS
+    from pyroute2 import netns as namespaces
+
+    namespaces.create(NETNS)
+    try:
+        with NetNS(NETNS) as ns:
+            ns.link("add", ifname="br-lv", kind="bridge")
+            index = ns.link_lookup(ifname="br-lv")[0]
+            ns.addr("add", index=index, address="10.99.0.1", prefixlen=24)
+            ns.link("set", index=index, state="up")
+            ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
+        yield NETNS
+    finally:
+        namespaces.remove(NETNS)  # takes the bridge and any veth with it
+
+
+@pytest.mark.slow
+@pytest.mark.lxc
+def test_interfaces_under_libvirt(netns, tmp_path):
+    """A bridged veth with its address, route, MAC and host-side name, and an unbridged one
+    (type='ethernet') with its own names, as libvirt makes them from lxembed's XML."""
+    from pyroute2 import NetNS
+
+    (tmp_path / "b.toml").write_text(HOST_BOARD)
+    (tmp_path / "net.toml").write_text(NET_RECIPE)
+    plan = Plan(load_board(str(tmp_path / "b.toml")), load_recipe(str(tmp_path / "net.toml")),
+                EPOCH)
+    out = tmp_path / "out"
+    build_image(plan, out, ["libvirt"])
+    with started_libvirtd(tmp_path, netns):
+        name = "lxembed-lv-net"
+        virsh("define", str(out / "libvirt" / "domain.xml"))
+        virsh("start", name)
+        ready = Path(f"/proc/{_init_pid(name)}/root/run/lxembed/ready")
+        assert wait_for(ready.exists, 15)
+        with NetNS(netns) as ns:
+            host = {link.get_attr("IFLA_IFNAME"): link for link in ns.get_links()}
+            assert {"vlv0", "vlv1"} <= set(host), sorted(host)
+            bridge = ns.link_lookup(ifname="br-lv")[0]
+            assert host["vlv0"].get_attr("IFLA_MASTER") == bridge
+            assert host["vlv1"].get_attr("IFLA_MASTER") is None
+        ping = subprocess.run(["nsenter", f"--net=/run/netns/{netns}", "ping", "-c", "1", "-W",
+                               "2", "10.99.0.2"], capture_output=True, text=True)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        inside = virsh("lxc-enter-namespace", name, "--noseclabel", "/bin/sh", "-c",
+                       "cat /sys/class/net/eth0/address /sys/class/net/uplink/address; "
+                       "ip route show default || cat /proc/net/route").stdout
+        assert stable_mac(name, "eth0") in inside and stable_mac(name, "uplink") in inside
+        assert "10.99.0.1" in inside or "0100630A" in inside  # the default route's gateway
+        virsh("shutdown", name, "--mode", "signal")
+        assert wait_for(lambda: virsh("domstate", name).stdout.strip() == "shut off", 10)
+        virsh("undefine", name)
