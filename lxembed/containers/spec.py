@@ -1,9 +1,10 @@
 """One checked ContainerSpec from a recipe's [container] table, resolved against a root.
 
-The LXC config (modern and legacy), the OCI bundle and the bind-host rootfs are all written from
-this one model, so they cannot disagree. All semantic checks happen in container_spec(), before
-anything is fetched or written, and each one names the recipe file and line. A bind-host spec is
-resolved against the root it will run on (the build host's "/", or a device image's own tree).
+The LXC config (modern and legacy), the OCI bundle, the libvirt domain and the bind-host rootfs
+are all written from this one model, so they cannot disagree. All semantic checks happen in
+container_spec(), before anything is fetched or written, and each one names the recipe file and
+line. A bind-host spec is resolved against the root it will run on (the build host's "/", or a
+device image's own tree).
 """
 
 from __future__ import annotations
@@ -254,7 +255,7 @@ def container_spec(plan: Plan, root: Path = HOST_ROOT,
     if c is None:
         raise UserError(
             f"{plan.recipe.path}: recipe {plan.recipe.name!r} has no [container] table",
-            hint="add [container] (docs/containers.md) to build lxc or oci",
+            hint="add [container] (docs/containers.md) to build lxc, oci or libvirt",
         )
     mode = c["mode"]
     name = c["name"] or plan.recipe.name
