@@ -381,6 +381,10 @@ def test_container_bind_under_libvirt(libvirtd, tmp_path):
     environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     assert b"container=lxc-libvirt" in environ
     assert b"PATH=/usr/sbin:/usr/bin:/sbin:/bin" in environ
+    # Plain `virsh shutdown` tries initctl, succeeds (exit 0), and signals nothing.
+    virsh("shutdown", name)
+    time.sleep(1.5)
+    assert virsh("domstate", name).stdout.strip() == "running" and Path(f"/proc/{pid}").exists()
     # The stop the domain's init expects: SIGTERM from `virsh shutdown --mode signal`.
     start = time.monotonic()
     virsh("shutdown", name, "--mode", "signal")

@@ -94,7 +94,8 @@ class _Domain:
     """Builds the XML tree and collects warnings; a setting that cannot be said raises."""
 
     def __init__(self, spec: ContainerSpec, rootfs: str):
-        self.spec, self.rootfs, self.warnings = spec, rootfs, []  # type: List[str]
+        self.spec, self.rootfs = spec, rootfs
+        self.warnings: List[str] = []
         self.root = ET.Element("domain", {"type": "lxc"})
 
     def warn(self, table: str, key: str, message: str, index: int = 0) -> None:
