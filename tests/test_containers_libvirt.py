@@ -191,6 +191,17 @@ def test_share_host_network_has_no_privnet(tmp_path):
     assert ET.fromstring(text).find("features/privnet") is None
 
 
+def test_container_config_prints_the_domain(tmp_path, capsys):
+    code = main(["container-config", "-b", "qemu-x86_64", "-r", "container-busybox", "--runtime",
+                 "libvirt", "-o", str(tmp_path / "o")])
+    captured = capsys.readouterr()
+    assert code == 0
+    dom = ET.fromstring(captured.out)
+    assert mount_at(dom, "/").find("source").get("dir") == str(tmp_path / "o/libvirt/rootfs")
+    assert "send-process-signal container-busybox 1 SIGUSR1" in dom.findtext("description")
+    assert "busybox init reboots on SIGTERM" in " ".join(captured.err.split())  # a warning
+
+
 def build_cli(tmp_path: Path, recipe: str):
     (tmp_path / "b.toml").write_text(HOST_BOARD)
     (tmp_path / "bad.toml").write_text(recipe)
