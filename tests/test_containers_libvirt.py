@@ -34,7 +34,8 @@ HOST_BOARD = 'arch = "amd64"\nsuite = "bookworm"\n'
 ARM_BOARD = 'arch = "armhf"\nsuite = "bookworm"\n'
 LXC_DRIVER = Path("/usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_lxc.so")
 URI = "lxc:///"
-TEST_DOMAINS = ("container-bind", "lxembed-lv-net")  # what a failed test may leave defined
+# What a failed test may leave defined or running.
+TEST_DOMAINS = ("container-bind", "container-busybox", "lxembed-lv-net")
 
 
 def need_validator() -> None:
@@ -517,3 +518,28 @@ def test_interfaces_under_libvirt(netns, tmp_path):
         virsh("shutdown", name, "--mode", "signal")
         assert wait_for(lambda: virsh("domstate", name).stdout.strip() == "shut off", 10)
         virsh("undefine", name)
+
+
+@pytest.mark.slow
+@pytest.mark.lxc
+def test_busybox_init_stops_on_its_own_signal(libvirtd, tmp_path):
+    """busybox init reboots on the SIGTERM of `virsh shutdown --mode signal`, and libvirt starts
+    a rebooted container again; the domain's stop signal (SIGUSR1, halt) ends it."""
+    out = tmp_path / "out"
+    build_image(load_plan("qemu-x86_64", "container-busybox"), out, ["libvirt"])
+    domain = out / "libvirt" / "domain.xml"
+    validate_file(domain)
+    name = "container-busybox"
+    virsh("create", str(domain))  # transient: gone when it stops
+    try:
+        first = _init_pid(name)
+        virsh("shutdown", name, "--mode", "signal")
+        assert wait_for(lambda: not Path(f"/proc/{first}").exists(), 10)  # it rebooted...
+        assert wait_for(lambda: virsh("domstate", name, check=False).stdout.strip() == "running"
+                        and _init_pid(name) != first, 10)  # ...and runs again
+        start = time.monotonic()
+        virsh("send-process-signal", name, "1", "SIGUSR1")
+        assert wait_for(lambda: virsh("domstate", name, check=False).returncode != 0, 10)
+        print(f"busybox init under libvirt: stopped in {time.monotonic() - start:.2f} s")
+    finally:
+        virsh("destroy", name, check=False)
