@@ -450,6 +450,9 @@ NET_RECIPE = """hostname = "lv-net"
 [container]
 name = "lxembed-lv-net"
 mode = "bind-host"
+devices = ["c 10:200 rwm"]
+[container.limits]
+memory = "64M"
 [[container.network]]
 type = "veth"
 link = "br-lv"
@@ -486,7 +489,8 @@ def netns():
 @pytest.mark.lxc
 def test_interfaces_under_libvirt(netns, tmp_path):
     """A bridged veth with its address, route, MAC and host-side name, and an unbridged one
-    (type='ethernet') with its own names, as libvirt makes them from lxembed's XML."""
+    (type='ethernet') with its own names, as libvirt makes them from lxembed's XML; with a
+    memory limit, a device and the default capability drops."""
     from pyroute2 import NetNS
 
     (tmp_path / "b.toml").write_text(HOST_BOARD)
@@ -515,6 +519,15 @@ def test_interfaces_under_libvirt(netns, tmp_path):
                        "ip route show default || cat /proc/net/route").stdout
         assert stable_mac(name, "eth0") in inside and stable_mac(name, "uplink") in inside
         assert "10.99.0.1" in inside or "0100630A" in inside  # the default route's gateway
+        # The limit, the device and the dropped capabilities, as the kernel has them.
+        (cgroup,) = Path("/sys/fs/cgroup/memory/machine").glob(f"*{name}.libvirt-lxc")
+        assert (cgroup / "memory.limit_in_bytes").read_text().strip() == str(64 << 20)
+        tun = virsh("lxc-enter-namespace", name, "--noseclabel", "/bin/sh", "-c",
+                    "stat -c %t:%T /dev/net/tun; grep CapBnd /proc/1/status").stdout.split()
+        assert tun[0] == "a:c8"  # 10:200 in hex
+        bounding = int(tun[-1], 16)
+        assert not bounding & (1 << 16) and not bounding & (1 << 27)  # sys_module, mknod
+        assert bounding & (1 << 21) and bounding & (1 << 22)  # sys_admin, sys_boot kept
         virsh("shutdown", name, "--mode", "signal")
         assert wait_for(lambda: virsh("domstate", name).stdout.strip() == "shut off", 10)
         virsh("undefine", name)
