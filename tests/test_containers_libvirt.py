@@ -562,3 +562,44 @@ def test_busybox_init_stops_on_its_own_signal(libvirtd, tmp_path):
         print(f"busybox init under libvirt: stopped in {time.monotonic() - start:.2f} s")
     finally:
         virsh("destroy", name, check=False)
+
+
+PORTS = """name = "ctnet"
+[[bridge]]
+name = "cbr0"
+addresses = ["10.85.0.1/24"]
+[[port]]
+name = "c-ct"
+created_by = "lxc"
+hwaddr = "02:00:00:85:01:02"
+bridge = "cbr0"
+peer_hwaddr = "02:00:00:85:00:02"
+addresses = ["10.85.0.2/24"]
+inbound_tcp = [8080]
+[[port]]
+name = "c-ph"
+bridge = "cbr0"
+peer = "c-php"
+peer_hwaddr = "02:00:00:85:00:04"
+addresses = ["10.85.0.4/24"]
+"""
+
+
+def test_ports_of_a_network_description(tmp_path, capsys):
+    """A port `lxembed net up` makes is handed over (its rules are the host's already); a port
+    LXC makes needs LXC's start-host hook for its rules, which libvirt has no place for."""
+    need_validator()
+    (tmp_path / "ctnet.toml").write_text(PORTS)
+    recipe = BIND + '[[container.network]]\nport = "c-ph"\ndescription = "ctnet.toml"\n'
+    text, _ = libvirt_domain(container_spec(plan_of(tmp_path, recipe)), "/r")
+    validate(text, tmp_path)
+    host = ET.fromstring(text).find("devices/hostdev[@type='net']")
+    assert host.findtext("source/interface") == "c-php"
+    assert host.find("ip").get("address") == "10.85.0.4"
+    assert host.find("route").get("gateway") == "10.85.0.1"  # the bridge, from the description
+    code, out = build_cli(tmp_path, BIND + '[[container.network]]\nport = "c-ct"\n'
+                          'description = "ctnet.toml"\n')
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[0].startswith(f"lxembed: error: {tmp_path / 'bad.toml'}:5: "), err
+    assert "port c-ct is made by LXC" in err[0] and "without its rules" in err[0]
+    assert not out.exists() or not any(out.iterdir())

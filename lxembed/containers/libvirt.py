@@ -235,6 +235,13 @@ class _Domain:
                             "libvirt's LXC driver cannot make a VLAN interface for a container",
                             hint="make the VLAN interface on the host and hand it over with "
                                  "type = \"phys\", or bridge it (type = \"veth\")", index=i)
+            if net.hooks:
+                raise _fail(self.spec, "container.network", "port",
+                            f"port {net.hooks[0]} is made by LXC, whose start-host hook sets "
+                            f"its host-side MAC and loads its rules; libvirt runs no hook of a "
+                            f"domain's own, so the port would run without its rules",
+                            hint="let `lxembed net up` make the port (leave created_by out): "
+                                 "the container then takes its peer as a phys device", index=i)
             if net.type == "phys":
                 continue  # a <hostdev>, below
             if net.type == "macvlan":
