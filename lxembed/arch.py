@@ -52,6 +52,12 @@ class Arch:
     def qemu_system_path(self) -> str:
         return f"/usr/bin/{self.qemu_system}"
 
+    @property
+    def libvirt(self) -> str:
+        """libvirt's <type arch=...>: the lxc.arch name, but ARM by its uname (libvirt has no
+        armhf/armel, and armel userland runs on the armv7 kernel here)."""
+        return self.uname[0] if self.elf_machine == EM_ARM else self.lxc
+
     def is_host(self) -> bool:
         return host_arch() is self
 

@@ -521,8 +521,8 @@ def test_device_vlan_from_a_base_recipe(tmp_path):
 def test_lxc_and_oci_stay_formats(tmp_path, capsys):
     from lxembed.pipeline import check_formats
 
-    check_formats(["tar", "lxc", "oci"])
-    with pytest.raises(UserError, match=r"unknown format lxd \(known: dir, .*lxc, oci\)"):
+    check_formats(["tar", "lxc", "oci", "libvirt"])
+    with pytest.raises(UserError, match=r"unknown format lxd \(known: dir, .*lxc, oci, libvirt\)"):
         check_formats(["lxc", "lxd"])
     # Many cells at once check formats the same way.
     (tmp_path / "b.toml").write_text(HOST_BOARD)

@@ -80,7 +80,8 @@ def cmd_show(args) -> int:
         "board": {"name": plan.board.name, "file": str(plan.board.path), **plan.board.settings},
         "arch": {"debian": a.debian, "triplet": a.triplet, "elf": f"ELF{a.elf_class} {a.elf_endian}"
                  f" machine {a.elf_machine}", "qemu_user": a.qemu_user_path,
-                 "qemu_system": a.qemu_system, "oci": a.oci, "lxc": a.lxc},
+                 "qemu_system": a.qemu_system, "oci": a.oci, "lxc": a.lxc,
+                 "libvirt": a.libvirt},
         "recipe": {"name": plan.recipe.name, "files": [str(p) for p in plan.recipe.sources],
                    **plan.recipe.settings},
         "source_date_epoch": plan.epoch,
@@ -109,7 +110,7 @@ def register(subparsers) -> None:
                    "several cells, each goes to OUTPUT/BOARD-RECIPE")
     p.add_argument("--format", "-f", default=",".join(DEFAULT_FORMATS),
                    help="comma-separated: dir, tar, cpio (each optionally .zst, .gz or "
-                        ".xz), squashfs; lxc, oci")
+                        ".xz), squashfs; lxc, oci, libvirt")
     p.add_argument("--json", action="store_true", help="print artifacts as JSON")
     p.set_defaults(func=cmd_build)
     p = subparsers.add_parser("matrix", help="write the board x recipe matrix as a CI "

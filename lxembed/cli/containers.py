@@ -1,5 +1,6 @@
 """Container commands: `lxembed run` (build if needed, run in the foreground) and
-`lxembed container-config` (print the LXC config for any LXC version, or config.json)."""
+`lxembed container-config` (print the LXC config for any LXC version, config.json, or the
+libvirt domain XML)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ from pathlib import Path
 
 from ..config import load_plan
 from ..containers import container_spec
+from ..containers.libvirt import libvirt_domain
 from ..containers.lxc_config import lxc_config
 from ..containers.lxc_keys import OLDEST
 from ..containers.oci import oci_config
 from ..errors import UserError
+from ..log import warn
 from ..pipeline import default_output, ensure_built
-from ..runners.containers import run_lxc, run_oci
+from ..runners.containers import run_libvirt, run_lxc, run_oci
 from .common import add_target_args
 
 
@@ -29,6 +32,8 @@ def cmd_run(args) -> int:
     ensure_built(plan, output, [fmt], args.mirror, rebuild=args.rebuild)
     if fmt == "lxc":
         return run_lxc(spec.name, output / "lxc" / "config", output / "lxc-run")
+    if fmt == "libvirt":
+        return run_libvirt(output / "libvirt" / "domain.xml")
     return run_oci(spec.name, output / "oci", shlex.split(args.oci_runtime))
 
 
@@ -50,6 +55,13 @@ def cmd_container_config(args) -> int:
     if args.runtime == "oci":
         print(json.dumps(oci_config(spec), indent=2))
         return 0
+    if args.runtime == "libvirt":
+        rootfs = args.rootfs or str(output / "libvirt" / "rootfs")
+        text, notes = libvirt_domain(spec, rootfs, plan.board.name, plan.recipe.name)
+        for note in notes:
+            warn(note)
+        print(text, end="")
+        return 0
     if args.lxc_version:
         spec.lxc_version = _version(args.lxc_version)
     rootfs = args.rootfs or str(output / "lxc" / "rootfs")
@@ -62,9 +74,9 @@ def _target(p: argparse.ArgumentParser, mirror: bool = False) -> None:
     p.add_argument("--output", "-o", help="build directory (default: out/BOARD-RECIPE)")
     p.add_argument(
         "--runtime",
-        choices=("lxc", "oci"),
+        choices=("lxc", "oci", "libvirt"),
         default="lxc",
-        help="LXC or an OCI runtime (default: lxc)",
+        help="LXC, an OCI runtime, or a running libvirtd's LXC driver (default: lxc)",
     )
 
 
@@ -85,7 +97,8 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_run)
     p = subparsers.add_parser(
         "container-config",
-        help="print a container's LXC config (for any LXC version) or OCI config.json",
+        help="print a container's LXC config (for any LXC version), OCI config.json or libvirt "
+        "domain XML",
     )
     _target(p)
     p.add_argument(
@@ -93,5 +106,6 @@ def register(subparsers) -> None:
         help="write keys for this LXC version; below 3.0 the "
         "legacy keys (default: the recipe's lxc_version)",
     )
-    p.add_argument("--rootfs", help="rootfs path the LXC config names (default: OUTPUT/lxc/rootfs)")
+    p.add_argument("--rootfs", help="rootfs path the LXC config or libvirt domain names "
+                   "(default: OUTPUT/lxc/rootfs, OUTPUT/libvirt/rootfs)")
     p.set_defaults(func=cmd_container_config)

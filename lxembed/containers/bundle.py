@@ -1,5 +1,6 @@
 """The container step of a build: the spec resolved once, before anything is fetched; then the
-container tree made from the image tree and written with its LXC config or OCI config.json."""
+container tree made from the image tree and written with its LXC config, OCI config.json or
+libvirt domain XML."""
 
 from __future__ import annotations
 
@@ -14,12 +15,13 @@ from ..net.ports import hook_files
 from ..tree import RootfsTree
 from ..writers.containers import write_bundle
 from ..writers.output import Artifact
+from .libvirt import check_libvirt, libvirt_domain
 from .lxc_config import lxc_config, version_entries
 from .oci import oci_config, unsupported_networks
 from .rootfs import container_tree
 from .spec import ContainerSpec, container_spec
 
-CONTAINER_FORMATS = ("lxc", "oci")
+CONTAINER_FORMATS = ("lxc", "oci", "libvirt")
 
 
 def resolve_bundles(plan: Plan, formats: Sequence[str]) -> Optional[ContainerSpec]:
@@ -31,6 +33,8 @@ def resolve_bundles(plan: Plan, formats: Sequence[str]) -> Optional[ContainerSpe
     spec = container_spec(plan)
     if "lxc" in wanted:
         version_entries(spec, "/")  # a setting the LXC version cannot say is refused now
+    if "libvirt" in wanted:
+        check_libvirt(spec)  # so is one libvirt cannot say; its warnings come with the XML
     return spec
 
 
@@ -73,4 +77,11 @@ def write_bundles(tree: RootfsTree, plan: Plan, spec: ContainerSpec, formats: Se
         text = json.dumps(doc, indent=2) + "\n"
         artifacts.append(write_bundle(ctree, Path(output) / "oci", "config.json", text.encode(),
                                       "oci"))
+    if "libvirt" in formats:
+        rootfs = Path(final).resolve() / "libvirt" / "rootfs"
+        text, notes = libvirt_domain(spec, str(rootfs), plan.board.name, plan.recipe.name)
+        for note in notes:
+            warn(note)
+        artifacts.append(write_bundle(ctree, Path(output) / "libvirt", "domain.xml",
+                                      text.encode(), "libvirt"))
     return artifacts

@@ -1,9 +1,10 @@
 """One checked ContainerSpec from a recipe's [container] table, resolved against a root.
 
-The LXC config (modern and legacy), the OCI bundle and the bind-host rootfs are all written from
-this one model, so they cannot disagree. All semantic checks happen in container_spec(), before
-anything is fetched or written, and each one names the recipe file and line. A bind-host spec is
-resolved against the root it will run on (the build host's "/", or a device image's own tree).
+The LXC config (modern and legacy), the OCI bundle, the libvirt domain and the bind-host rootfs
+are all written from this one model, so they cannot disagree. All semantic checks happen in
+container_spec(), before anything is fetched or written, and each one names the recipe file and
+line. A bind-host spec is resolved against the root it will run on (the build host's "/", or a
+device image's own tree).
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ class Mount:
     options: List[str]
     kind: str = "dir"  # what the mount point is: dir or file
     optional: bool = False
+    index: Optional[int] = None  # which [[container.mounts]] it is; None: lxembed's own
 
     @property
     def is_bind(self) -> bool:
@@ -144,9 +146,10 @@ class ContainerSpec:
     lxc_version: Tuple[int, int] = (5, 0)
     lxc_raw: List[str] = field(default_factory=list)
     host_links: Dict[str, str] = field(default_factory=dict)  # bind-host: /bin -> usr/bin...
-    # where(table, key) -> "recipe.toml:LINE", for errors found after resolving (LXC versions).
-    where: Callable[[str, str], str] = field(default=lambda table, key: "recipe", repr=False,
-                                             compare=False)
+    # where(table, key, index=0) -> "recipe.toml:LINE", for errors found after resolving (LXC
+    # versions, libvirt); index picks among [[tables]].
+    where: Callable[..., str] = field(default=lambda table, key, index=0: "recipe", repr=False,
+                                      compare=False)
 
 
 def is_container_recipe(plan: Plan) -> bool:
@@ -235,7 +238,7 @@ def _mounts(plan: Plan, c: dict, mode: str, root: Path) -> Tuple[List[Mount], Di
             source = resolve_in(root, m["source"]) if m["source"].startswith("/") else None
             if source is not None and source.is_file():
                 kind = "file"
-        mounts.append(Mount(m["source"], m["target"], fstype, options, kind, m["optional"]))
+        mounts.append(Mount(m["source"], m["target"], fstype, options, kind, m["optional"], i))
     return mounts, links
 
 
@@ -252,7 +255,7 @@ def container_spec(plan: Plan, root: Path = HOST_ROOT,
     if c is None:
         raise UserError(
             f"{plan.recipe.path}: recipe {plan.recipe.name!r} has no [container] table",
-            hint="add [container] (docs/containers.md) to build lxc or oci",
+            hint="add [container] (docs/containers.md) to build lxc, oci or libvirt",
         )
     mode = c["mode"]
     name = c["name"] or plan.recipe.name
@@ -365,5 +368,5 @@ def container_spec(plan: Plan, root: Path = HOST_ROOT,
         lxc_version=(int(m.group(1)), int(m.group(2) or 0)),
         lxc_raw=list(c["lxc_raw"]),
         host_links=links,
-        where=lambda table, key: _where(plan, table, key),
+        where=lambda table, key, index=0: _where(plan, table, key, index),
     )

@@ -1,21 +1,27 @@
-"""Run a built container in the foreground: LXC (lxc-start -F) or an OCI runtime (crun, runc).
+"""Run a built container in the foreground: LXC (lxc-start -F), an OCI runtime (crun, runc) or a
+running libvirtd's LXC driver (a transient domain).
 
 Ctrl-C stops the container the way its init expects: `lxc-stop --rcfile` (so LXC sends the
-config's halt signal), or the bundle's stop signal through `crun kill`. A second Ctrl-C kills.
+config's halt signal), the bundle's stop signal through `crun kill`, or the domain's stop signal
+through virsh. A second Ctrl-C kills.
 Runners never change what they run: they read the config and the rootfs as written.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import termios
 import threading
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from ..containers.libvirt import METADATA_NS, SHUTDOWN_SIGNAL
 from ..containers.oci import ANNOTATION_STOP
 from ..errors import UserError
 from ..log import info
@@ -197,3 +203,98 @@ def run_oci(name: str, bundle: Path, runtime: Sequence[str] = ("crun",)) -> int:
         )
 
     return _wait_interruptible(proc, lambda: send(signame), lambda: send("SIGKILL"))
+
+
+LIBVIRT_URI = "lxc:///"
+
+
+def virsh(*args: str) -> subprocess.CompletedProcess:
+    argv = [need("virsh", "libvirt-clients"), "-q", "-c", LIBVIRT_URI, *args]
+    return subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+
+
+def _follow_console(pty: str) -> threading.Thread:
+    """Copy the domain's console (the host side of its pty) to our stdout until it closes."""
+
+    def run() -> None:
+        try:
+            fd = os.open(pty, os.O_RDONLY | os.O_NOCTTY)
+        except OSError:
+            return
+        try:
+            attrs = termios.tcgetattr(fd)
+            attrs[3] &= ~(termios.ECHO | termios.ICANON)  # no echo back into the container
+            termios.tcsetattr(fd, termios.TCSANOW, attrs)
+            while True:
+                data = os.read(fd, 4096)
+                if not data:
+                    break
+                sys.stdout.buffer.write(data)
+                sys.stdout.flush()
+        except OSError:
+            pass  # EIO: the container's side closed
+        finally:
+            os.close(fd)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def run_libvirt(domain_xml: Path) -> int:
+    """`virsh create` (a transient domain: nothing stays defined), its console followed, until
+    the domain ends; Ctrl-C sends the stop signal its init expects (lxembed's <metadata>)."""
+    doc = ET.parse(domain_xml).getroot()
+    name = doc.findtext("name")
+    meta = doc.find(f"metadata/{{{METADATA_NS}}}container")
+    stop = meta.get("stop-signal") if meta is not None else SHUTDOWN_SIGNAL
+    probe = virsh("version")
+    if probe.returncode != 0:
+        raise UserError(f"libvirt: cannot reach libvirtd's LXC driver at {LIBVIRT_URI}: "
+                        f"{probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else ''}",
+                        hint="start libvirtd (docs/containers.md, libvirt, says how without a "
+                             "service manager)")
+    created = virsh("create", str(domain_xml))
+    if created.returncode != 0:
+        raise UserError(f"{domain_xml}: virsh create failed: {created.stderr.strip()}")
+    info(f"started {name}: virsh -c {LIBVIRT_URI} create {domain_xml}")
+    info(f"a shell inside: virsh -c {LIBVIRT_URI} lxc-enter-namespace {name} --noseclabel "
+         f"/bin/sh")
+    console = ET.fromstring(virsh("dumpxml", name).stdout or "<domain/>").find(
+        "devices/console[@type='pty']/source")
+    follow = _follow_console(console.get("path")) if console is not None else None
+
+    def send_stop() -> None:
+        if stop == SHUTDOWN_SIGNAL:
+            virsh("shutdown", name, "--mode", "signal")
+        else:
+            virsh("send-process-signal", name, "1", stop)
+
+    def wait() -> int:
+        while virsh("domstate", name).returncode == 0:  # a transient domain vanishes at its end
+            time.sleep(0.1)
+        return 0
+
+    proc = _Waiter(wait)
+    code = _wait_interruptible(proc, send_stop, lambda: virsh("destroy", name))
+    if follow is not None:
+        follow.join(1)
+    return code
+
+
+class _Waiter:
+    """A function run in a thread, waited for like a Popen (for _wait_interruptible)."""
+
+    def __init__(self, fn):
+        self.result = None
+        self.thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
+        self.thread.start()
+
+    def _run(self, fn) -> None:
+        self.result = fn()
+
+    def wait(self, timeout: Optional[float] = None) -> int:
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            raise subprocess.TimeoutExpired("virsh domstate", timeout)
+        return self.result

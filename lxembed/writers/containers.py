@@ -1,7 +1,8 @@
 """A container bundle directory: a container's tree as rootfs/ plus its config file, one whole.
 
-DIR/lxc/config + DIR/lxc/rootfs/, or DIR/oci/config.json + DIR/oci/rootfs/. The tree and the
-config text come made (lxembed.containers.bundle): this only serialises them. The directory is
+DIR/lxc/config + DIR/lxc/rootfs/, DIR/oci/config.json + DIR/oci/rootfs/, or
+DIR/libvirt/domain.xml + DIR/libvirt/rootfs/. The tree and the config text come made
+(lxembed.containers.bundle): this only serialises them. The directory is
 built beside the old one and swapped in, so a runtime never sees half of it.
 """
 
