@@ -1,7 +1,7 @@
 """A device's own network, rendered at build time from the same description `lxembed net up`
 reads: a set-up script of `ip` commands and sysfs writes for the device's init to run at boot
-(busybox's `ip` is enough, `bridge` from iproute2 only for VLAN membership), and the nftables
-ruleset it loads in one `nft -f`.
+(iproute2's `ip`: busybox's ignores a macvlan's mode and a veth peer's name; `bridge` for VLAN
+membership), and the nftables ruleset it loads in one `nft -f`.
 
 The device applies it before any container starts; each service container's port then gets
 its host-side MAC and its own filter table from its LXC hooks (lxembed.net.hooks), as on a host.
