@@ -87,15 +87,15 @@ def test_every_check_passes_on_the_device(arm64):
     assert {"modules-loaded", "lxc-tools", "nft-bridge-table", "device-container",
             "service-containers-ready", "host-side-ports", "web-lease-from-dhcp",
             "web-page-over-br0", "web-changed-mac-loses-connectivity",
-            "mv-through-the-shim"} <= names
+            "mv-through-the-shim", "vl-through-br0.20-only", "device-network"} <= names
 
 
 def test_poweroff_stops_the_containers_cleanly_in_reverse_order(arm64):
     text = arm64.shutdown
     assert arm64.exit_status is not None, f"{arm64.error}\n{text}"
-    order = ["lxembed-init: SIGUSR2: poweroff", "stopping containers", "mv: stopped cleanly",
-             "web: stopped cleanly", "dhcp: stopped cleanly", "lxembed-init: poweroff\n",
-             "reboot: Power down"]
+    order = ["lxembed-init: SIGUSR2: poweroff", "stopping containers", "vl: stopped cleanly",
+             "mv: stopped cleanly", "web: stopped cleanly", "dhcp: stopped cleanly",
+             "lxembed-init: poweroff\n", "reboot: Power down"]
     at = [text.find(s) for s in order]
     assert -1 not in at and at == sorted(at), text
     assert "killed after" not in text and "SIGKILL" not in text, text
@@ -109,9 +109,9 @@ def test_lxc_is_reduced_to_what_runs(arm64):
     assert not [p for p in entries if p.startswith("/usr/share/lxc/templates")]
     assert not [p for p in entries if p.endswith("/perl") or "/perl5/" in p]
     # Where LXC looks by default, so lxc-ls, lxc-info -n and lxc-attach -n need no -P.
-    assert {f"/var/lib/lxc/{n}/config" for n in ("dhcp", "web", "mv")} <= set(entries)
+    assert {f"/var/lib/lxc/{n}/config" for n in ("dhcp", "web", "mv", "vl")} <= set(entries)
     # A bind-host rootfs of the device is mount points and a few small files.
-    for name in ("dhcp", "web", "mv"):
+    for name in ("dhcp", "web", "mv", "vl"):
         size = sum(e["size"] for p, e in entries.items()
                    if p.startswith(f"/var/lib/lxc/{name}/rootfs/"))
         assert size < 100_000, (name, size)

@@ -58,6 +58,8 @@ PORT_FIELDS = (
     Setting("allowed_ips", "list", [], "source addresses or subnets allowed besides addresses"),
     Setting("isolated", "bool", False, "bridge port `isolated` flag: talks to the host and "
             "uplinks, never to another isolated port"),
+    Setting("vlan", "int", None, "VLAN id the port is an untagged member of (its PVID) on a "
+            "vlan_filtering bridge; absent: the bridge's default VLAN 1"),
     Setting("inbound_tcp", "raw", None, "TCP port numbers open towards this port from outside it "
             "(absent: no inbound filter; [] closes all)"),
     Setting("inbound_udp", "raw", None, "UDP ports open towards this port (as inbound_tcp)"),

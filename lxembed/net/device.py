@@ -43,7 +43,7 @@ def device_setup(model: NetworkModel) -> str:
            'step() { echo "network: $*"; }', ""]
     for b in model.bridges:
         sysfs = f"/sys/class/net/{b.name}/bridge"
-        out += [f"step bridge {b.name}",
+        out += [f"step {_q(f'bridge {b.name}')}",
                 f"ip link add {_q(b.name)} type bridge",
                 f"ip link set dev {_q(b.name)} address {b.hwaddr}",
                 f"echo {1 if b.stp else 0} > {sysfs}/stp_state",
@@ -55,12 +55,12 @@ def device_setup(model: NetworkModel) -> str:
         out += _addresses(b.name, b.addresses)
         out.append(f"ip link set dev {_q(b.name)} up")
     for v in model.veths:
-        out += [f"step veth {v.name}/{v.peer}",
+        out += [f"step {_q(f'veth {v.name}/{v.peer}')}",
                 f"ip link add {_q(v.name)} address {v.hwaddr} type veth peer name {_q(v.peer)}"
                 f" address {v.peer_hwaddr}",
                 f"ip link set dev {_q(v.name)} up", f"ip link set dev {_q(v.peer)} up"]
     for m in model.macvlans:
-        out += [f"step macvlan {m.name} on {m.parent}",
+        out += [f"step {_q(f'macvlan {m.name} on {m.parent}')}",
                 f"ip link set dev {_q(m.parent)} up",
                 f"ip link add link {_q(m.parent)} name {_q(m.name)} address {m.hwaddr} "
                 f"type macvlan mode {m.mode}"]
@@ -69,7 +69,7 @@ def device_setup(model: NetworkModel) -> str:
         for route in m.routes:
             out.append(f"ip route replace {route} dev {_q(m.name)}")
     for v in model.vlans:
-        out += [f"step vlan {v.name} (id {v.id} on {v.parent})",
+        out += [f"step {_q(f'vlan {v.name} (id {v.id} on {v.parent})')}",
                 f"ip link set dev {_q(v.parent)} up",
                 f"ip link add link {_q(v.parent)} name {_q(v.name)} type vlan id {v.id}"]
         if any(b.name == v.parent and b.vlan_filtering for b in model.bridges):

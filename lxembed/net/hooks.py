@@ -3,7 +3,8 @@
 LXC has no key for the host side's MAC. `lxc.hook.start-host` runs on the host once the veth
 exists: the script sets that MAC, the port's bridge flags, and loads the port's own table
 (`bridge lxembed_port_PORT`); `lxc.hook.post-stop` deletes the table (LXC deletes the veth).
-The scripts need only `sh`, `ip` and `nft`: they also run on devices that have no lxembed.
+The scripts need only `sh`, `ip` and `nft` (and iproute2's `bridge` for a port in a VLAN):
+they also run on devices that have no lxembed.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ def lxc_hook_scripts(model: NetworkModel, port_name: str) -> Tuple[str, str]:
              f"ip link set dev {dev} address {port.hwaddr}"]
     if port.isolated:  # sysfs, not `ip ... bridge_slave`: busybox's ip has no such type
         start.append(f"echo 1 > /sys/class/net/{port.name}/brport/isolated")
+    if port.vlan is not None:  # iproute2's bridge: an untagged member of its VLAN only
+        start += [f"bridge vlan del dev {dev} vid 1",
+                  f"bridge vlan add dev {dev} vid {port.vlan} pvid untagged"]
     rules = port_rules(port)
     if rules.strip():
         start += ["# The port's own filter table (anti-spoofing, inbound ports).",

@@ -67,6 +67,7 @@ class Port:
     isolated: bool
     inbound_tcp: Optional[List[int]]
     inbound_udp: Optional[List[int]]
+    vlan: Optional[int] = None  # untagged member (PVID) of this VLAN on a vlan_filtering bridge
 
 
 @dataclass
@@ -356,11 +357,20 @@ class _Reader:
         allowed += self.addresses("port", i, "allowed_ips", p["allowed_ips"], prefix=False)
         if bridge.dhcp and peer_mac in bridge.dhcp.static:
             allowed.append(bridge.dhcp.static[peer_mac])
+        if p["vlan"] is not None:
+            if not 1 <= p["vlan"] <= 4094:
+                raise self.fail("port", i, "vlan", f"VLAN id {p['vlan']} is not in 1-4094")
+            if not bridge.vlan_filtering:
+                raise self.fail("port", i, "vlan", f"bridge {bridge.name} needs "
+                                "vlan_filtering = true for its ports to be in VLANs")
+            if p["created_by"] != "lxc":
+                raise self.fail("port", i, "vlan", "a port's VLAN is set by its LXC start-host "
+                                "hook (created_by = \"lxc\"); `net up` does not set it")
         return Port(name, self.mac("port", i, "hwaddr", p["hwaddr"], f"port:{name}"), bridge.name,
                     peer, peer_mac, netns, p["created_by"], addresses, gateway,
                     p["anti_spoofing"], macs, allowed, p["isolated"],
                     self.ports_list("port", i, "inbound_tcp", p["inbound_tcp"]),
-                    self.ports_list("port", i, "inbound_udp", p["inbound_udp"]))
+                    self.ports_list("port", i, "inbound_udp", p["inbound_udp"]), p["vlan"])
 
     def veth(self, i: int, v: Dict[str, Any]) -> Veth:
         name = self.ifname("veth", i, "name", v["name"])
