@@ -81,6 +81,22 @@ NETWORK_FIELDS = (
     Setting("interfaces", "tables", [], "device network interfaces", fields=INTERFACE_FIELDS),
 )
 
+EXT4_FIELDS = (
+    Setting("size", "size", None, "fixed image size (bytes, or 64MiB); unset: content plus "
+            "`headroom`"),
+    Setting("headroom", "str", "20%", "free space on top of the content: a percentage of it "
+            "(\"20%\") or a size (\"8MiB\")"),
+    Setting("block_size", "int", 4096, "filesystem block size: 1024, 2048 or 4096"),
+    Setting("journal", "bool", True, "an ext4 journal (1024 blocks at least)"),
+)
+
+SQUASHFS_FIELDS = (
+    Setting("compressor", "str", "zstd", "mksquashfs -comp; every Debian kernel reads these",
+            choices=("zstd", "xz", "gzip", "lz4", "lzo")),
+    Setting("block_size", "size", "256K", "mksquashfs -b: a power of two from 4K to 1M"),
+    Setting("level", "int", None, "compression level (zstd 1-22, gzip 1-9; default: the "
+            "strongest for zstd and gzip)"),
+)
 
 SERVICE_CONTAINER_FIELDS = (
     Setting("name", "str", None, "container name on the device (lxc-info -n NAME)"),
@@ -118,4 +134,6 @@ RECIPE_SETTINGS = (
             fields=SERVICE_CONTAINER_FIELDS),
     Setting("host_network", "table", None, "host networking, as a standalone description: "
             "docs/networking.md", fields=NETWORK_DESCRIPTION_SETTINGS),
+    Setting("ext4", "table", None, "how the ext4 format is made", fields=EXT4_FIELDS),
+    Setting("squashfs", "table", None, "how the squashfs format is made", fields=SQUASHFS_FIELDS),
 )

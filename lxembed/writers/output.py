@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import zstandard
 
@@ -21,8 +21,9 @@ from ..paths import cache_dir
 from ..tree import RootfsTree
 from .cpio import write_cpio
 from .directory import write_dir
+from .ext4 import Ext4Options, write_ext4
 from .manifest import manifest
-from .squashfs import write_squashfs
+from .squashfs import SquashfsOptions, write_squashfs
 from .tar import write_tar
 
 ZSTD_LEVEL = 19
@@ -118,9 +119,32 @@ class _TellWrapper:
 _SERIALISERS = {"tar": write_tar, "cpio": write_cpio}
 
 
+def _epoch(tree: RootfsTree, plan) -> int:
+    return plan.epoch if plan is not None else max(e.mtime for _, e in tree)
+
+
+def _identity(plan, name: str) -> str:
+    """What an image's fixed identifiers (filesystem UUIDs) are derived from."""
+    return f"{plan.board.name}/{plan.recipe.name}/{name}" if plan is not None else name
+
+
+def _recipe_table(plan, key: str) -> Optional[dict]:
+    return plan.recipe.settings.get(key) if plan is not None else None
+
+
+# Filesystem images made by a real mkfs tool: fn(tree, fh, plan, name) writes the image to fh.
+_FILESYSTEMS: Dict[str, Callable] = {
+    "squashfs": lambda tree, fh, plan, name: write_squashfs(
+        tree, fh, _epoch(tree, plan), SquashfsOptions.from_recipe(_recipe_table(plan, "squashfs"))),
+    "ext4": lambda tree, fh, plan, name: write_ext4(
+        tree, fh, _epoch(tree, plan), _identity(plan, name),
+        Ext4Options.from_recipe(_recipe_table(plan, "ext4"))),
+}
+
+
 def known_formats() -> List[str]:
     archives = [f"{s}{c}" for s in _SERIALISERS for c in ("", ".zst", ".gz", ".xz")]
-    return ["dir"] + archives + ["squashfs"]
+    return ["dir"] + archives + sorted(_FILESYSTEMS)
 
 
 def check_formats(formats: Sequence[str], also: Sequence[str] = ()) -> None:
@@ -209,10 +233,9 @@ def _write_one(tree: RootfsTree, output: Path, fmt: str, plan, name: str,
         replace_dir_atomic(dest, lambda tmp: write_dir(tree, tmp))
         label = fmt if name == "rootfs" else f"{name}.{fmt}"
         return [Artifact(label, str(dest), tree.total_bytes(), _tree_digest(dest))]
-    if fmt == "squashfs":
-        epoch = plan.epoch if plan is not None else max(e.mtime for _, e in tree)
-        art = write_file_atomic(output / f"{name}.squashfs",
-                                lambda fh: write_squashfs(tree, fh, epoch))
+    if fmt in _FILESYSTEMS:
+        art = write_file_atomic(output / f"{name}.{fmt}",
+                                lambda fh: _FILESYSTEMS[fmt](tree, fh, plan, name))
         art.format = fmt if name == "rootfs" else f"{name}.{fmt}"
         return [art]
     kind, _, compression = fmt.partition(".")
