@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 import subprocess
+import zlib
 
 import pytest
 from conftest import run_lxembed
@@ -13,6 +15,8 @@ from conftest import run_lxembed
 from lxembed.errors import UserError
 from lxembed.tree import BLOCK, CHAR, FIFO, HARDLINK, Entry, RootfsTree
 from lxembed.writers.ext4 import Ext4Options, write_ext4
+from lxembed.writers.flash import FlashGeometry
+from lxembed.writers.jffs2 import write_jffs2
 from lxembed.writers.output import write_formats
 from lxembed.writers.squashfs import SquashfsOptions
 
@@ -196,3 +200,149 @@ def test_busybox_ext4_matches_its_manifest_and_is_reproducible(tmp_path, board):
         assert int(mode, 8) & 0o7777 == int(entry["mode"], 8) & 0o7777
         assert f"{uid}:{gid}" == entry["owner"]
     assert "Fast link dest: \"/bin/busybox\"" in debugfs(image, "stat /bin/sh")
+
+
+# -- jffs2 and ubi ----------------------------------------------------------------------------
+
+NOR = FlashGeometry("nor", 64 * 1024)
+NAND = FlashGeometry("nand", 128 * 1024, 2048)
+
+
+def _write(tmp_path, name: str, writer) -> bytes:
+    path = tmp_path / name
+    with open(path, "wb") as fh:
+        writer(fh)
+    return path
+
+
+def jffs2_inodes(image: bytes) -> dict:
+    """path -> (st_mode, uid, gid, mtime, ctime) from the image's dirent and inode nodes."""
+    names, inodes, off = {1: "/"}, {}, 0
+    while off + 12 <= len(image):
+        magic, kind, length = struct.unpack_from("<HHI", image, off)
+        if magic != 0x1985:
+            off += 4
+            continue
+        if kind == 0xE001:
+            pino, _, ino, _, nsize = struct.unpack_from("<IIIIB", image, off + 12)
+            name = image[off + 40:off + 40 + nsize].decode()
+            names.setdefault(ino, names[pino].rstrip("/") + "/" + name)  # a hard link's first
+        elif kind == 0xE002:
+            ino, _, mode, uid, gid, _, atime, mtime, ctime = struct.unpack_from(
+                "<IIIHHIIII", image, off + 12)
+            inodes[ino] = (mode, uid, gid, mtime, ctime)
+        off += (length + 3) & ~3
+    return {names[ino]: value for ino, value in inodes.items()}
+
+
+def test_jffs2_nodes_owners_modes_and_times_come_from_the_tree(tmp_path):
+    path = _write(tmp_path, "img", lambda fh: write_jffs2(sample_tree(), fh, NOR, False))
+    assert path.stat().st_size % NOR.erase_block == 0
+    dump = subprocess.run(["jffs2dump", "-c", str(path)], capture_output=True, text=True)
+    assert "Wrong" not in dump.stdout + dump.stderr  # every header and node CRC holds
+    inodes = jffs2_inodes(path.read_bytes())
+    assert inodes["/dev/console"][:3] == (0o20600, 0, 0)
+    assert inodes["/dev/mmcblk0"][:3] == (0o60660, 0, 6)
+    assert inodes["/home/app/cache"][:3] == (0o40700, 1000, 1000)
+    assert inodes["/usr/bin/su"][0] == 0o104755
+    assert inodes["/bin/sh"][0] == 0o120777
+    assert inodes["/bin/ash"][3:] == (1600000000, 1600000000)  # a host ctime never gets in
+    tree = sample_tree()
+    assert all(v[3] == v[4] == tree.get(p).mtime for p, v in inodes.items() if p != "/bin/ash")
+    assert "/bin/busybox" not in inodes  # the same inode as /bin/ash
+    rebuilt = _write(tmp_path, "again", lambda fh: write_jffs2(sample_tree(), fh, NOR, False))
+    assert rebuilt.read_bytes() == path.read_bytes()
+
+
+def _ubifs_crcs_hold(image: bytes) -> int:
+    """How many UBIFS nodes there are; asserts each one's CRC (the check mkfs.ubifs's own pass)."""
+    count, off = 0, 0
+    while off + 24 <= len(image):
+        magic, crc, _, length = struct.unpack_from("<IIQI", image, off)
+        if magic != 0x06101831 or off + length > len(image) or length < 24:
+            off += 8
+            continue
+        assert zlib.crc32(image[off + 8:off + length]) ^ 0xFFFFFFFF == crc, hex(off)
+        count += 1
+        off += (length + 7) & ~7
+    return count
+
+
+def test_ubi_is_bit_identical_and_read_back_by_ubi_reader(tmp_path):
+    from lxembed.writers.ubi import write_ubi
+    first = _write(tmp_path, "a", lambda fh: write_ubi(sample_tree(), fh, NAND, "b/r", EPOCH))
+    again = _write(tmp_path, "b", lambda fh: write_ubi(sample_tree(), fh, NAND, "b/r", EPOCH))
+    other = _write(tmp_path, "c", lambda fh: write_ubi(sample_tree(), fh, NAND, "x/r", EPOCH))
+    assert first.read_bytes() == again.read_bytes() != other.read_bytes()
+    info = subprocess.run(["ubireader_display_info", str(first)], capture_output=True,
+                          text=True, check=True).stdout
+    assert "PEB Size: 131072" in info and "Min I/O: 2048" in info
+    assert re.search(r"LEB Size: 126976", info)
+
+    def listing(directory: str) -> dict:
+        out = subprocess.run(["ubireader_list_files", "-P", directory, str(first)],
+                             capture_output=True, text=True, check=True).stdout
+        return {line.split()[-1]: line.split()[:4] for line in out.splitlines() if line.strip()}
+    dev = listing("/dev")
+    assert dev["console"] == ["20600", "1", "0", "0"] and dev["mmcblk0"] == ["60660", "1", "0", "6"]
+    assert listing("/home/app")["cache"] == ["40700", "2", "1000", "1000"]
+    assert listing("/usr/bin")["su"][0] == "104755"
+
+
+def test_ubifs_nodes_keep_valid_crcs_after_the_rewrite(tmp_path):
+    from lxembed.writers import ubi
+    from lxembed.writers.flash import stage
+    root = tmp_path / "root"
+    root.mkdir()
+    stage(sample_tree(), root)
+    fs = tmp_path / "fs"
+    subprocess.run(["mkfs.ubifs", "-r", str(root), "-m", "2048", "-e", "126976", "-c", "64",
+                    "-o", str(fs)], check=True)
+    raw = bytearray(fs.read_bytes())
+    nodes = _ubifs_crcs_hold(bytes(raw))  # mkfs.ubifs's own CRCs: the check is the right one
+    ubi.set_inodes_from_tree(raw, sample_tree(), b"\x11" * 16)
+    assert _ubifs_crcs_hold(bytes(raw)) == nodes
+    assert b"\x11" * 16 in raw[:4096] and raw != fs.read_bytes()
+
+
+def test_flash_formats_need_the_board_geometry(tmp_path):
+    with pytest.raises(UserError, match=r"no \[flash\] table"):
+        write_formats(sample_tree(), tmp_path, ["jffs2"])
+    with pytest.raises(UserError, match="powers of two"):
+        FlashGeometry("nand", 100000, 2048).check("board")
+    assert FlashGeometry("nor", 65536).leb_size == 65408
+    assert FlashGeometry("nand", 131072, 2048, 512).leb_size == 129024
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("board", ["qemu-arm64", "qemu-mipsel"])
+def test_busybox_flash_images_match_the_manifest_and_are_reproducible(tmp_path, board):
+    import os
+    first = _build(board, tmp_path / "a", "jffs2,ubi,squashfs")
+    env = dict(os.environ, SOURCE_DATE_EPOCH=str(EPOCH))
+    again = _build(board, tmp_path / "b", "jffs2,ubi,squashfs", env)
+    third = _build(board, tmp_path / "c", "jffs2,ubi,squashfs", env)
+    for fmt in ("jffs2", "ubi", "squashfs"):
+        assert again[fmt]["sha256"] == third[fmt]["sha256"], fmt
+        assert first[fmt]["bytes"] > 0
+    manifest = json.loads((tmp_path / "b/manifest.json").read_text())
+    entries = {e["path"]: e for e in manifest["entries"]}
+    inodes = jffs2_inodes(open(again["jffs2"]["path"], "rb").read())
+    dump = subprocess.run(["jffs2dump", "-c", again["jffs2"]["path"]], capture_output=True,
+                          text=True)
+    assert "Wrong" not in dump.stdout
+    ubi_dev = subprocess.run(["ubireader_list_files", "-P", "/dev", again["ubi"]["path"]],
+                             capture_output=True, text=True, check=True).stdout
+    squash = subprocess.run(["unsquashfs", "-lln", again["squashfs"]["path"]],
+                            capture_output=True, text=True, check=True).stdout
+    for name in ("console", "null", "tty"):
+        entry = entries[f"/dev/{name}"]
+        major, minor = (int(n) for n in entry["device"].split(":"))
+        mode, uid, gid, mtime, _ = inodes[f"/dev/{name}"]
+        assert (mode & 0o7777, f"{uid}:{gid}") == (int(entry["mode"], 8) & 0o7777,
+                                                  entry["owner"])
+        assert mtime == EPOCH
+        line = next(ln for ln in ubi_dev.splitlines() if ln.split()[-1] == name)
+        assert int(line.split()[0], 8) & 0o7777 == int(entry["mode"], 8) & 0o7777
+        assert re.search(rf"^c\S+ {entry['owner'].replace(':', '/')} +{major}, +{minor} .*"
+                         rf"/dev/{name}$", squash, re.M)

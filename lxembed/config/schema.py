@@ -24,6 +24,16 @@ QEMU_FIELDS = (
     Setting("extra_args", "list", [], "extra qemu arguments"),
 )
 
+FLASH_FIELDS = (
+    Setting("type", "str", "nor", "raw flash kind", choices=("nor", "nand")),
+    Setting("erase_block", "size", "64KiB", "physical erase block (UBI's PEB; jffs2 -e)"),
+    Setting("page_size", "size", None, "minimum I/O unit (default: 1 on NOR, 2048 on NAND)"),
+    Setting("sub_page_size", "size", None, "NAND sub-page, where UBI's VID header goes "
+            "(default: page_size)"),
+    Setting("size", "size", None, "bytes of flash the root filesystem may take (UBI's maximum "
+            "LEB count; larger images are refused)"),
+)
+
 BOARD_SETTINGS = (
     Setting("description", "str", "", "one line about the board"),
     Setting("arch", "str", None, "Debian architecture of the userland",
@@ -35,6 +45,8 @@ BOARD_SETTINGS = (
     Setting("kernel_config", "str", None, "a vendor kernel's .config (relative to the board "
             "file): what `kernel-check` and builds check recipes against when the board boots "
             "no Debian kernel"),
+    Setting("flash", "table", None, "raw flash geometry, for the jffs2 and ubi formats",
+            fields=FLASH_FIELDS),
 )
 
 USER_FIELDS = (
@@ -107,6 +119,10 @@ SERVICE_CONTAINER_FIELDS = (
     Setting("stop_timeout", "float", 10.0, "seconds lxc-stop waits for a clean halt"),
 )
 
+UBI_FIELDS = (
+    Setting("compressor", "str", "lzo", "mkfs.ubifs -x", choices=("lzo", "zlib", "zstd", "none")),
+)
+
 RECIPE_SETTINGS = (
     Setting("description", "str", "", "one line about the image"),
     Setting("base", "str", None, "recipe this one extends (lists are appended, values replaced)"),
@@ -136,4 +152,6 @@ RECIPE_SETTINGS = (
             "docs/networking.md", fields=NETWORK_DESCRIPTION_SETTINGS),
     Setting("ext4", "table", None, "how the ext4 format is made", fields=EXT4_FIELDS),
     Setting("squashfs", "table", None, "how the squashfs format is made", fields=SQUASHFS_FIELDS),
+    Setting("ubi", "table", None, "how the ubi format is made (geometry: the board's [flash])",
+            fields=UBI_FIELDS),
 )

@@ -22,9 +22,12 @@ from ..tree import RootfsTree
 from .cpio import write_cpio
 from .directory import write_dir
 from .ext4 import Ext4Options, write_ext4
+from .flash import FlashGeometry
+from .jffs2 import write_jffs2
 from .manifest import manifest
 from .squashfs import SquashfsOptions, write_squashfs
 from .tar import write_tar
+from .ubi import write_ubi
 
 ZSTD_LEVEL = 19
 
@@ -139,7 +142,16 @@ _FILESYSTEMS: Dict[str, Callable] = {
     "ext4": lambda tree, fh, plan, name: write_ext4(
         tree, fh, _epoch(tree, plan), _identity(plan, name),
         Ext4Options.from_recipe(_recipe_table(plan, "ext4"))),
+    "jffs2": lambda tree, fh, plan, name: write_jffs2(
+        tree, fh, _flash(plan, "jffs2"), plan.arch.elf_endian == "big"),
+    "ubi": lambda tree, fh, plan, name: write_ubi(
+        tree, fh, _flash(plan, "ubi"), _identity(plan, name), _epoch(tree, plan),
+        (_recipe_table(plan, "ubi") or {}).get("compressor", "lzo")),
 }
+
+
+def _flash(plan, fmt: str) -> FlashGeometry:
+    return FlashGeometry.from_board(plan.board if plan is not None else None, fmt)
 
 
 def known_formats() -> List[str]:
