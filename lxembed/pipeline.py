@@ -21,6 +21,7 @@ from .rootfs.modules import kernel_modules_tree
 from .sources.kernel import Kernel, fetch_kernel
 from .sources.kernel_config import KernelConfig, check_recipe, read_config
 from .writers import Artifact, write_formats
+from .writers.disk import DISK_FORMATS, STORAGE_MODULES
 from .writers.output import check_formats as check_image_formats
 from .writers.staging import STAMP, OutputStage
 
@@ -60,12 +61,18 @@ def build_image(plan: Plan, output: Optional[Path] = None, formats: Sequence[str
         add_service_containers(tree, plan, lambda cplan: build_tree(cplan, mirror))
         meta = {"board": plan.board.name, "recipe": plan.recipe.name, "arch": plan.arch.debian,
                 "suite": plan.board.suite, "source_date_epoch": plan.epoch}
-        # A qemu board's kernel modules: a second segment that boots appended to the rootfs.
-        modules = kernel_modules_tree(plan, mirror) if plan.board.qemu and image_formats else None
+        # A qemu board's kernel modules: a second segment that boots appended to the rootfs;
+        # a disk holds them in its root partition and its boot initramfs.
+        segment_formats = [f for f in image_formats if f not in DISK_FORMATS]
+        storage = [m for f in formats if f in DISK_FORMATS
+                   for m in STORAGE_MODULES[f.partition(".")[2]]]
+        modules = (kernel_modules_tree(plan, mirror, storage)
+                   if plan.board.qemu and image_formats else None)
         with step("write " + ",".join(formats)):
-            artifacts = write_formats(tree, stage.path, image_formats, plan, meta, final=output)
-            if modules is not None:
-                artifacts += write_formats(modules, stage.path, image_formats, plan, meta,
+            artifacts = write_formats(tree, stage.path, image_formats, plan, meta, final=output,
+                                      modules=modules)
+            if modules is not None and segment_formats:
+                artifacts += write_formats(modules, stage.path, segment_formats, plan, meta,
                                            "modules", final=output)
             if spec is not None:  # the container tree is made from the image tree
                 artifacts += write_bundles(tree, plan, spec, formats, stage.path, final=output)

@@ -346,3 +346,52 @@ def test_busybox_flash_images_match_the_manifest_and_are_reproducible(tmp_path, 
         assert int(line.split()[0], 8) & 0o7777 == int(entry["mode"], 8) & 0o7777
         assert re.search(rf"^c\S+ {entry['owner'].replace(':', '/')} +{major}, +{minor} .*"
                          rf"/dev/{name}$", squash, re.M)
+
+
+# -- disk -------------------------------------------------------------------------------------
+
+def test_disk_is_an_mbr_with_the_root_filesystem_at_one_mebibyte(tmp_path):
+    tree = sample_tree()
+    tree.write("/bin/busybox", b"\x7fELF static busybox", mode=0o755)
+    first = write_formats(tree, tmp_path / "a", ["disk.ext4"])
+    again = write_formats(tree, tmp_path / "b", ["disk.ext4"])
+    assert [a.sha256 for a in first] == [a.sha256 for a in again]
+    disk, initrd = (a.path for a in first[:2])
+    table = json.loads(subprocess.run(["sfdisk", "--json", disk], capture_output=True,
+                                      text=True, check=True).stdout)["partitiontable"]
+    assert table["label"] == "dos"
+    (part,) = table["partitions"]
+    assert part["start"] == 2048 and part["type"] == "83"
+    root = tmp_path / "root.ext4"
+    with open(disk, "rb") as src:
+        src.seek(2048 * 512)
+        root.write_bytes(src.read(part["size"] * 512))
+    assert subprocess.run(["e2fsck", "-fn", str(root)], capture_output=True).returncode == 0
+    assert ext4_ls(root, "/dev")["console"] == ("20600", 0, 0)
+    listing = subprocess.run(["cpio", "-itv", "--quiet"], input=open(initrd, "rb").read(),
+                             capture_output=True, check=True).stdout.decode()
+    assert re.search(r"^-rwxr-xr-x .* init$", listing, re.M)
+    assert re.search(r"^crw------- .* dev/console$", listing, re.M)
+    init = subprocess.run(["cpio", "-i", "--to-stdout", "init"], input=open(initrd, "rb").read(),
+                          capture_output=True, check=True).stdout.decode()
+    assert "root=/dev/vda1 fstype=ext4" in init and "switch_root /newroot" in init
+
+
+def test_disk_needs_busybox_for_its_initramfs(tmp_path):
+    tree = sample_tree()
+    tree.remove("/bin")
+    with pytest.raises(UserError, match="no /bin/busybox"):
+        write_formats(tree, tmp_path, ["disk.squashfs"])
+
+
+@pytest.mark.slow
+@pytest.mark.qemu
+@pytest.mark.parametrize("root", ["ext4", "squashfs"])
+def test_qemu_arm64_boots_busybox_from_its_disk(tmp_path, root):
+    result = run_lxembed("test", "--board", "qemu-arm64", "--recipe", "busybox", "--root", root,
+                         "--output", str(tmp_path), "--json")
+    report = json.loads(result.stdout)
+    assert report["ok"], result.stderr + (tmp_path / "console.log").read_text()[-3000:]
+    assert report["checks"] and all(c["ok"] for c in report["checks"])
+    log = (tmp_path / "console.log").read_text()
+    assert "-drive file=" in log and f"rootfs.disk.{root}" in log

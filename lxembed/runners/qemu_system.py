@@ -93,8 +93,10 @@ def qemu_argv(
     append: str = "",
     network: bool = True,
     direct: bool = True,
+    disk: Optional[Path] = None,
 ) -> List[str]:
-    """The qemu-system command line that boots `initrd` with `kernel`."""
+    """The qemu-system command line that boots `initrd` with `kernel` (and `disk` attached as
+    a virtio disk, the root for a disk image's initrd)."""
     cmdline = f"console={setup.console} panic=-1"
     if not verbose:
         cmdline += f" {FAST_APPEND}"
@@ -122,6 +124,11 @@ def qemu_argv(
         "-append",
         cmdline,
     ]
+    if disk is not None:
+        # snapshot=on: the guest's writes go to a temporary overlay; a runner never changes
+        # an image.
+        argv += ["-drive", f"file={disk},format=raw,if=none,id=root,snapshot=on",
+                 "-device", "virtio-blk-pci,drive=root"]
     if network:
         # romfile=: no PXE option ROM to load, nobody boots from the network here.
         argv += ["-netdev", "user,id=n0", "-device", f"{setup.nic},netdev=n0,romfile="]
@@ -166,6 +173,7 @@ class GuestRun:
     check_timeout: Optional[float] = None
     verbose: bool = False
     direct: bool = True
+    disk: Optional[Path] = None  # a disk image attached as a virtio disk
 
 
 def check_guest(
@@ -186,7 +194,8 @@ def check_guest(
     report = TestReport(
         board.name, recipe, "system", accel.name, console_log=str(log_path), kernel=kernel.pin()
     )
-    argv = qemu_argv(setup, kernel, initrd, accel, verbose=run.verbose, direct=run.direct)
+    argv = qemu_argv(setup, kernel, initrd, accel, verbose=run.verbose, direct=run.direct,
+                     disk=run.disk)
     if shutil.which(argv[0]) is None:
         raise UserError(f"{argv[0]} is not installed", hint="apt-get install qemu-system")
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -249,9 +258,11 @@ def boot_interactive(
     accel: Accel,
     verbose: bool = True,
     direct: bool = True,
+    disk: Optional[Path] = None,
 ) -> int:
     """qemu on this terminal: the serial console and, after Ctrl-A C, the monitor."""
-    argv = qemu_argv(setup, kernel, initrd, accel, interactive=True, verbose=verbose, direct=direct)
+    argv = qemu_argv(setup, kernel, initrd, accel, interactive=True, verbose=verbose, direct=direct,
+                     disk=disk)
     if shutil.which(argv[0]) is None:
         raise UserError(f"{argv[0]} is not installed", hint="apt-get install qemu-system")
     return subprocess.call(argv)

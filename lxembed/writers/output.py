@@ -21,6 +21,7 @@ from ..paths import cache_dir
 from ..tree import RootfsTree
 from .cpio import write_cpio
 from .directory import write_dir
+from .disk import DISK_FORMATS, write_boot_initramfs, write_disk
 from .ext4 import Ext4Options, write_ext4
 from .flash import FlashGeometry
 from .jffs2 import write_jffs2
@@ -156,7 +157,7 @@ def _flash(plan, fmt: str) -> FlashGeometry:
 
 def known_formats() -> List[str]:
     archives = [f"{s}{c}" for s in _SERIALISERS for c in ("", ".zst", ".gz", ".xz")]
-    return ["dir"] + archives + sorted(_FILESYSTEMS)
+    return ["dir"] + archives + sorted(_FILESYSTEMS) + list(DISK_FORMATS)
 
 
 def check_formats(formats: Sequence[str], also: Sequence[str] = ()) -> None:
@@ -217,18 +218,21 @@ def _tree_digest(root: Path) -> str:
 
 def write_formats(tree: RootfsTree, output: Path, formats: Sequence[str], plan=None,
                   meta: Optional[dict] = None, name: str = "rootfs",
-                  final: Optional[Path] = None) -> List[Artifact]:
+                  final: Optional[Path] = None,
+                  modules: Optional[RootfsTree] = None) -> List[Artifact]:
     """Write `tree` as NAME.FORMAT (NAME/ for dir) plus its manifest, each atomically.
 
     `final` is where `output` will end up (a staged build is swapped in after writing), for a
-    format that names its own path.
+    format that names its own path. `modules` (the kernel's) go into a disk's root partition
+    and boot initramfs.
     """
     check_formats(formats)
     output = Path(output)
     artifacts = []
     with progress("write", len(formats)) as advance:
         for fmt in formats:
-            artifacts += _write_one(tree, output, fmt, plan, name, Path(final or output))
+            artifacts += _write_one(tree, output, fmt, plan, name, Path(final or output),
+                                    modules)
             advance()
     manifest_name = "manifest.json" if name == "rootfs" else f"{name}.manifest.json"
     art = write_file_atomic(output / manifest_name,
@@ -238,8 +242,25 @@ def write_formats(tree: RootfsTree, output: Path, formats: Sequence[str], plan=N
     return artifacts
 
 
+def _write_disk(tree: RootfsTree, output: Path, fmt: str, plan, name: str,
+                modules: Optional[RootfsTree]) -> List[Artifact]:
+    """The disk image and, beside it, the initramfs that boots from it (DISK.initrd)."""
+    fstype = fmt.partition(".")[2]
+    epoch = _epoch(tree, plan)
+    disk = write_file_atomic(output / f"{name}.{fmt}", lambda fh: write_disk(
+        tree, fh, fstype, _identity(plan, name), epoch, modules,
+        Ext4Options.from_recipe(_recipe_table(plan, "ext4")),
+        SquashfsOptions.from_recipe(_recipe_table(plan, "squashfs"))))
+    initrd = write_file_atomic(output / f"{name}.{fmt}.initrd", lambda fh: write_boot_initramfs(
+        tree, fh, fstype, epoch, modules))
+    disk.format, initrd.format = fmt, f"{fmt}.initrd"
+    return [disk, initrd]
+
+
 def _write_one(tree: RootfsTree, output: Path, fmt: str, plan, name: str,
-               final: Path) -> List[Artifact]:
+               final: Path, modules: Optional[RootfsTree] = None) -> List[Artifact]:
+    if fmt in DISK_FORMATS:
+        return _write_disk(tree, output, fmt, plan, name, modules)
     if fmt == "dir":
         dest = output / name
         replace_dir_atomic(dest, lambda tmp: write_dir(tree, tmp))
