@@ -386,9 +386,10 @@ def test_disk_needs_busybox_for_its_initramfs(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.qemu
+@pytest.mark.parametrize("board", ["qemu-arm64", "qemu-x86_64"])
 @pytest.mark.parametrize("root", ["ext4", "squashfs"])
-def test_qemu_arm64_boots_busybox_from_its_disk(tmp_path, root):
-    result = run_lxembed("test", "--board", "qemu-arm64", "--recipe", "busybox", "--root", root,
+def test_qemu_boards_boot_busybox_from_their_disk(tmp_path, board, root):
+    result = run_lxembed("test", "--board", board, "--recipe", "busybox", "--root", root,
                          "--output", str(tmp_path), "--json")
     report = json.loads(result.stdout)
     assert report["ok"], result.stderr + (tmp_path / "console.log").read_text()[-3000:]
