@@ -18,10 +18,11 @@ from .log import info, step, warn
 from .paths import cache_dir
 from .rootfs.build import build_tree
 from .rootfs.modules import kernel_modules_tree
+from .sources.firmware import package_files
 from .sources.kernel import Kernel, fetch_kernel
 from .sources.kernel_config import KernelConfig, check_recipe, read_config
 from .writers import Artifact, write_formats
-from .writers.disk import DISK_FORMATS, STORAGE_MODULES
+from .writers.disk import DISK_FORMATS, STORAGE_MODULES, BootInputs
 from .writers.output import check_formats as check_image_formats
 from .writers.staging import STAMP, OutputStage
 
@@ -65,12 +66,13 @@ def build_image(plan: Plan, output: Optional[Path] = None, formats: Sequence[str
         # a disk holds them in its root partition and its boot initramfs.
         segment_formats = [f for f in image_formats if f not in DISK_FORMATS]
         storage = [m for f in formats if f in DISK_FORMATS
-                   for m in STORAGE_MODULES[f.partition(".")[2]]]
+                   for m in _storage_modules(plan, f)]
         modules = (kernel_modules_tree(plan, mirror, storage)
                    if plan.board.qemu and image_formats else None)
+        boot = BootInputs(modules, _boot_files(plan, mirror) if "sdcard" in formats else {})
         with step("write " + ",".join(formats)):
             artifacts = write_formats(tree, stage.path, image_formats, plan, meta, final=output,
-                                      modules=modules)
+                                      boot=boot)
             if modules is not None and segment_formats:
                 artifacts += write_formats(modules, stage.path, segment_formats, plan, meta,
                                            "modules", final=output)
@@ -82,6 +84,30 @@ def build_image(plan: Plan, output: Optional[Path] = None, formats: Sequence[str
     for art in artifacts:
         art.path = str(output.absolute() / Path(art.path).relative_to(stage.path))
     return artifacts
+
+
+def _storage_modules(plan: Plan, fmt: str) -> List[str]:
+    """The modules a disk format's boot initramfs loads to reach its root."""
+    if fmt == "sdcard":
+        sdcard = plan.board.settings.get("sdcard") or {}
+        return list(sdcard.get("modules") or []) + list(STORAGE_MODULES["ext4"][2:])
+    return list(STORAGE_MODULES[fmt.partition(".")[2]])
+
+
+def _boot_files(plan: Plan, mirror: Optional[str]) -> dict:
+    """An SD card's boot partition: the firmware package's files, the kernel, the device tree."""
+    sdcard = plan.board.settings.get("sdcard")
+    if sdcard is None:
+        return {}  # the writer says what is missing
+    kernel = fetch_kernel(plan.board, mirror)
+    files = {}
+    if sdcard["firmware_package"]:
+        files.update(package_files(plan.board, sdcard["firmware_package"],
+                                   sdcard["firmware_dir"], mirror))
+    files["vmlinuz"] = kernel.image.read_bytes()
+    if sdcard["dtb"]:
+        files[os.path.basename(sdcard["dtb"])] = kernel.dtb(sdcard["dtb"]).read_bytes()
+    return files
 
 
 def build_key(plan: Plan, kernel: Optional[Kernel] = None) -> str:

@@ -179,6 +179,7 @@ def _build(board: str, dest, fmt: str, env=None) -> dict:
     return {a["format"]: a for a in json.loads(result.stdout)["artifacts"]}
 
 
+
 @pytest.mark.slow
 @pytest.mark.parametrize("board", ["qemu-arm64", "qemu-mipsel"])
 def test_busybox_ext4_matches_its_manifest_and_is_reproducible(tmp_path, board):
@@ -396,3 +397,43 @@ def test_qemu_boards_boot_busybox_from_their_disk(tmp_path, board, root):
     assert report["checks"] and all(c["ok"] for c in report["checks"])
     log = (tmp_path / "console.log").read_text()
     assert "-drive file=" in log and f"rootfs.disk.{root}" in log
+
+
+# -- sdcard -----------------------------------------------------------------------------------
+
+def test_fat_boot_partition_is_reproducible_and_dated_by_the_epoch(tmp_path):
+    from lxembed.writers.sdcard import write_fat
+    files = {"config.txt": b"arm_64bit=1\n", "vmlinuz": b"\0" * 5000, "b.dtb": b"dtb"}
+    write_fat(tmp_path / "a", files, 8 << 20, 0x0BADCAFE, EPOCH)
+    write_fat(tmp_path / "b", dict(reversed(list(files.items()))), 8 << 20, 0x0BADCAFE, EPOCH)
+    assert (tmp_path / "a").read_bytes() == (tmp_path / "b").read_bytes()
+    listing = subprocess.run(["mdir", "-i", str(tmp_path / "a"), "::/"], capture_output=True,
+                             text=True, check=True, env={"MTOOLS_SKIP_CHECK": "1",
+                                                         "PATH": "/usr/bin:/bin"}).stdout
+    assert "Serial Number is 0BAD-CAFE" in listing
+    assert re.search(r"config\s+txt\s+12 2024-01-01\s+0:00", listing)
+
+
+@pytest.mark.slow
+@pytest.mark.qemu
+def test_rpi3_sd_card_boots_on_raspi3b(tmp_path):
+    """The real board's image, tested in an emulator of that board."""
+    first = _build("rpi3-arm64", tmp_path / "a", "sdcard")
+    card = first["sdcard"]["path"]
+    size = first["sdcard"]["bytes"]
+    assert size & (size - 1) == 0  # QEMU's SD card: a power of two
+    env = {"MTOOLS_SKIP_CHECK": "1", "PATH": "/usr/bin:/bin"}
+    boot = subprocess.run(["mdir", "-b", "-i", f"{card}@@1048576", "::/"], capture_output=True,
+                          text=True, check=True, env=env).stdout.split()
+    for name in ("bootcode.bin", "start.elf", "fixup.dat", "vmlinuz", "bcm2837-rpi-3-b.dtb",
+                 "config.txt", "cmdline.txt", "initrd.img"):
+        assert f"::/{name}" in boot, name
+    parts = json.loads(subprocess.run(["sfdisk", "--json", card], capture_output=True,
+                                      text=True, check=True).stdout)["partitiontable"]
+    assert [p["type"] for p in parts["partitions"]] == ["c", "83"]
+    result = run_lxembed("test", "--board", "rpi3-arm64", "--recipe", "busybox", "--root",
+                         "sdcard", "--image", card, "--output", str(tmp_path / "a"), "--json")
+    report = json.loads(result.stdout)
+    assert report["ok"], result.stderr
+    names = {c["name"] for c in report["checks"]}
+    assert "uname-arch" in names and "eth0-address" not in names  # no NIC on raspi3b

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from ..errors import UserError
 from ..pipeline import ensure_image, image_dir
 from ..runners import TestReport, load_checks
 from ..runners.accel import choose_accel
+from ..runners.boot_media import card_boot_files
 from ..runners.qemu_system import (
     GuestRun,
     QemuSetup,
@@ -47,7 +49,7 @@ def _explicit_image(args, fmt: str) -> Optional[Path]:
 
 def _disk_image(plan: Plan, args, kernel) -> Tuple[Path, Path]:
     """--root FORMAT: the board's disk image with that root filesystem, and its initrd."""
-    fmt = f"disk.{args.root}"
+    fmt = "sdcard" if args.root == "sdcard" else f"disk.{args.root}"
     if args.image:
         disk = Path(args.image)
         if disk.is_dir():
@@ -55,7 +57,7 @@ def _disk_image(plan: Plan, args, kernel) -> Tuple[Path, Path]:
     else:
         disk = ensure_image(plan, image_dir(plan, args.output, fmt), fmt, args.mirror, kernel,
                             args.rebuild)
-    initrd = disk.with_name(disk.name + ".initrd")
+    initrd = disk.with_name(disk.name + ".initrd") if fmt != "sdcard" else disk
     for path in (disk, initrd):
         if not path.exists():
             raise UserError(f"{path} does not exist", hint=f"build it with --format {fmt}")
@@ -71,8 +73,9 @@ def cmd_boot(args) -> int:
         disk, initrd = _disk_image(plan, args, kernel)
         log.info(f"booting {plan.board.name}/{plan.recipe.name} from {disk.name} with "
                  f"{describe(kernel)} ({accel.name}: {accel.reason}); Ctrl-A X quits")
-        return boot_interactive(setup, kernel, initrd, accel, verbose=not args.quiet_kernel,
-                                direct=not args.no_direct, disk=disk)
+        with _card(disk, args.root, kernel, setup, initrd) as (kernel, setup, initrd, append):
+            return boot_interactive(setup, kernel, initrd, accel, verbose=not args.quiet_kernel,
+                                    direct=not args.no_direct, disk=disk, append=append)
     image = _explicit_image(args, "cpio") or ensure_image(
         plan, image_dir(plan, args.output, "cpio"), "cpio", args.mirror, kernel, args.rebuild
     )
@@ -126,10 +129,25 @@ def _test_system(plan: Plan, args) -> TestReport:
         boot_timeout=args.timeout, verbose=args.verbose_kernel, direct=not args.no_direct,
         disk=disk
     )
+    if disk is not None:
+        with _card(disk, args.root, kernel, setup, image) as (kernel, setup, initrd, append):
+            run.append = append
+            return check_guest(plan.board, plan.recipe.name, setup, kernel, initrd, accel,
+                               checks, log_path, run)
     with initramfs_with_modules(image) as initrd:
         return check_guest(
             plan.board, plan.recipe.name, setup, kernel, initrd, accel, checks, log_path, run
         )
+
+
+@contextlib.contextmanager
+def _card(disk: Path, root: str, kernel, setup, initrd):
+    """An SD card boots what its boot partition holds; a disk, its initrd with the kernel."""
+    if root != "sdcard":
+        yield kernel, setup, initrd, ""
+        return
+    with card_boot_files(disk, kernel, setup) as card:
+        yield card.kernel, card.setup, card.initrd, card.append
 
 
 def _test_user(plan: Plan, args) -> TestReport:
@@ -175,9 +193,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--root",
-        choices=("ext4", "squashfs"),
+        choices=("ext4", "squashfs", "sdcard"),
         help="boot from the board's disk image (format disk.ROOT) as a virtio disk, through "
-        "its initramfs, instead of from an initramfs image",
+        "its initramfs, instead of from an initramfs image; sdcard: the board's SD card "
+        "image, kernel and initramfs from its boot partition",
     )
     p.add_argument("--machine", help="override the board's qemu machine")
     p.add_argument("--cpu", help="override the board's qemu CPU")

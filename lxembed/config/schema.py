@@ -16,11 +16,18 @@ QEMU_FIELDS = (
     Setting("memory", "int", 256, "guest RAM in MiB"),
     Setting("smp", "int", 1, "guest CPUs"),
     Setting("console", "str", None, "kernel console device (default: the architecture's)"),
+    Setting("serial", "int", 0, "the qemu serial port the console is on (raspi3b: 1, the mini "
+            "UART; earlier ports are left unconnected)"),
     Setting("kernel_package", "str", None, "Debian kernel package (default: the architecture's)"),
     Setting("kernel_arch", "str", None, "Debian arch of the kernel (armel boots the armhf one)"),
     Setting("modules", "list", [], "kernel modules every image for this board loads"),
     Setting("append", "str", "", "extra kernel command line"),
-    Setting("nic", "str", None, "qemu NIC model (default: the architecture's)"),
+    Setting("nic", "str", None, "qemu NIC model (default: the architecture's); \"none\": the "
+            "machine has no network qemu can give it (network checks are skipped)"),
+    Setting("dtb", "str", None, "device tree from the kernel package's dtb directory "
+            "(broadcom/bcm2837-rpi-3-b.dtb), given to qemu -dtb"),
+    Setting("disk", "str", "virtio", "how `--root` attaches a disk image",
+            choices=("virtio", "sd")),
     Setting("extra_args", "list", [], "extra qemu arguments"),
 )
 
@@ -34,11 +41,26 @@ FLASH_FIELDS = (
             "LEB count; larger images are refused)"),
 )
 
+SDCARD_FIELDS = (
+    Setting("firmware_package", "str", None, "Debian package with the boot firmware"),
+    Setting("firmware_dir", "str", "/usr/lib/raspi-firmware", "where that package keeps it"),
+    Setting("dtb", "str", None, "device tree copied to the boot partition, from the kernel "
+            "package's dtb directory"),
+    Setting("boot_size", "size", "64MiB", "the FAT boot partition"),
+    Setting("config", "str", "", "config.txt for the boot firmware"),
+    Setting("cmdline", "str", "console=ttyAMA0,115200 root=/dev/mmcblk0p2 rootfstype=ext4 "
+            "rootwait", "cmdline.txt: the kernel command line"),
+    Setting("modules", "list", [], "kernel modules the boot initramfs loads to reach the root "
+            "partition (SD host drivers)"),
+)
+
 BOARD_SETTINGS = (
     Setting("description", "str", "", "one line about the board"),
     Setting("arch", "str", None, "Debian architecture of the userland",
             choices=("amd64", "i386", "arm64", "armhf", "armel", "mipsel", "mips64el")),
     Setting("suite", "str", "bookworm", "Debian suite the board is pinned to"),
+    Setting("components", "list", ["main"], "archive components packages may come from "
+            "(non-free-firmware for boot firmware)"),
     Setting("soc", "str", "", "SoC or machine name, for real hardware"),
     Setting("qemu", "table", None, "qemu-system profile; absent for real hardware",
             fields=QEMU_FIELDS),
@@ -47,6 +69,8 @@ BOARD_SETTINGS = (
             "no Debian kernel"),
     Setting("flash", "table", None, "raw flash geometry, for the jffs2 and ubi formats",
             fields=FLASH_FIELDS),
+    Setting("sdcard", "table", None, "the board's SD card layout, for the sdcard format",
+            fields=SDCARD_FIELDS),
 )
 
 USER_FIELDS = (

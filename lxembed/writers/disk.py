@@ -13,8 +13,9 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from ..errors import UserError
 from ..tree import CHAR, DIR, Entry, RootfsTree
@@ -23,7 +24,7 @@ from .ext4 import Ext4Options, write_ext4
 from .flash import derived_number
 from .squashfs import SquashfsOptions, write_squashfs
 
-DISK_FORMATS = ("disk.ext4", "disk.squashfs")
+DISK_FORMATS = ("disk.ext4", "disk.squashfs", "sdcard")
 # What the boot initramfs loads to reach the root: the virtio disk and the filesystem
 # (virtio core, jbd2 and crc16 come as dependencies; ext4 asks for crc32c only as a softdep
 # by alias, so crc32c_generic is named).
@@ -71,7 +72,16 @@ exec $b switch_root /newroot "$init"
 """
 
 
-def _merged(tree: RootfsTree, modules: Optional[RootfsTree]) -> RootfsTree:
+@dataclass
+class BootInputs:
+    """What a bootable format needs besides the tree; the pipeline gathers it (writers never
+    download)."""
+
+    modules: Optional[RootfsTree] = None  # the kernel's modules: root partition and initramfs
+    files: Dict[str, bytes] = field(default_factory=dict)  # a boot partition's firmware, kernel
+
+
+def merged(tree: RootfsTree, modules: Optional[RootfsTree]) -> RootfsTree:
     """The root partition's tree: the image and its kernel's modules, like booting the two
     initramfs segments in order."""
     if modules is None:
@@ -84,7 +94,8 @@ def _merged(tree: RootfsTree, modules: Optional[RootfsTree]) -> RootfsTree:
 
 
 def boot_initramfs(tree: RootfsTree, modules: Optional[RootfsTree], fstype: str,
-                   root_device: str, epoch: int) -> RootfsTree:
+                   root_device: str, epoch: int,
+                   storage: Optional[Sequence[str]] = None) -> RootfsTree:
     """The initramfs that mounts the root partition: busybox, storage modules, /init."""
     busybox = tree.read("/bin/busybox")
     if busybox is None:
@@ -98,7 +109,7 @@ def boot_initramfs(tree: RootfsTree, modules: Optional[RootfsTree], fstype: str,
     boot.write("/bin/busybox", busybox, mode=0o755, **kw)
     boot.symlink("/bin/sh", "busybox", **kw)
     boot.write("/init", INIT.format(root=root_device, fstype=fstype).encode(), mode=0o755, **kw)
-    names = STORAGE_MODULES[fstype]
+    names = STORAGE_MODULES[fstype] if storage is None else storage
     if modules is not None:
         for path, entry in modules:
             if path.startswith("/lib/"):
@@ -137,7 +148,7 @@ def write_disk(tree: RootfsTree, out, fstype: str, identity: str, epoch: int,
                modules: Optional[RootfsTree] = None, ext4: Optional[Ext4Options] = None,
                squashfs: Optional[SquashfsOptions] = None) -> None:
     """The disk image (MBR + root partition) into the open file `out`."""
-    root = _merged(tree, modules)
+    root = merged(tree, modules)
     with tempfile.TemporaryDirectory(prefix="lxembed-disk-") as tmp:
         fs, disk = Path(tmp, "root.fs"), Path(tmp, "disk")
         with open(fs, "wb") as fh:

@@ -21,11 +21,12 @@ from ..paths import cache_dir
 from ..tree import RootfsTree
 from .cpio import write_cpio
 from .directory import write_dir
-from .disk import DISK_FORMATS, write_boot_initramfs, write_disk
+from .disk import DISK_FORMATS, BootInputs, write_boot_initramfs, write_disk
 from .ext4 import Ext4Options, write_ext4
 from .flash import FlashGeometry
 from .jffs2 import write_jffs2
 from .manifest import manifest
+from .sdcard import write_sdcard
 from .squashfs import SquashfsOptions, write_squashfs
 from .tar import write_tar
 from .ubi import write_ubi
@@ -219,12 +220,12 @@ def _tree_digest(root: Path) -> str:
 def write_formats(tree: RootfsTree, output: Path, formats: Sequence[str], plan=None,
                   meta: Optional[dict] = None, name: str = "rootfs",
                   final: Optional[Path] = None,
-                  modules: Optional[RootfsTree] = None) -> List[Artifact]:
+                  boot: Optional[BootInputs] = None) -> List[Artifact]:
     """Write `tree` as NAME.FORMAT (NAME/ for dir) plus its manifest, each atomically.
 
     `final` is where `output` will end up (a staged build is swapped in after writing), for a
-    format that names its own path. `modules` (the kernel's) go into a disk's root partition
-    and boot initramfs.
+    format that names its own path. `boot`: what the disk and sdcard formats need besides the
+    tree (the kernel's modules, boot firmware).
     """
     check_formats(formats)
     output = Path(output)
@@ -232,7 +233,7 @@ def write_formats(tree: RootfsTree, output: Path, formats: Sequence[str], plan=N
     with progress("write", len(formats)) as advance:
         for fmt in formats:
             artifacts += _write_one(tree, output, fmt, plan, name, Path(final or output),
-                                    modules)
+                                    boot or BootInputs())
             advance()
     manifest_name = "manifest.json" if name == "rootfs" else f"{name}.manifest.json"
     art = write_file_atomic(output / manifest_name,
@@ -243,8 +244,11 @@ def write_formats(tree: RootfsTree, output: Path, formats: Sequence[str], plan=N
 
 
 def _write_disk(tree: RootfsTree, output: Path, fmt: str, plan, name: str,
-                modules: Optional[RootfsTree]) -> List[Artifact]:
+                boot: BootInputs) -> List[Artifact]:
     """The disk image and, beside it, the initramfs that boots from it (DISK.initrd)."""
+    if fmt == "sdcard":
+        return [_write_sdcard(tree, output, plan, name, boot)]
+    modules = boot.modules
     fstype = fmt.partition(".")[2]
     epoch = _epoch(tree, plan)
     disk = write_file_atomic(output / f"{name}.{fmt}", lambda fh: write_disk(
@@ -257,10 +261,24 @@ def _write_disk(tree: RootfsTree, output: Path, fmt: str, plan, name: str,
     return [disk, initrd]
 
 
+def _write_sdcard(tree: RootfsTree, output: Path, plan, name: str,
+                  boot: BootInputs) -> Artifact:
+    sdcard = plan.board.settings.get("sdcard") if plan is not None else None
+    if sdcard is None:
+        board = plan.board.name if plan is not None else "this board"
+        raise UserError(f"{board}: no [sdcard] table: the sdcard format needs the board's card "
+                        "layout", hint="boards with one: rpi3-arm64; qemu boards: disk.ext4")
+    art = write_file_atomic(output / f"{name}.sdcard", lambda fh: write_sdcard(
+        tree, fh, sdcard, _identity(plan, name), _epoch(tree, plan), boot,
+        Ext4Options.from_recipe(_recipe_table(plan, "ext4"))))
+    art.format = "sdcard"
+    return art
+
+
 def _write_one(tree: RootfsTree, output: Path, fmt: str, plan, name: str,
-               final: Path, modules: Optional[RootfsTree] = None) -> List[Artifact]:
+               final: Path, boot: Optional[BootInputs] = None) -> List[Artifact]:
     if fmt in DISK_FORMATS:
-        return _write_disk(tree, output, fmt, plan, name, modules)
+        return _write_disk(tree, output, fmt, plan, name, boot or BootInputs())
     if fmt == "dir":
         dest = output / name
         replace_dir_atomic(dest, lambda tmp: write_dir(tree, tmp))
