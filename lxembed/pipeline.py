@@ -12,10 +12,13 @@ from typing import Iterable, List, Optional
 from . import __version__
 from .config import Plan
 from .config.loader import find_overlay
+from .config.settings import parse_size
 from .containers.bundle import CONTAINER_FORMATS, resolve_bundles, write_bundles
 from .containers.device import add_service_containers
+from .errors import UserError
 from .log import info, step, warn
 from .paths import cache_dir
+from .reports.size import budget_message, size_report, tree_entries
 from .rootfs.build import build_tree
 from .rootfs.modules import kernel_modules_tree
 from .sources.firmware import package_files
@@ -24,6 +27,7 @@ from .sources.kernel_config import KernelConfig, check_recipe, read_config
 from .writers import Artifact, write_formats
 from .writers.disk import DISK_FORMATS, STORAGE_MODULES, BootInputs
 from .writers.output import check_formats as check_image_formats
+from .writers.output import known_formats
 from .writers.staging import STAMP, OutputStage
 
 DEFAULT_FORMATS = ("cpio.zst",)
@@ -50,6 +54,7 @@ def build_image(plan: Plan, output: Optional[Path] = None, formats: Sequence[str
                 mirror: Optional[str] = None, kernel: Optional[Kernel] = None) -> List[Artifact]:
     """Build `formats` into OUTPUT as one whole: on any failure OUTPUT is the previous build."""
     check_formats(formats)
+    budgets(plan)  # a bad budget is an error before anything is built
     spec = resolve_bundles(plan, formats)  # every container error before anything is fetched
     output = Path(output or default_output(plan))
     image_formats = [f for f in formats if f not in CONTAINER_FORMATS]
@@ -78,12 +83,40 @@ def build_image(plan: Plan, output: Optional[Path] = None, formats: Sequence[str
                                            "modules", final=output)
             if spec is not None:  # the container tree is made from the image tree
                 artifacts += write_bundles(tree, plan, spec, formats, stage.path, final=output)
+        check_budgets(plan, tree, artifacts)
         stamp = {"key": build_key(plan, kernel), "formats": sorted(formats)}
         (stage.path / STAMP).write_text(json.dumps(stamp, indent=1, sort_keys=True) + "\n")
     # Artifacts name where they live now, not the stage they were written in.
     for art in artifacts:
         art.path = str(output.absolute() / Path(art.path).relative_to(stage.path))
     return artifacts
+
+
+def budgets(plan: Plan) -> dict:
+    """The recipe's [max_size], format -> bytes; errors name the recipe line."""
+    out = {}
+    for fmt, value in (plan.recipe.settings.get("max_size") or {}).items():
+        try:
+            out[fmt] = parse_size(value)
+        except ValueError as err:
+            raise UserError(f"{plan.recipe.line_of(fmt, 'max_size')}: [max_size] {fmt}: "
+                            f"{err}") from None
+        if fmt not in known_formats():
+            raise UserError(f"{plan.recipe.line_of(fmt, 'max_size')}: [max_size]: unknown "
+                            f"format {fmt!r}")
+    return out
+
+
+def check_budgets(plan: Plan, tree, artifacts: Sequence[Artifact]) -> None:
+    """Fail the build (the previous output stays) if an image is over its budget."""
+    limits = budgets(plan)
+    for art in artifacts:
+        budget = limits.get(art.format)
+        if budget is not None and art.bytes > budget:
+            report = size_report(tree_entries(tree), art.path, art.bytes, art.format)
+            raise UserError(budget_message(Path(art.path).name, art.bytes, budget, report),
+                            hint=f"raise [max_size] {art.format} in the recipe, or drop what "
+                                 "you can spare")
 
 
 def _storage_modules(plan: Plan, fmt: str) -> List[str]:

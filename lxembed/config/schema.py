@@ -178,4 +178,6 @@ RECIPE_SETTINGS = (
     Setting("squashfs", "table", None, "how the squashfs format is made", fields=SQUASHFS_FIELDS),
     Setting("ubi", "table", None, "how the ubi format is made (geometry: the board's [flash])",
             fields=UBI_FIELDS),
+    Setting("max_size", "dict", {}, "size budgets by format (squashfs = \"4MiB\", ext4 = "
+            "8388608): a bigger image fails the build, naming its biggest contributors"),
 )
