@@ -138,6 +138,12 @@ def test_recipe_sizes_are_read_and_bad_ones_name_file_and_line(tmp_path):
         load_recipe(str(bad))
 
 
+def test_ext4_block_size_is_checked():
+    with pytest.raises(UserError, match="block_size: 512 is not 1024, 2048 or 4096"):
+        Ext4Options.from_recipe({"block_size": 512})
+    assert Ext4Options.from_recipe({"block_size": 1024}).block_size == 1024
+
+
 # -- squashfs ---------------------------------------------------------------------------------
 
 def test_squashfs_with_source_date_epoch_in_the_environment(tmp_path, monkeypatch):

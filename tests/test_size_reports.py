@@ -126,3 +126,13 @@ def test_bad_budgets_name_the_recipe_line_before_anything_is_built(tmp_path, lin
                          str(tmp_path / "out"), "--format", "squashfs")
     assert result.returncode == 2 and re.search(message, result.stderr), result.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("fmt", ["squashfs", "ext4"])
+def test_size_reads_contents_back_from_a_filesystem_image(tmp_path, fmt):
+    write_formats(_tree(), tmp_path, [fmt])  # no dir, tar or cpio beside it
+    report = json.loads(run_lxembed("size", str(tmp_path), "--json", check=True).stdout)
+    assert report["image"].endswith(f"rootfs.{fmt}") and report["estimated_shares"]
+    packages = {p["name"]: p for p in report["packages"]}
+    if fmt == "squashfs":  # compressed: the zeros take next to nothing
+        assert packages["zeropkg"]["share"] < packages["bigpkg"]["share"] / 10

@@ -34,8 +34,8 @@ def cmd_size(args) -> int:
     for f in report.biggest_files(args.top):
         print(f"{f.path[:56]:56} {human(f.apparent):>11} {human(f.share):>11}")
     if not report.shares:
-        print("\n* no contents in this output (build it with dir, tar or cpio too): shares "
-              "follow apparent sizes")
+        print("\n* no contents in this output (build dir, tar, cpio, squashfs or ext4 too): "
+              "shares follow apparent sizes")
     if args.svg:
         print(f"\nchart: {args.svg}")
     return 0

@@ -10,7 +10,10 @@ import gzip
 import io
 import json
 import lzma
+import shutil
+import subprocess
 import tarfile
+import tempfile
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
@@ -92,17 +95,44 @@ def _tar_files(data: bytes) -> Dict[str, bytes]:
     return files
 
 
+def _read_dir(root: Path) -> Dict[str, bytes]:
+    return {"/" + str(p.relative_to(root)): p.read_bytes()
+            for p in root.rglob("*") if p.is_file() and not p.is_symlink()}
+
+
+def _unpacked(image: Path, argv) -> Optional[Dict[str, bytes]]:
+    """Contents of a filesystem image, unpacked by its own tool into a temporary directory
+    (unsquashfs, debugfs rdump: no mount, no root; device nodes it cannot make are skipped)."""
+    if shutil.which(argv[0]) is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="lxembed-size-") as tmp:
+        subprocess.run([part.format(image=image, dest=tmp) for part in argv],
+                       capture_output=True)
+        files = _read_dir(Path(tmp, "root") if Path(tmp, "root").is_dir() else Path(tmp))
+    return files or None
+
+
+_UNPACKERS = {
+    "squashfs": ["unsquashfs", "-n", "-q", "-no-xattrs", "-d", "{dest}/root", "{image}"],
+    "ext4": ["debugfs", "-R", "rdump / {dest}", "{image}"],
+}
+
+
 def file_contents(outdir: Path) -> Optional[Dict[str, bytes]]:
-    """path -> content of every regular file, from the rootfs/ directory or an archive in the
-    output; None if the output holds neither (then only apparent sizes are known)."""
+    """path -> content of every regular file, from the rootfs/ directory, an archive or a
+    squashfs or ext4 image in the output; None if there is none of them (then only apparent
+    sizes are known)."""
     root = outdir / "rootfs"
     if root.is_dir():
-        return {"/" + str(p.relative_to(root)): p.read_bytes()
-                for p in root.rglob("*") if p.is_file() and not p.is_symlink()}
+        return _read_dir(root)
     for kind in ("cpio", "tar"):
         for suffix in ("", ".zst", ".xz", ".gz"):
             path = outdir / f"rootfs.{kind}{suffix}"
             if path.exists():
                 data = _decompressed(path)
                 return _cpio_files(data) if kind == "cpio" else _tar_files(data)
+    for fmt, argv in _UNPACKERS.items():
+        image = outdir / f"rootfs.{fmt}"
+        if image.exists():
+            return _unpacked(image, argv)
     return None

@@ -56,8 +56,11 @@ class Ext4Options:
     @classmethod
     def from_recipe(cls, table: Optional[dict]) -> Ext4Options:
         table = table or {}
-        return cls(size=table.get("size"), headroom=str(table.get("headroom", "20%")),
+        opts = cls(size=table.get("size"), headroom=str(table.get("headroom", "20%")),
                    block_size=table.get("block_size", 4096), journal=table.get("journal", True))
+        if opts.block_size not in (1024, 2048, 4096):
+            raise UserError(f"[ext4] block_size: {opts.block_size} is not 1024, 2048 or 4096")
+        return opts
 
 
 def fs_uuids(identity: str, epoch: int) -> Tuple[str, str]:
