@@ -10,7 +10,7 @@ import subprocess
 import zlib
 
 import pytest
-from conftest import run_lxembed
+from conftest import ROOT, run_lxembed
 
 from lxembed.errors import UserError
 from lxembed.tree import BLOCK, CHAR, FIFO, HARDLINK, Entry, RootfsTree
@@ -443,3 +443,57 @@ def test_rpi3_sd_card_boots_on_raspi3b(tmp_path):
     assert report["ok"], result.stderr
     names = {c["name"] for c in report["checks"]}
     assert "uname-arch" in names and "eth0-address" not in names  # no NIC on raspi3b
+
+
+@pytest.mark.slow
+@pytest.mark.qemu
+def test_the_kernel_mounts_the_jffs2_and_ubi_images(tmp_path):
+    """The node rewrite (times, owners, CRCs, the UBIFS UUID) as Linux reads it: each image is a
+    virtio disk made an MTD device by block2mtd, then mounted (jffs2; ubi attached, ubifs)."""
+    from lxembed.config import load_plan
+    from lxembed.pipeline import build_image
+    from lxembed.runners import Check
+    from lxembed.runners.accel import choose_accel
+    from lxembed.runners.qemu_system import (
+        GuestRun,
+        QemuSetup,
+        check_guest,
+        initramfs_with_modules,
+    )
+    from lxembed.sources.kernel import fetch_kernel
+    board = tmp_path / "x86-nor.toml"  # qemu-x86_64 with a 64 KiB NOR flash geometry
+    board.write_text((ROOT / "boards/qemu-x86_64.toml").read_text()
+                     + '\n[flash]\ntype = "nor"\nerase_block = "64KiB"\n')
+    recipe = tmp_path / "mtd.toml"
+    recipe.write_text('base = "busybox"\nmodules = ["virtio_blk", "block2mtd", "jffs2", "ubi", '
+                      '"lzo", "zstd", "ubifs"]\n')  # ubifs needs its compressors' crypto
+    plan = load_plan(str(board), str(recipe))
+    kernel = fetch_kernel(plan.board)
+    out = tmp_path / "out"
+    build_image(plan, out, ["cpio", "jffs2", "ubi"], kernel=kernel)
+    # UBI needs free erase blocks besides the image's: a 4 MiB "flash" of erased (0xFF)
+    # blocks with the image at its start, as ubiformat would leave it.
+    flash = tmp_path / "flash.ubi"
+    image = (out / "rootfs.ubi").read_bytes()
+    flash.write_bytes(image + b"\xff" * (4 * 1024 * 1024 - len(image)))
+    setup = QemuSetup.for_board(plan.board)
+    for i, path in enumerate((out / "rootfs.jffs2", flash)):
+        setup.extra_args += ["-drive", f"file={path},format=raw,if=none,id=d{i},snapshot=on",
+                             "-device", f"virtio-blk-pci,drive=d{i}"]
+    mtd = "/sys/module/block2mtd/parameters/block2mtd"
+    checks = [
+        Check("jffs2-mounts", f"echo /dev/vda,65536 > {mtd} && mkdir -p /mnt/j && "
+              "mount -t jffs2 -o ro mtd0 /mnt/j && ls -ln /mnt/j/dev/console /mnt/j/bin/busybox",
+              r"^crw------- +1 +0 +0 +5, +1 .*console$"),
+        Check("ubifs-mounts", f"rmmod ubifs ubi; echo /dev/vdb,65536 > {mtd} && "
+              "modprobe ubi mtd=1 && modprobe ubifs && mkdir -p /mnt/u && "
+              "mount -t ubifs -o ro ubi0:rootfs /mnt/u && ls -ln /mnt/u/dev/console",
+              r"^crw------- +1 +0 +0 +5, +1 .*console$"),
+        Check("no-crc-errors", "! dmesg | grep -iE 'jffs2.*(crc|error)|ubifs.*(crc|error)|"
+              "ubi0 (error|warning)'"),
+    ]
+    with initramfs_with_modules(out / "rootfs.cpio") as initrd:
+        report = check_guest(plan.board, "mtd", setup, kernel, initrd,
+                             choose_accel(plan.arch, None), checks, tmp_path / "console.log",
+                             GuestRun())
+    assert report.ok, [(c.name, c.output, c.error) for c in report.checks] + [report.error]
