@@ -56,6 +56,12 @@ def ext4_ls(image, directory: str) -> dict:
     return out
 
 
+def test_dir_writes_a_hard_link_that_sorts_before_its_target(tmp_path):
+    write_formats(sample_tree(), tmp_path, ["dir"])  # /bin/ash -> /bin/busybox
+    ash, busybox = tmp_path / "rootfs/bin/ash", tmp_path / "rootfs/bin/busybox"
+    assert ash.stat().st_ino == busybox.stat().st_ino
+
+
 # -- ext4 -------------------------------------------------------------------------------------
 
 def test_ext4_owners_modes_nodes_and_links_come_from_the_tree(tmp_path):
