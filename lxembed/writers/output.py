@@ -7,6 +7,7 @@ import hashlib
 import lzma
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -211,7 +212,8 @@ def _tree_digest(root: Path) -> str:
         for name in sorted(filenames):
             p = os.path.join(dirpath, name)
             h.update(os.path.relpath(p, root).encode())
-            if not os.path.islink(p):
+            # Regular files only: opening a FIFO (/run/initctl) would wait for a writer.
+            if stat.S_ISREG(os.lstat(p).st_mode):
                 with open(p, "rb") as fh:
                     h.update(hashlib.sha256(fh.read()).digest())
     return h.hexdigest()
