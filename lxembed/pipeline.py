@@ -12,16 +12,22 @@ from typing import Iterable, List, Optional
 from . import __version__
 from .config import Plan
 from .config.loader import find_overlay
+from .config.settings import parse_size
 from .containers.bundle import CONTAINER_FORMATS, resolve_bundles, write_bundles
 from .containers.device import add_service_containers
+from .errors import UserError
 from .log import info, step, warn
 from .paths import cache_dir
+from .reports.size import budget_message, size_report, tree_entries
 from .rootfs.build import build_tree
 from .rootfs.modules import kernel_modules_tree
+from .sources.firmware import package_files
 from .sources.kernel import Kernel, fetch_kernel
 from .sources.kernel_config import KernelConfig, check_recipe, read_config
 from .writers import Artifact, write_formats
+from .writers.disk import DISK_FORMATS, STORAGE_MODULES, BootInputs
 from .writers.output import check_formats as check_image_formats
+from .writers.output import known_formats
 from .writers.staging import STAMP, OutputStage
 
 DEFAULT_FORMATS = ("cpio.zst",)
@@ -48,6 +54,7 @@ def build_image(plan: Plan, output: Optional[Path] = None, formats: Sequence[str
                 mirror: Optional[str] = None, kernel: Optional[Kernel] = None) -> List[Artifact]:
     """Build `formats` into OUTPUT as one whole: on any failure OUTPUT is the previous build."""
     check_formats(formats)
+    budgets(plan)  # a bad budget is an error before anything is built
     spec = resolve_bundles(plan, formats)  # every container error before anything is fetched
     output = Path(output or default_output(plan))
     image_formats = [f for f in formats if f not in CONTAINER_FORMATS]
@@ -60,21 +67,80 @@ def build_image(plan: Plan, output: Optional[Path] = None, formats: Sequence[str
         add_service_containers(tree, plan, lambda cplan: build_tree(cplan, mirror))
         meta = {"board": plan.board.name, "recipe": plan.recipe.name, "arch": plan.arch.debian,
                 "suite": plan.board.suite, "source_date_epoch": plan.epoch}
-        # A qemu board's kernel modules: a second segment that boots appended to the rootfs.
-        modules = kernel_modules_tree(plan, mirror) if plan.board.qemu and image_formats else None
+        # A qemu board's kernel modules: a second segment that boots appended to the rootfs;
+        # a disk holds them in its root partition and its boot initramfs.
+        segment_formats = [f for f in image_formats if f not in DISK_FORMATS]
+        storage = [m for f in formats if f in DISK_FORMATS
+                   for m in _storage_modules(plan, f)]
+        modules = (kernel_modules_tree(plan, mirror, storage)
+                   if plan.board.qemu and image_formats else None)
+        boot = BootInputs(modules, _boot_files(plan, mirror) if "sdcard" in formats else {})
         with step("write " + ",".join(formats)):
-            artifacts = write_formats(tree, stage.path, image_formats, plan, meta, final=output)
-            if modules is not None:
-                artifacts += write_formats(modules, stage.path, image_formats, plan, meta,
+            artifacts = write_formats(tree, stage.path, image_formats, plan, meta, final=output,
+                                      boot=boot)
+            if modules is not None and segment_formats:
+                artifacts += write_formats(modules, stage.path, segment_formats, plan, meta,
                                            "modules", final=output)
             if spec is not None:  # the container tree is made from the image tree
                 artifacts += write_bundles(tree, plan, spec, formats, stage.path, final=output)
+        check_budgets(plan, tree, artifacts)
         stamp = {"key": build_key(plan, kernel), "formats": sorted(formats)}
         (stage.path / STAMP).write_text(json.dumps(stamp, indent=1, sort_keys=True) + "\n")
     # Artifacts name where they live now, not the stage they were written in.
     for art in artifacts:
         art.path = str(output.absolute() / Path(art.path).relative_to(stage.path))
     return artifacts
+
+
+def budgets(plan: Plan) -> dict:
+    """The recipe's [max_size], format -> bytes; errors name the recipe line."""
+    out = {}
+    for fmt, value in (plan.recipe.settings.get("max_size") or {}).items():
+        try:
+            out[fmt] = parse_size(value)
+        except ValueError as err:
+            raise UserError(f"{plan.recipe.line_of(fmt, 'max_size')}: [max_size] {fmt}: "
+                            f"{err}") from None
+        if fmt not in known_formats():
+            raise UserError(f"{plan.recipe.line_of(fmt, 'max_size')}: [max_size]: unknown "
+                            f"format {fmt!r}")
+    return out
+
+
+def check_budgets(plan: Plan, tree, artifacts: Sequence[Artifact]) -> None:
+    """Fail the build (the previous output stays) if an image is over its budget."""
+    limits = budgets(plan)
+    for art in artifacts:
+        budget = limits.get(art.format)
+        if budget is not None and art.bytes > budget:
+            report = size_report(tree_entries(tree), art.path, art.bytes, art.format)
+            raise UserError(budget_message(Path(art.path).name, art.bytes, budget, report),
+                            hint=f"raise [max_size] {art.format} in the recipe, or drop what "
+                                 "you can spare")
+
+
+def _storage_modules(plan: Plan, fmt: str) -> List[str]:
+    """The modules a disk format's boot initramfs loads to reach its root."""
+    if fmt == "sdcard":
+        sdcard = plan.board.settings.get("sdcard") or {}
+        return list(sdcard.get("modules") or []) + list(STORAGE_MODULES["ext4"][2:])
+    return list(STORAGE_MODULES[fmt.partition(".")[2]])
+
+
+def _boot_files(plan: Plan, mirror: Optional[str]) -> dict:
+    """An SD card's boot partition: the firmware package's files, the kernel, the device tree."""
+    sdcard = plan.board.settings.get("sdcard")
+    if sdcard is None:
+        return {}  # the writer says what is missing
+    kernel = fetch_kernel(plan.board, mirror)
+    files = {}
+    if sdcard["firmware_package"]:
+        files.update(package_files(plan.board, sdcard["firmware_package"],
+                                   sdcard["firmware_dir"], mirror))
+    files["vmlinuz"] = kernel.image.read_bytes()
+    if sdcard["dtb"]:
+        files[os.path.basename(sdcard["dtb"])] = kernel.dtb(sdcard["dtb"]).read_bytes()
+    return files
 
 
 def build_key(plan: Plan, kernel: Optional[Kernel] = None) -> str:

@@ -14,8 +14,8 @@ job=${1:-demo}
 # nftables and dnsmasq-base: `lxembed net` applies its rules with nft and serves DHCP with dnsmasq.
 packages="python3 python3-venv python3-pip qemu-user-static qemu-system-arm qemu-system-mips
   qemu-system-x86 lxc crun iproute2 iputils-ping debian-archive-keyring apt-utils cpio zstd
-  xz-utils squashfs-tools e2fsprogs uidmap busybox-static procps util-linux
-  nftables dnsmasq-base
+  xz-utils squashfs-tools e2fsprogs mtd-utils fdisk dosfstools mtools uidmap busybox-static
+  procps util-linux nftables dnsmasq-base
   libvirt-daemon libvirt-daemon-driver-lxc libvirt-clients libxml2-utils"
 missing=$(for p in $packages; do dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null |
   grep -q "install ok installed" || echo "$p"; done)

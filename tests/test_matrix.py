@@ -25,7 +25,8 @@ def test_matrix_lists_every_cell_and_validates(tmp_path, ci, schema):
     assert set(jobs) == want
     text = json.dumps(jobs)
     assert "lxembed test -b qemu-arm64 -r busybox\"" in text
-    assert "lxembed test -b rpi3-arm64 -r busybox --user" in text  # hardware: qemu-user
+    assert "lxembed test -b mt7621-router -r busybox --user" in text  # hardware: qemu-user
+    assert "lxembed test -b rpi3-arm64 -r busybox\"" in text  # emulated on raspi3b
     assert "http://10.9.9.9:3142" in result.stdout
     path = tmp_path / f"{ci}.yml"
     path.write_text(result.stdout)

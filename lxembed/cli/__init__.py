@@ -12,10 +12,10 @@ from typing import List, Optional
 
 from .. import log
 from ..errors import UserError
-from . import build, containers, elf, kernel, net, qemu
+from . import build, containers, elf, kernel, net, qemu, size
 
 # One module per command group; each adds its subcommands through register(subparsers).
-COMMAND_GROUPS = (build, elf, qemu, kernel, containers, net)
+COMMAND_GROUPS = (build, elf, qemu, kernel, containers, net, size)
 
 
 def make_parser() -> argparse.ArgumentParser:

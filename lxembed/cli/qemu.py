@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple
 
 from .. import log
 from ..config import Plan, load_plan
@@ -14,6 +15,7 @@ from ..errors import UserError
 from ..pipeline import ensure_image, image_dir
 from ..runners import TestReport, load_checks
 from ..runners.accel import choose_accel
+from ..runners.boot_media import card_boot_files
 from ..runners.qemu_system import (
     GuestRun,
     QemuSetup,
@@ -45,14 +47,38 @@ def _explicit_image(args, fmt: str) -> Optional[Path]:
     return path
 
 
+def _disk_image(plan: Plan, args, kernel) -> Tuple[Path, Path]:
+    """--root FORMAT: the board's disk image with that root filesystem, and its initrd."""
+    fmt = "sdcard" if args.root == "sdcard" else f"disk.{args.root}"
+    if args.image:
+        disk = Path(args.image)
+        if disk.is_dir():
+            disk = disk / f"rootfs.{fmt}"
+    else:
+        disk = ensure_image(plan, image_dir(plan, args.output, fmt), fmt, args.mirror, kernel,
+                            args.rebuild)
+    initrd = disk.with_name(disk.name + ".initrd") if fmt != "sdcard" else disk
+    for path in (disk, initrd):
+        if not path.exists():
+            raise UserError(f"{path} does not exist", hint=f"build it with --format {fmt}")
+    return disk, initrd
+
+
 def cmd_boot(args) -> int:
     plan = load_plan(args.board, args.recipe)
     setup = QemuSetup.for_board(plan.board, args.machine, args.cpu)
     kernel = fetch_kernel(plan.board, args.mirror)
+    accel = choose_accel(plan.arch, args.accel)
+    if args.root:
+        disk, initrd = _disk_image(plan, args, kernel)
+        log.info(f"booting {plan.board.name}/{plan.recipe.name} from {disk.name} with "
+                 f"{describe(kernel)} ({accel.name}: {accel.reason}); Ctrl-A X quits")
+        with _card(disk, args.root, kernel, setup, initrd) as (kernel, setup, initrd, append):
+            return boot_interactive(setup, kernel, initrd, accel, verbose=not args.quiet_kernel,
+                                    direct=not args.no_direct, disk=disk, append=append)
     image = _explicit_image(args, "cpio") or ensure_image(
         plan, image_dir(plan, args.output, "cpio"), "cpio", args.mirror, kernel, args.rebuild
     )
-    accel = choose_accel(plan.arch, args.accel)
     log.info(
         f"booting {plan.board.name}/{plan.recipe.name} with {describe(kernel)} "
         f"({accel.name}: {accel.reason}); Ctrl-A X quits"
@@ -84,22 +110,44 @@ def _test_system(plan: Plan, args) -> TestReport:
     setup = QemuSetup.for_board(plan.board, args.machine, args.cpu)
     checks = load_checks(plan, "system")
     kernel = fetch_kernel(plan.board, args.mirror)
-    out = image_dir(plan, args.output, "cpio")
-    image = _explicit_image(args, "cpio") or ensure_image(
-        plan, out, "cpio", args.mirror, kernel, args.rebuild
-    )
+    disk = None
+    if args.root:
+        disk, image = _disk_image(plan, args, kernel)
+    else:
+        out = image_dir(plan, args.output, "cpio")
+        image = _explicit_image(args, "cpio") or ensure_image(
+            plan, out, "cpio", args.mirror, kernel, args.rebuild
+        )
     accel = choose_accel(plan.arch, args.accel)
+    root = f", root on {disk.name}" if disk else ""
     log.info(
         f"{plan.board.name}/{plan.recipe.name}: {describe(kernel)}, {accel.name} ({accel.reason})"
+        + root
     )
     log_path = image.parent / "console.log"
     run = GuestRun(
-        boot_timeout=args.timeout, verbose=args.verbose_kernel, direct=not args.no_direct
+        boot_timeout=args.timeout, verbose=args.verbose_kernel, direct=not args.no_direct,
+        disk=disk
     )
+    if disk is not None:
+        with _card(disk, args.root, kernel, setup, image) as (kernel, setup, initrd, append):
+            run.append = append
+            return check_guest(plan.board, plan.recipe.name, setup, kernel, initrd, accel,
+                               checks, log_path, run)
     with initramfs_with_modules(image) as initrd:
         return check_guest(
             plan.board, plan.recipe.name, setup, kernel, initrd, accel, checks, log_path, run
         )
+
+
+@contextlib.contextmanager
+def _card(disk: Path, root: str, kernel, setup, initrd):
+    """An SD card boots what its boot partition holds; a disk, its initrd with the kernel."""
+    if root != "sdcard":
+        yield kernel, setup, initrd, ""
+        return
+    with card_boot_files(disk, kernel, setup) as card:
+        yield card.kernel, card.setup, card.initrd, card.append
 
 
 def _test_user(plan: Plan, args) -> TestReport:
@@ -142,6 +190,13 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         choices=("auto", "kvm", "tcg"),
         default=None,
         help="qemu accelerator (default: KVM only if it can run the guest)",
+    )
+    p.add_argument(
+        "--root",
+        choices=("ext4", "squashfs", "sdcard"),
+        help="boot from the board's disk image (format disk.ROOT) as a virtio disk, through "
+        "its initramfs, instead of from an initramfs image; sdcard: the board's SD card "
+        "image, kernel and initramfs from its boot partition",
     )
     p.add_argument("--machine", help="override the board's qemu machine")
     p.add_argument("--cpu", help="override the board's qemu CPU")

@@ -16,12 +16,42 @@ QEMU_FIELDS = (
     Setting("memory", "int", 256, "guest RAM in MiB"),
     Setting("smp", "int", 1, "guest CPUs"),
     Setting("console", "str", None, "kernel console device (default: the architecture's)"),
+    Setting("serial", "int", 0, "the qemu serial port the console is on (raspi3b: 1, the mini "
+            "UART; earlier ports are left unconnected)"),
     Setting("kernel_package", "str", None, "Debian kernel package (default: the architecture's)"),
     Setting("kernel_arch", "str", None, "Debian arch of the kernel (armel boots the armhf one)"),
     Setting("modules", "list", [], "kernel modules every image for this board loads"),
     Setting("append", "str", "", "extra kernel command line"),
-    Setting("nic", "str", None, "qemu NIC model (default: the architecture's)"),
+    Setting("nic", "str", None, "qemu NIC model (default: the architecture's); \"none\": the "
+            "machine has no network qemu can give it (network checks are skipped)"),
+    Setting("dtb", "str", None, "device tree from the kernel package's dtb directory "
+            "(broadcom/bcm2837-rpi-3-b.dtb), given to qemu -dtb"),
+    Setting("disk", "str", "virtio", "how `--root` attaches a disk image",
+            choices=("virtio", "sd")),
     Setting("extra_args", "list", [], "extra qemu arguments"),
+)
+
+FLASH_FIELDS = (
+    Setting("type", "str", "nor", "raw flash kind", choices=("nor", "nand")),
+    Setting("erase_block", "size", "64KiB", "physical erase block (UBI's PEB; jffs2 -e)"),
+    Setting("page_size", "size", None, "minimum I/O unit (default: 1 on NOR, 2048 on NAND)"),
+    Setting("sub_page_size", "size", None, "NAND sub-page, where UBI's VID header goes "
+            "(default: page_size)"),
+    Setting("size", "size", None, "bytes of flash the root filesystem may take (UBI's maximum "
+            "LEB count; larger images are refused)"),
+)
+
+SDCARD_FIELDS = (
+    Setting("firmware_package", "str", None, "Debian package with the boot firmware"),
+    Setting("firmware_dir", "str", "/usr/lib/raspi-firmware", "where that package keeps it"),
+    Setting("dtb", "str", None, "device tree copied to the boot partition, from the kernel "
+            "package's dtb directory"),
+    Setting("boot_size", "size", "64MiB", "the FAT boot partition"),
+    Setting("config", "str", "", "config.txt for the boot firmware"),
+    Setting("cmdline", "str", "console=ttyAMA0,115200 root=/dev/mmcblk0p2 rootfstype=ext4 "
+            "rootwait", "cmdline.txt: the kernel command line"),
+    Setting("modules", "list", [], "kernel modules the boot initramfs loads to reach the root "
+            "partition (SD host drivers)"),
 )
 
 BOARD_SETTINGS = (
@@ -29,12 +59,18 @@ BOARD_SETTINGS = (
     Setting("arch", "str", None, "Debian architecture of the userland",
             choices=("amd64", "i386", "arm64", "armhf", "armel", "mipsel", "mips64el")),
     Setting("suite", "str", "bookworm", "Debian suite the board is pinned to"),
+    Setting("components", "list", ["main"], "archive components packages may come from "
+            "(non-free-firmware for boot firmware)"),
     Setting("soc", "str", "", "SoC or machine name, for real hardware"),
     Setting("qemu", "table", None, "qemu-system profile; absent for real hardware",
             fields=QEMU_FIELDS),
     Setting("kernel_config", "str", None, "a vendor kernel's .config (relative to the board "
             "file): what `kernel-check` and builds check recipes against when the board boots "
             "no Debian kernel"),
+    Setting("flash", "table", None, "raw flash geometry, for the jffs2 and ubi formats",
+            fields=FLASH_FIELDS),
+    Setting("sdcard", "table", None, "the board's SD card layout, for the sdcard format",
+            fields=SDCARD_FIELDS),
 )
 
 USER_FIELDS = (
@@ -81,6 +117,22 @@ NETWORK_FIELDS = (
     Setting("interfaces", "tables", [], "device network interfaces", fields=INTERFACE_FIELDS),
 )
 
+EXT4_FIELDS = (
+    Setting("size", "size", None, "fixed image size (bytes, or 64MiB); unset: content plus "
+            "`headroom`"),
+    Setting("headroom", "str", "20%", "free space on top of the content: a percentage of it "
+            "(\"20%\") or a size (\"8MiB\")"),
+    Setting("block_size", "int", 4096, "filesystem block size: 1024, 2048 or 4096"),
+    Setting("journal", "bool", True, "an ext4 journal (1024 blocks at least)"),
+)
+
+SQUASHFS_FIELDS = (
+    Setting("compressor", "str", "zstd", "mksquashfs -comp; every Debian kernel reads these",
+            choices=("zstd", "xz", "gzip", "lz4", "lzo")),
+    Setting("block_size", "size", "256K", "mksquashfs -b: a power of two from 4K to 1M"),
+    Setting("level", "int", None, "compression level (zstd 1-22, gzip 1-9; default: the "
+            "strongest for zstd and gzip)"),
+)
 
 SERVICE_CONTAINER_FIELDS = (
     Setting("name", "str", None, "container name on the device (lxc-info -n NAME)"),
@@ -89,6 +141,10 @@ SERVICE_CONTAINER_FIELDS = (
     Setting("ready_timeout", "float", 30.0, "seconds it may take to be ready before it is "
             "reported failed and retried with backoff"),
     Setting("stop_timeout", "float", 10.0, "seconds lxc-stop waits for a clean halt"),
+)
+
+UBI_FIELDS = (
+    Setting("compressor", "str", "lzo", "mkfs.ubifs -x", choices=("lzo", "zlib", "zstd", "none")),
 )
 
 RECIPE_SETTINGS = (
@@ -118,4 +174,10 @@ RECIPE_SETTINGS = (
             fields=SERVICE_CONTAINER_FIELDS),
     Setting("host_network", "table", None, "host networking, as a standalone description: "
             "docs/networking.md", fields=NETWORK_DESCRIPTION_SETTINGS),
+    Setting("ext4", "table", None, "how the ext4 format is made", fields=EXT4_FIELDS),
+    Setting("squashfs", "table", None, "how the squashfs format is made", fields=SQUASHFS_FIELDS),
+    Setting("ubi", "table", None, "how the ubi format is made (geometry: the board's [flash])",
+            fields=UBI_FIELDS),
+    Setting("max_size", "dict", {}, "size budgets by format (squashfs = \"4MiB\", ext4 = "
+            "8388608): a bigger image fails the build, naming its biggest contributors"),
 )

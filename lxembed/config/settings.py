@@ -17,16 +17,17 @@ from .toml_lines import key_line
 @dataclass(frozen=True)
 class Setting:
     key: str
-    kind: str  # str int float bool list dict table tables raw
+    kind: str  # str int float bool size list dict table tables raw
     default: Any = None
     help: str = ""
     choices: Tuple[str, ...] = ()
     fields: Tuple[Setting, ...] = ()  # for table / tables
 
 
-_PY_TYPES = {"str": str, "int": int, "float": (int, float), "bool": bool, "list": list,
-             "dict": dict, "table": dict, "tables": list}
-_TYPE_NAMES = {"str": "a string", "int": "an integer", "float": "a number",
+_PY_TYPES = {"str": str, "int": int, "size": (int, str), "float": (int, float), "bool": bool,
+             "list": list, "dict": dict, "table": dict, "tables": list}
+_TYPE_NAMES = {"str": "a string", "int": "an integer",
+               "size": "a size (bytes, or \"4MiB\", \"512K\")", "float": "a number",
                "bool": "true or false", "list": "a list",
                "dict": "a table", "table": "a table", "tables": "an array of tables"}
 
@@ -62,6 +63,11 @@ def validate(data: Dict[str, Any], settings, path: Path, text: str, table: str =
             wrong = [v for v in value if not isinstance(v, str)]
             if wrong:
                 raise err(f"expected a list of strings, got {wrong[0]!r}")
+        if s.kind == "size":
+            try:
+                value = parse_size(value)
+            except ValueError as exc:
+                raise err(str(exc)) from None
         if s.choices and value not in s.choices:
             raise err(f"{value!r} is not one of {', '.join(s.choices)}")
         if s.kind == "table" and s.fields:
@@ -75,6 +81,26 @@ def validate(data: Dict[str, Any], settings, path: Path, text: str, table: str =
             value = items
         out[s.key] = value
     return out
+
+
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "KIB": 1 << 10,
+               "MIB": 1 << 20, "GIB": 1 << 30}
+
+
+def parse_size(value) -> int:
+    """Bytes from 8388608, "8388608", "8M" or "8MiB" (K, M, G: powers of 1024, as in mkfs)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"size {value} is negative")
+        return value
+    text = str(value).strip()
+    digits = len(text) - len(text.lstrip("0123456789"))
+    number, unit = text[:digits], text[digits:].strip().upper()
+    unit = "" if unit == "B" else unit
+    if not number.isdigit() or unit not in _SIZE_UNITS:
+        raise ValueError(f"{value!r} is not a size (bytes, or a number with K, M, G, KiB, MiB, "
+                         "GiB)")
+    return int(number) * _SIZE_UNITS[unit]
 
 
 def _copy_default(s: Setting) -> Any:

@@ -27,7 +27,8 @@ from .skeleton import add_skeleton
 def build_tree(plan: Plan, mirror: Optional[str] = None) -> RootfsTree:
     recipe, epoch = plan.recipe.settings, plan.epoch
     tree = RootfsTree()
-    source = PackageSource(plan.board.suite, plan.arch.debian, mirror)
+    source = PackageSource(plan.board.suite, plan.arch.debian, mirror,
+                           plan.board.settings["components"])
     with step("packages"):
         if recipe["packages"]:
             debs = source.fetch(recipe["packages"])

@@ -213,28 +213,32 @@ def wanted_modules(plan: Plan) -> List[str]:
     return list(dict.fromkeys(canonical(n) for n in names))
 
 
-def kernel_modules_tree(plan: Plan, mirror: Optional[str] = None) -> RootfsTree:
+def kernel_modules_tree(plan: Plan, mirror: Optional[str] = None,
+                        extra: Sequence[str] = ()) -> RootfsTree:
     """The modules of a qemu board's kernel, as a tree of their own.
 
     It is written as a second initramfs segment (modules.cpio*) that the runner appends to
     the rootfs one: the kernel unpacks concatenated archives in order. The userland image stays
     kernel-agnostic (and a busybox image stays under 1 MB), and modules belong to the kernel's
-    arch anyway (armel images boot the armhf kernel).
+    arch anyway (armel images boot the armhf kernel). `extra`: modules a format needs (a disk's
+    storage drivers).
     """
     tree = RootfsTree()
     with step("kernel modules"):
-        add_kernel_modules(tree, plan, mirror)
+        add_kernel_modules(tree, plan, mirror, extra=extra)
     tree.clamp_mtimes(plan.epoch)
     return tree
 
 
 def add_kernel_modules(
-    tree: RootfsTree, plan: Plan, mirror: Optional[str] = None, kernel: Optional[Kernel] = None
+    tree: RootfsTree, plan: Plan, mirror: Optional[str] = None, kernel: Optional[Kernel] = None,
+    extra: Sequence[str] = (),
 ) -> Kernel:
     """Put the modules `plan` needs (with dependencies) under /lib/modules/KVER and write
     modules.dep, modules.alias and /etc/modules (the load order rcS feeds to modprobe)."""
     kernel = kernel or fetch_kernel(plan.board, mirror)
-    modules = resolve_modules(ModuleIndex(kernel.modules), wanted_modules(plan))
+    wanted = list(dict.fromkeys(wanted_modules(plan) + [canonical(n) for n in extra]))
+    modules = resolve_modules(ModuleIndex(kernel.modules), wanted)
     base = f"/lib/modules/{kernel.release}"
     origin = f"{kernel.package} {kernel.version}"
     kw = {"mtime": plan.epoch, "origin": origin}

@@ -19,6 +19,7 @@ from ..config.schema import CHECK_FIELDS
 from ..config.settings import Setting, validate
 from ..config.toml_lines import parse
 from ..errors import UserError
+from ..log import info
 
 # The standard checks also say where they make sense: `system` (booted kernel) and `user`.
 STANDARD_CHECK_FIELDS = CHECK_FIELDS + (
@@ -82,10 +83,13 @@ def _expand(text: str, plan: Plan) -> str:
     return text.replace("{uname}", "|".join(re.escape(u) for u in plan.arch.uname))
 
 
-def _applies(item: Dict[str, Any], plan: Plan) -> bool:
-    """A check about a network interface applies only to recipes that configure it."""
+def _applies(item: Dict[str, Any], plan: Plan, mode: str = "system") -> bool:
+    """A check about a network interface applies only to recipes that configure it, and not
+    under qemu-system on a board whose machine has no NIC qemu can give it."""
     if not item["interface"]:
         return True
+    if mode == "system" and (plan.board.qemu or {}).get("nic") == "none":
+        return False
     network = plan.recipe.settings.get("network") or {}
     for iface in network.get("interfaces") or []:
         if iface.get("name") == item["interface"]:
@@ -101,11 +105,14 @@ def load_checks(plan: Plan, mode: str) -> List[Check]:
     if not isinstance(items, list):
         raise UserError(f"{path}: expected [[checks]] tables")
     checks = []
+    if mode == "system" and (plan.board.qemu or {}).get("nic") == "none":
+        info(f"{plan.board.name}: its qemu machine has no network device ([qemu] nic = "
+             "\"none\"): the network checks are skipped")
     for i, item in enumerate(items):
         item = validate(item, STANDARD_CHECK_FIELDS, path, text, "checks", i)
         if item["name"] is None or item["command"] is None:
             raise UserError(f"{path}: every [[checks]] needs name and command")
-        if item[mode] and _applies(item, plan):
+        if item[mode] and _applies(item, plan, mode):
             checks.append(
                 Check(
                     item["name"],

@@ -51,6 +51,9 @@ class QemuSetup:
     nic: str
     append: str
     extra_args: List[str] = field(default_factory=list)
+    dtb: Optional[str] = None  # a device tree from the kernel's dtb directory
+    disk_interface: str = "virtio"  # how a disk image is attached: virtio or sd
+    serial: int = 0  # which qemu serial port is the console
 
     @classmethod
     def for_board(
@@ -73,6 +76,9 @@ class QemuSetup:
             nic=qemu["nic"] or arch.nic,
             append=qemu["append"],
             extra_args=list(qemu["extra_args"]),
+            dtb=qemu.get("dtb"),
+            disk_interface=qemu.get("disk") or "virtio",
+            serial=qemu.get("serial") or 0,
         )
 
 
@@ -93,8 +99,10 @@ def qemu_argv(
     append: str = "",
     network: bool = True,
     direct: bool = True,
+    disk: Optional[Path] = None,
 ) -> List[str]:
-    """The qemu-system command line that boots `initrd` with `kernel`."""
+    """The qemu-system command line that boots `initrd` with `kernel` (and `disk` attached as
+    a virtio disk, the root for a disk image's initrd)."""
     cmdline = f"console={setup.console} panic=-1"
     if not verbose:
         cmdline += f" {FAST_APPEND}"
@@ -113,6 +121,7 @@ def qemu_argv(
         "-display",
         "none",
         # Interactive: Ctrl-A X quits, Ctrl-A C reaches the monitor. Tests: the console alone.
+        *["-serial", "null"] * setup.serial,
         "-serial",
         "mon:stdio" if interactive else "stdio",
         "-kernel",
@@ -122,7 +131,17 @@ def qemu_argv(
         "-append",
         cmdline,
     ]
-    if network:
+    if setup.dtb:
+        argv += ["-dtb", str(kernel.dtb(setup.dtb))]
+    if disk is not None:
+        # snapshot=on: the guest's writes go to a temporary overlay; a runner never changes
+        # an image.
+        if setup.disk_interface == "sd":
+            argv += ["-drive", f"file={disk},format=raw,if=sd,snapshot=on"]
+        else:
+            argv += ["-drive", f"file={disk},format=raw,if=none,id=root,snapshot=on",
+                     "-device", "virtio-blk-pci,drive=root"]
+    if network and setup.nic != "none":
         # romfile=: no PXE option ROM to load, nobody boots from the network here.
         argv += ["-netdev", "user,id=n0", "-device", f"{setup.nic},netdev=n0,romfile="]
     return argv + setup.extra_args
@@ -166,6 +185,8 @@ class GuestRun:
     check_timeout: Optional[float] = None
     verbose: bool = False
     direct: bool = True
+    disk: Optional[Path] = None  # a disk image attached as a virtio disk (or SD card)
+    append: str = ""  # more kernel command line (an SD card's cmdline.txt)
 
 
 def check_guest(
@@ -186,7 +207,8 @@ def check_guest(
     report = TestReport(
         board.name, recipe, "system", accel.name, console_log=str(log_path), kernel=kernel.pin()
     )
-    argv = qemu_argv(setup, kernel, initrd, accel, verbose=run.verbose, direct=run.direct)
+    argv = qemu_argv(setup, kernel, initrd, accel, verbose=run.verbose, direct=run.direct,
+                     disk=run.disk, append=run.append)
     if shutil.which(argv[0]) is None:
         raise UserError(f"{argv[0]} is not installed", hint="apt-get install qemu-system")
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -249,9 +271,12 @@ def boot_interactive(
     accel: Accel,
     verbose: bool = True,
     direct: bool = True,
+    disk: Optional[Path] = None,
+    append: str = "",
 ) -> int:
     """qemu on this terminal: the serial console and, after Ctrl-A C, the monitor."""
-    argv = qemu_argv(setup, kernel, initrd, accel, interactive=True, verbose=verbose, direct=direct)
+    argv = qemu_argv(setup, kernel, initrd, accel, interactive=True, verbose=verbose, direct=direct,
+                     disk=disk, append=append)
     if shutil.which(argv[0]) is None:
         raise UserError(f"{argv[0]} is not installed", hint="apt-get install qemu-system")
     return subprocess.call(argv)

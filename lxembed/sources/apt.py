@@ -117,12 +117,20 @@ class PackageSource:
     def _locked(self):
         return file_lock(self.root / "lock")
 
+    def _index(self, component: str = "main") -> List[Path]:
+        return sorted(self.lists.glob(
+            f"*_dists_{self.suite}_{component}_binary-{self.arch}_Packages*"))
+
     def _main_index(self) -> List[Path]:
-        return sorted(self.lists.glob(f"*_dists_{self.suite}_main_binary-{self.arch}_Packages*"))
+        return self._index("main")
 
     def update(self, force: bool = False) -> None:
-        """Fetch the package indexes unless they are already here (or `force`)."""
-        if self._main_index() and not force:
+        """Fetch the package indexes unless they are already here (or `force`).
+
+        Every component shares one lists directory per (suite, arch); a source that asks for
+        another component (non-free-firmware) fetches the indexes once more.
+        """
+        if all(self._index(c) for c in self.components) and not force:
             return
         self._write_sources_list()
         result = self._apt("update", title=f"apt update {self.suite}/{self.arch}")
@@ -152,7 +160,8 @@ class PackageSource:
         with the size and hash the archive's index gives for its file."""
         wanted = sorted(set(packages))
         self.update()
-        key = hashlib.sha256(("\n".join(wanted) + self._index_stamp() + _MEMO_FORMAT).encode())
+        key = hashlib.sha256(("\n".join(wanted) + self._index_stamp() + _MEMO_FORMAT
+                              + " ".join(self.components)).encode())
         memo = self.root / "resolved" / f"{key.hexdigest()[:24]}.json"
         try:
             return [Deb(n, v, a, self.archives / f, h, z)

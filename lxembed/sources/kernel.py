@@ -45,6 +45,14 @@ class Kernel:
     image: Path  # /boot/vmlinuz-KVER as shipped (Image, zImage, bzImage or ELF)
     vmlinux: Optional[Path]  # x86: the ELF inside the bzImage, for a direct (PVH) boot
     modules: Path  # the unpacked /lib/modules/KVER
+    dtbs: Optional[Path] = None  # the package's device trees (usr/lib/linux-image-KVER/)
+
+    def dtb(self, name: str) -> Path:
+        """One device tree, by its path in the dtb directory (broadcom/bcm2837-rpi-3-b.dtb)."""
+        path = self.dtbs / name if self.dtbs is not None else None
+        if path is None or ".." in name.split("/") or not path.is_file():
+            raise UserError(f"{self.package} has no device tree {name}")
+        return path
 
     def pin(self) -> Dict[str, Any]:
         """What to record so a run can be repeated: names and versions, no host paths."""
@@ -83,7 +91,7 @@ def fetch_kernel(board: Board, mirror: Optional[str] = None) -> Kernel:
     deb = _image_package(source, meta)
     root = cache_dir() / "kernels" / f"{deb.name}_{deb.version.replace(':', '%3a')}_{deb.arch}"
     data = unpacked_pin(root)
-    if data is None:
+    if data is None or not (root / "dtbs").is_dir():
         with file_lock(root.with_name(f".{root.name}.lock")):
             data = unpacked_pin(root)
             if data is None:
@@ -91,6 +99,9 @@ def fetch_kernel(board: Board, mirror: Optional[str] = None) -> Kernel:
                     source.download(deb)  # verified against the index, fetched again if damaged
                     _unpack(deb, root, meta)
                 data = unpacked_pin(root)
+            elif not (root / "dtbs").is_dir():  # unpacked before device trees were kept
+                source.download(deb)
+                _unpack_dtbs(deb, root)
     vmlinux = root / data["vmlinux"] if data.get("vmlinux") else None
     return Kernel(
         data["package"],
@@ -101,6 +112,7 @@ def fetch_kernel(board: Board, mirror: Optional[str] = None) -> Kernel:
         root / data["image"],
         vmlinux,
         root / "lib" / "modules" / data["release"],
+        root / "dtbs",
     )
 
 
@@ -114,6 +126,25 @@ def unpacked_pin(root: Path) -> Optional[Dict[str, Any]]:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return data if whole else None
+
+
+def _unpack_dtbs(deb: Deb, root: Path) -> None:
+    """Add the package's device trees to an unpacked kernel as root/dtbs (maybe empty)."""
+    tmp = Path(tempfile.mkdtemp(prefix=".dtbs.", dir=root))
+    try:
+        with open_data_tar(deb.path) as tar:
+            for member in tar:
+                parts = member.name.lstrip("./").split("/", 3)
+                if (member.isreg() and len(parts) == 4 and parts[:2] == ["usr", "lib"]
+                        and parts[2].startswith("linux-image-") and ".." not in parts[3]):
+                    dest = tmp / parts[3]
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    with tar.extractfile(member) as src, open(dest, "wb") as out:
+                        shutil.copyfileobj(src, out)
+        os.rename(tmp, root / "dtbs")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _image_package(source: PackageSource, meta: str) -> Deb:
@@ -184,6 +215,7 @@ def _unpack(deb: Deb, root: Path, meta: str) -> None:
         if root.exists():
             shutil.rmtree(root)
         os.rename(tmp, root)
+        _unpack_dtbs(deb, root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

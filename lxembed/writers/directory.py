@@ -18,7 +18,7 @@ def write_dir(tree: RootfsTree, root: Path) -> int:
     skipped = 0
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    dirs = []
+    dirs, links = [], []
     for path, entry in tree:
         dest = root / path.lstrip("/") if path != "/" else root
         if entry.type == DIR:
@@ -32,7 +32,7 @@ def write_dir(tree: RootfsTree, root: Path) -> int:
         elif entry.type == SYMLINK:
             os.symlink(entry.target, dest)
         elif entry.type == HARDLINK:
-            os.link(root / entry.target.lstrip("/"), dest, follow_symlinks=False)
+            links.append((root / entry.target.lstrip("/"), dest))
             continue
         elif entry.type == FIFO:
             os.mkfifo(dest, 0o600)
@@ -44,6 +44,8 @@ def write_dir(tree: RootfsTree, root: Path) -> int:
         if entry.type != SYMLINK:
             os.chmod(dest, entry.mode & 0o7777)
         os.utime(dest, (entry.mtime, entry.mtime), follow_symlinks=False)
+    for target, dest in links:  # once every target exists: /bin/ash sorts before /bin/busybox
+        os.link(target, dest, follow_symlinks=False)
     for dest, entry in reversed(dirs):  # last, so writing files did not change them again
         if as_root:
             os.chown(dest, entry.uid, entry.gid)

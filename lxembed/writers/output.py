@@ -7,11 +7,12 @@ import hashlib
 import lzma
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import zstandard
 
@@ -21,9 +22,15 @@ from ..paths import cache_dir
 from ..tree import RootfsTree
 from .cpio import write_cpio
 from .directory import write_dir
+from .disk import DISK_FORMATS, BootInputs, write_boot_initramfs, write_disk
+from .ext4 import Ext4Options, write_ext4
+from .flash import FlashGeometry
+from .jffs2 import write_jffs2
 from .manifest import manifest
-from .squashfs import write_squashfs
+from .sdcard import write_sdcard
+from .squashfs import SquashfsOptions, write_squashfs
 from .tar import write_tar
+from .ubi import write_ubi
 
 ZSTD_LEVEL = 19
 
@@ -118,9 +125,41 @@ class _TellWrapper:
 _SERIALISERS = {"tar": write_tar, "cpio": write_cpio}
 
 
+def _epoch(tree: RootfsTree, plan) -> int:
+    return plan.epoch if plan is not None else max(e.mtime for _, e in tree)
+
+
+def _identity(plan, name: str) -> str:
+    """What an image's fixed identifiers (filesystem UUIDs) are derived from."""
+    return f"{plan.board.name}/{plan.recipe.name}/{name}" if plan is not None else name
+
+
+def _recipe_table(plan, key: str) -> Optional[dict]:
+    return plan.recipe.settings.get(key) if plan is not None else None
+
+
+# Filesystem images made by a real mkfs tool: fn(tree, fh, plan, name) writes the image to fh.
+_FILESYSTEMS: Dict[str, Callable] = {
+    "squashfs": lambda tree, fh, plan, name: write_squashfs(
+        tree, fh, _epoch(tree, plan), SquashfsOptions.from_recipe(_recipe_table(plan, "squashfs"))),
+    "ext4": lambda tree, fh, plan, name: write_ext4(
+        tree, fh, _epoch(tree, plan), _identity(plan, name),
+        Ext4Options.from_recipe(_recipe_table(plan, "ext4"))),
+    "jffs2": lambda tree, fh, plan, name: write_jffs2(
+        tree, fh, _flash(plan, "jffs2"), plan.arch.elf_endian == "big"),
+    "ubi": lambda tree, fh, plan, name: write_ubi(
+        tree, fh, _flash(plan, "ubi"), _identity(plan, name), _epoch(tree, plan),
+        (_recipe_table(plan, "ubi") or {}).get("compressor", "lzo")),
+}
+
+
+def _flash(plan, fmt: str) -> FlashGeometry:
+    return FlashGeometry.from_board(plan.board if plan is not None else None, fmt)
+
+
 def known_formats() -> List[str]:
     archives = [f"{s}{c}" for s in _SERIALISERS for c in ("", ".zst", ".gz", ".xz")]
-    return ["dir"] + archives + ["squashfs"]
+    return ["dir"] + archives + sorted(_FILESYSTEMS) + list(DISK_FORMATS)
 
 
 def check_formats(formats: Sequence[str], also: Sequence[str] = ()) -> None:
@@ -173,7 +212,8 @@ def _tree_digest(root: Path) -> str:
         for name in sorted(filenames):
             p = os.path.join(dirpath, name)
             h.update(os.path.relpath(p, root).encode())
-            if not os.path.islink(p):
+            # Regular files only: opening a FIFO (/run/initctl) would wait for a writer.
+            if stat.S_ISREG(os.lstat(p).st_mode):
                 with open(p, "rb") as fh:
                     h.update(hashlib.sha256(fh.read()).digest())
     return h.hexdigest()
@@ -181,18 +221,21 @@ def _tree_digest(root: Path) -> str:
 
 def write_formats(tree: RootfsTree, output: Path, formats: Sequence[str], plan=None,
                   meta: Optional[dict] = None, name: str = "rootfs",
-                  final: Optional[Path] = None) -> List[Artifact]:
+                  final: Optional[Path] = None,
+                  boot: Optional[BootInputs] = None) -> List[Artifact]:
     """Write `tree` as NAME.FORMAT (NAME/ for dir) plus its manifest, each atomically.
 
     `final` is where `output` will end up (a staged build is swapped in after writing), for a
-    format that names its own path.
+    format that names its own path. `boot`: what the disk and sdcard formats need besides the
+    tree (the kernel's modules, boot firmware).
     """
     check_formats(formats)
     output = Path(output)
     artifacts = []
     with progress("write", len(formats)) as advance:
         for fmt in formats:
-            artifacts += _write_one(tree, output, fmt, plan, name, Path(final or output))
+            artifacts += _write_one(tree, output, fmt, plan, name, Path(final or output),
+                                    boot or BootInputs())
             advance()
     manifest_name = "manifest.json" if name == "rootfs" else f"{name}.manifest.json"
     art = write_file_atomic(output / manifest_name,
@@ -202,17 +245,50 @@ def write_formats(tree: RootfsTree, output: Path, formats: Sequence[str], plan=N
     return artifacts
 
 
+def _write_disk(tree: RootfsTree, output: Path, fmt: str, plan, name: str,
+                boot: BootInputs) -> List[Artifact]:
+    """The disk image and, beside it, the initramfs that boots from it (DISK.initrd)."""
+    if fmt == "sdcard":
+        return [_write_sdcard(tree, output, plan, name, boot)]
+    modules = boot.modules
+    fstype = fmt.partition(".")[2]
+    epoch = _epoch(tree, plan)
+    disk = write_file_atomic(output / f"{name}.{fmt}", lambda fh: write_disk(
+        tree, fh, fstype, _identity(plan, name), epoch, modules,
+        Ext4Options.from_recipe(_recipe_table(plan, "ext4")),
+        SquashfsOptions.from_recipe(_recipe_table(plan, "squashfs"))))
+    initrd = write_file_atomic(output / f"{name}.{fmt}.initrd", lambda fh: write_boot_initramfs(
+        tree, fh, fstype, epoch, modules))
+    disk.format, initrd.format = fmt, f"{fmt}.initrd"
+    return [disk, initrd]
+
+
+def _write_sdcard(tree: RootfsTree, output: Path, plan, name: str,
+                  boot: BootInputs) -> Artifact:
+    sdcard = plan.board.settings.get("sdcard") if plan is not None else None
+    if sdcard is None:
+        board = plan.board.name if plan is not None else "this board"
+        raise UserError(f"{board}: no [sdcard] table: the sdcard format needs the board's card "
+                        "layout", hint="boards with one: rpi3-arm64; qemu boards: disk.ext4")
+    art = write_file_atomic(output / f"{name}.sdcard", lambda fh: write_sdcard(
+        tree, fh, sdcard, _identity(plan, name), _epoch(tree, plan), boot,
+        Ext4Options.from_recipe(_recipe_table(plan, "ext4"))))
+    art.format = "sdcard"
+    return art
+
+
 def _write_one(tree: RootfsTree, output: Path, fmt: str, plan, name: str,
-               final: Path) -> List[Artifact]:
+               final: Path, boot: Optional[BootInputs] = None) -> List[Artifact]:
+    if fmt in DISK_FORMATS:
+        return _write_disk(tree, output, fmt, plan, name, boot or BootInputs())
     if fmt == "dir":
         dest = output / name
         replace_dir_atomic(dest, lambda tmp: write_dir(tree, tmp))
         label = fmt if name == "rootfs" else f"{name}.{fmt}"
         return [Artifact(label, str(dest), tree.total_bytes(), _tree_digest(dest))]
-    if fmt == "squashfs":
-        epoch = plan.epoch if plan is not None else max(e.mtime for _, e in tree)
-        art = write_file_atomic(output / f"{name}.squashfs",
-                                lambda fh: write_squashfs(tree, fh, epoch))
+    if fmt in _FILESYSTEMS:
+        art = write_file_atomic(output / f"{name}.{fmt}",
+                                lambda fh: _FILESYSTEMS[fmt](tree, fh, plan, name))
         art.format = fmt if name == "rootfs" else f"{name}.{fmt}"
         return [art]
     kind, _, compression = fmt.partition(".")

@@ -1,0 +1,1 @@
+"""Reports about built images: what takes the space, what changed between two builds."""
