@@ -23,9 +23,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lxembed import log  # noqa: E402
-from lxembed.pipeline import ensure_image, image_dir  # noqa: E402
 from lxembed.config import list_boards, load_board, load_plan  # noqa: E402
 from lxembed.errors import UserError  # noqa: E402
+from lxembed.pipeline import ensure_image, image_dir  # noqa: E402
 from lxembed.runners.accel import choose_accel  # noqa: E402
 from lxembed.runners.qemu_system import QemuSetup, check_guest  # noqa: E402
 from lxembed.sources.kernel import fetch_kernel  # noqa: E402

@@ -46,12 +46,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lxembed import log  # noqa: E402
 from lxembed.arch import host_arch  # noqa: E402
-from lxembed.pipeline import ensure_image  # noqa: E402
 from lxembed.config import list_boards, load_board, load_plan  # noqa: E402
 from lxembed.config.loader import find_overlay  # noqa: E402
 from lxembed.errors import UserError  # noqa: E402
 from lxembed.paths import cache_dir  # noqa: E402
-from lxembed.pipeline import build_image  # noqa: E402
+from lxembed.pipeline import (
+    build_image,  # noqa: E402
+    ensure_image,  # noqa: E402
+)
 from lxembed.runners import READY  # noqa: E402
 from lxembed.runners.accel import choose_accel  # noqa: E402
 from lxembed.runners.console import ConsoleClosed, ConsoleTimeout  # noqa: E402
@@ -209,7 +211,8 @@ def lxc_stop_times(recipe: str, work: Path, repeat: int) -> List[float]:
 def image_sizes(board: str, recipe: str, work: Path) -> Dict[str, int]:
     plan = load_plan(board, recipe)
     kernel = fetch_kernel(plan.board)
-    rootfs = ensure_image(plan, work / "images" / f"{plan.recipe.name}-zst", "cpio.zst", None, kernel)
+    rootfs = ensure_image(plan, work / "images" / f"{plan.recipe.name}-zst", "cpio.zst", None,
+                          kernel)
     modules = rootfs.with_name("modules.cpio.zst")
     sizes = {"rootfs.cpio.zst": rootfs.stat().st_size}
     sizes["modules.cpio.zst"] = modules.stat().st_size if modules.exists() else 0
