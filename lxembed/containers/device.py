@@ -1,8 +1,9 @@
-"""Service containers of a device: bind-host containers resolved against the DEVICE's own tree.
+"""Service containers of a device: containers resolved against the DEVICE's own tree.
 
-A device recipe lists `[[service_containers]]`, each naming a container recipe. Each one is
-resolved against the device image being built (its /usr, and /bin, /lib, /sbin where the device
-has real directories), never against the build host, and lands where LXC looks by default:
+A device recipe lists `[[service_containers]]`, each naming a container recipe. A bind-host one
+is resolved against the device image being built (its /usr, and /bin, /lib, /sbin where the
+device has real directories), never against the build host; a self-contained one brings its own
+tree. Each lands where LXC looks by default:
 /var/lib/lxc/NAME/config and /var/lib/lxc/NAME/rootfs. A generated script, run by the device's
 init as a service, starts them in the declared order — each once the previous one is ready —
 and stops them in reverse order before the device goes down.
@@ -18,7 +19,6 @@ from typing import List
 
 from ..config import Plan, load_recipe
 from ..config.loader import SERVICE_CONTAINERS_SCRIPT as MANAGER
-from ..errors import UserError
 from ..tree import DIR, FILE, HARDLINK, SYMLINK, RootfsTree
 from .bundle import hook_scripts
 from .lxc_config import lxc_config
@@ -45,10 +45,6 @@ def add_service_containers(tree: RootfsTree, plan: Plan, build_tree) -> List[str
             recipe = load_recipe(entry["recipe"])
             cplan = Plan(plan.board, recipe, plan.epoch)
             spec = container_spec(cplan, root=Path(probe), root_arch=plan.arch)
-            if spec.mode != "bind-host":
-                raise UserError(f"{plan.recipe.line_of('recipe', 'service_containers')}: "
-                                f"{recipe.path}: a device's service container is bind-host "
-                                f"(it reuses the device's /usr), not {spec.mode}")
             spec.name = entry["name"]
             specs.append((entry, cplan, spec))
     for _, cplan, spec in specs:
