@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from ..elf.identify import identify
+from ..elf.pick import pick_files
 from ..errors import UserError
 from ..tree import CHAR, DIR, Entry, RootfsTree
 from .cpio import write_cpio
@@ -96,7 +98,8 @@ def merged(tree: RootfsTree, modules: Optional[RootfsTree]) -> RootfsTree:
 def boot_initramfs(tree: RootfsTree, modules: Optional[RootfsTree], fstype: str,
                    root_device: str, epoch: int,
                    storage: Optional[Sequence[str]] = None) -> RootfsTree:
-    """The initramfs that mounts the root partition: busybox, storage modules, /init."""
+    """The initramfs that mounts the root partition: busybox (with its libraries when it is
+    the dynamic one), storage modules, /init."""
     busybox = tree.read("/bin/busybox")
     if busybox is None:
         raise UserError("disk: the image has no /bin/busybox for the disk's boot initramfs",
@@ -106,7 +109,14 @@ def boot_initramfs(tree: RootfsTree, modules: Optional[RootfsTree], fstype: str,
     for d in ("/dev", "/proc", "/sys", "/newroot", "/etc"):
         boot.mkdir(d, **kw)
     boot.add("/dev/console", Entry(CHAR, 0o600, major=5, minor=1, **kw))
-    boot.write("/bin/busybox", busybox, mode=0o755, **kw)
+    info = identify(busybox, "/bin/busybox")
+    arches = info.matching_arches()
+    if info.interp and arches:  # a dynamic busybox brings its loader and libraries
+        for path, entry in pick_files(tree, ["/bin/busybox"], [], arches[0]):
+            if path != "/" and boot.get(path) is None:
+                boot.add(path, entry)
+    else:
+        boot.write("/bin/busybox", busybox, mode=0o755, **kw)
     boot.symlink("/bin/sh", "busybox", **kw)
     boot.write("/init", INIT.format(root=root_device, fstype=fstype).encode(), mode=0o755, **kw)
     names = STORAGE_MODULES[fstype] if storage is None else storage
