@@ -19,11 +19,12 @@ from typing import List
 
 from ..config import Plan, load_recipe
 from ..config.loader import SERVICE_CONTAINERS_SCRIPT as MANAGER
+from ..rootfs.python_init import IMAGE_CODE, shim
 from ..tree import DIR, FILE, HARDLINK, SYMLINK, RootfsTree
 from .bundle import hook_scripts
 from .lxc_config import lxc_config
 from .rootfs import container_tree
-from .spec import ContainerSpec, container_spec
+from .spec import HOST_PYTHON, LXINIT_CODE, LXINIT_SHIM, ContainerSpec, container_spec
 
 LXC_PATH = "/var/lib/lxc"  # lxc-ls, lxc-info -n NAME and lxc-attach -n NAME need no -P
 READY_FILE = "/run/lxembed/ready"  # the Python init's, inside the container
@@ -73,6 +74,12 @@ def _add_one(tree: RootfsTree, plan: Plan, cplan: Plan, spec: ContainerSpec,
              own_tree: RootfsTree) -> None:
     base = f"{LXC_PATH}/{spec.name}"
     ctree = container_tree(own_tree, cplan, spec)
+    if spec.mode == "bind-host" and spec.init == "python" and tree.get(IMAGE_CODE) is not None:
+        # The device's own init, as bytecode, is in the /usr the container binds: its shim runs
+        # that, instead of compiling a copy of the source at every start (~0.5 s under TCG).
+        ctree.remove(LXINIT_CODE)
+        ctree.write(LXINIT_SHIM, shim(HOST_PYTHON, IMAGE_CODE, "bytecode").encode(), mode=0o755,
+                    mtime=plan.epoch, origin="lxembed init")
     for path, entry in ctree:
         if path == "/":
             tree.mkdir(f"{base}/rootfs", mode=entry.mode, mtime=plan.epoch,
