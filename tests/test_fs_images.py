@@ -7,7 +7,9 @@ import json
 import re
 import struct
 import subprocess
+import sys
 import zlib
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, run_lxembed
@@ -21,6 +23,12 @@ from lxembed.writers.output import write_formats
 from lxembed.writers.squashfs import SquashfsOptions
 
 EPOCH = 1704067200
+
+
+def _tool(name: str) -> str:
+    """A console script of the test extras: beside this Python, on PATH or not."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else name
 
 
 def sample_tree() -> RootfsTree:
@@ -287,13 +295,13 @@ def test_ubi_is_bit_identical_and_read_back_by_ubi_reader(tmp_path):
     again = _write(tmp_path, "b", lambda fh: write_ubi(sample_tree(), fh, NAND, "b/r", EPOCH))
     other = _write(tmp_path, "c", lambda fh: write_ubi(sample_tree(), fh, NAND, "x/r", EPOCH))
     assert first.read_bytes() == again.read_bytes() != other.read_bytes()
-    info = subprocess.run(["ubireader_display_info", str(first)], capture_output=True,
+    info = subprocess.run([_tool("ubireader_display_info"), str(first)], capture_output=True,
                           text=True, check=True).stdout
     assert "PEB Size: 131072" in info and "Min I/O: 2048" in info
     assert re.search(r"LEB Size: 126976", info)
 
     def listing(directory: str) -> dict:
-        out = subprocess.run(["ubireader_list_files", "-P", directory, str(first)],
+        out = subprocess.run([_tool("ubireader_list_files"), "-P", directory, str(first)],
                              capture_output=True, text=True, check=True).stdout
         return {line.split()[-1]: line.split()[:4] for line in out.splitlines() if line.strip()}
     dev = listing("/dev")
@@ -344,7 +352,7 @@ def test_busybox_flash_images_match_the_manifest_and_are_reproducible(tmp_path, 
     dump = subprocess.run(["jffs2dump", "-c", again["jffs2"]["path"]], capture_output=True,
                           text=True)
     assert "Wrong" not in dump.stdout
-    ubi_dev = subprocess.run(["ubireader_list_files", "-P", "/dev", again["ubi"]["path"]],
+    ubi_dev = subprocess.run([_tool("ubireader_list_files"), "-P", "/dev", again["ubi"]["path"]],
                              capture_output=True, text=True, check=True).stdout
     squash = subprocess.run(["unsquashfs", "-lln", again["squashfs"]["path"]],
                             capture_output=True, text=True, check=True).stdout

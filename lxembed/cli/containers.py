@@ -10,20 +10,16 @@ import re
 import shlex
 from pathlib import Path
 
-from ..config import load_plan
-from ..containers import container_spec
-from ..containers.libvirt import libvirt_domain
-from ..containers.lxc_config import lxc_config
-from ..containers.lxc_keys import OLDEST
-from ..containers.oci import oci_config
 from ..errors import UserError
 from ..log import warn
-from ..pipeline import default_output, ensure_built
-from ..runners.containers import run_libvirt, run_lxc, run_oci
 from .common import add_target_args
 
 
 def cmd_run(args) -> int:
+    from ..config import load_plan
+    from ..containers import container_spec
+    from ..pipeline import default_output, ensure_built
+    from ..runners.containers import run_libvirt, run_lxc, run_oci
     plan = load_plan(args.board, args.recipe)
     spec = container_spec(plan)  # refuse bad input before building anything
     output = Path(args.output) if args.output else default_output(plan)
@@ -38,6 +34,7 @@ def cmd_run(args) -> int:
 
 
 def _version(text: str) -> tuple:
+    from ..containers.lxc_keys import OLDEST
     m = re.match(r"^(\d+)(?:\.(\d+))?", text)
     if not m:
         raise UserError(f"--lxc-version {text!r} is not a version (2.0, 5.0)")
@@ -49,6 +46,12 @@ def _version(text: str) -> tuple:
 
 
 def cmd_container_config(args) -> int:
+    from ..config import load_plan
+    from ..containers import container_spec
+    from ..containers.libvirt import libvirt_domain
+    from ..containers.lxc_config import lxc_config
+    from ..containers.oci import oci_config
+    from ..pipeline import default_output
     plan = load_plan(args.board, args.recipe)
     spec = container_spec(plan)
     output = (Path(args.output) if args.output else default_output(plan)).resolve()

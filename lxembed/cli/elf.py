@@ -5,15 +5,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
-from ..arch import get_arch
-from ..elf.closure import LibraryResolver, ProgramClosure
-from ..elf.identify import identify, is_elf
-from ..elf.image_reader import read_image
-from ..elf.inspect import detect_arch, inspect_tree
-from ..elf.sysroot import HostSysroot
 from ..errors import UserError
+
+if TYPE_CHECKING:  # annotations only: the modules load when a command runs
+    from ..elf.closure import ProgramClosure
 
 
 def register(subparsers) -> None:
@@ -48,6 +45,7 @@ def register(subparsers) -> None:
 
 
 # -- ldd ------------------------------------------------------------------------------------------
+
 def _inside(sysroot: str, path: str) -> str:
     """A path inside the sysroot: a host path under it is translated, anything else kept."""
     root = os.path.abspath(sysroot)
@@ -58,6 +56,11 @@ def _inside(sysroot: str, path: str) -> str:
 
 
 def cmd_ldd(args) -> int:
+    from ..arch import get_arch
+    from ..elf.closure import LibraryResolver
+    from ..elf.identify import identify, is_elf
+    from ..elf.inspect import detect_arch
+    from ..elf.sysroot import HostSysroot
     sysroot = HostSysroot(args.sysroot)
     if not os.path.isdir(sysroot.root):
         raise UserError(f"sysroot {args.sysroot} is not a directory")
@@ -153,7 +156,11 @@ def _ldd_json(path: str, program: Optional[ProgramClosure], error: Optional[str]
 
 
 # -- inspect ---------------------------------------------------------------------------------------
+
 def cmd_inspect(args) -> int:
+    from ..arch import get_arch
+    from ..elf.image_reader import read_image
+    from ..elf.inspect import inspect_tree
     arch = get_arch(args.arch) if args.arch else None  # before reading a large image
     tree, fmt = read_image(args.path)
     report = inspect_tree(tree, arch, args.top)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 
-from ..config import load_board
 from ..errors import UserError
-from ..pipeline import board_kernel_config
-from ..sources.kernel_config import MISSING, read_config, report
 
 
 def cmd_kernel_check(args) -> int:
+    from ..config import load_board
+    from ..pipeline import board_kernel_config
+    from ..sources.kernel_config import MISSING, read_config, report
     if args.config:
         config, label = read_config(args.config), args.config
     else:

@@ -7,26 +7,15 @@ import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple
 
 from .. import log
-from ..config import Plan, load_plan
 from ..errors import UserError
-from ..pipeline import ensure_image, image_dir
-from ..runners import TestReport, load_checks
-from ..runners.accel import choose_accel
-from ..runners.boot_media import card_boot_files
-from ..runners.qemu_system import (
-    GuestRun,
-    QemuSetup,
-    boot_interactive,
-    check_guest,
-    failure_text,
-    initramfs_with_modules,
-)
-from ..runners.qemu_user import check_tree
-from ..sources.kernel import describe, fetch_kernel
 from .common import add_target_args
+
+if TYPE_CHECKING:  # annotations only: the modules load when a command runs
+    from ..config import Plan
+    from ..runners import TestReport
 
 
 def _explicit_image(args, fmt: str) -> Optional[Path]:
@@ -49,6 +38,7 @@ def _explicit_image(args, fmt: str) -> Optional[Path]:
 
 def _disk_image(plan: Plan, args, kernel) -> Tuple[Path, Path]:
     """--root FORMAT: the board's disk image with that root filesystem, and its initrd."""
+    from ..pipeline import ensure_image, image_dir
     fmt = "sdcard" if args.root == "sdcard" else f"disk.{args.root}"
     if args.image:
         disk = Path(args.image)
@@ -65,6 +55,11 @@ def _disk_image(plan: Plan, args, kernel) -> Tuple[Path, Path]:
 
 
 def cmd_boot(args) -> int:
+    from ..config import load_plan
+    from ..pipeline import ensure_image, image_dir
+    from ..runners.accel import choose_accel
+    from ..runners.qemu_system import QemuSetup, boot_interactive, initramfs_with_modules
+    from ..sources.kernel import describe, fetch_kernel
     plan = load_plan(args.board, args.recipe)
     setup = QemuSetup.for_board(plan.board, args.machine, args.cpu)
     kernel = fetch_kernel(plan.board, args.mirror)
@@ -90,6 +85,8 @@ def cmd_boot(args) -> int:
 
 
 def cmd_test(args) -> int:
+    from ..config import load_plan
+    from ..runners.qemu_system import failure_text
     plan = load_plan(args.board, args.recipe)
     if args.user:
         report = _test_user(plan, args)
@@ -107,6 +104,11 @@ def cmd_test(args) -> int:
 
 
 def _test_system(plan: Plan, args) -> TestReport:
+    from ..pipeline import ensure_image, image_dir
+    from ..runners import load_checks
+    from ..runners.accel import choose_accel
+    from ..runners.qemu_system import GuestRun, QemuSetup, check_guest, initramfs_with_modules
+    from ..sources.kernel import describe, fetch_kernel
     setup = QemuSetup.for_board(plan.board, args.machine, args.cpu)
     checks = load_checks(plan, "system")
     kernel = fetch_kernel(plan.board, args.mirror)
@@ -141,8 +143,10 @@ def _test_system(plan: Plan, args) -> TestReport:
 
 
 @contextlib.contextmanager
+
 def _card(disk: Path, root: str, kernel, setup, initrd):
     """An SD card boots what its boot partition holds; a disk, its initrd with the kernel."""
+    from ..runners.boot_media import card_boot_files
     if root != "sdcard":
         yield kernel, setup, initrd, ""
         return
@@ -151,6 +155,9 @@ def _card(disk: Path, root: str, kernel, setup, initrd):
 
 
 def _test_user(plan: Plan, args) -> TestReport:
+    from ..pipeline import ensure_image, image_dir
+    from ..runners import load_checks
+    from ..runners.qemu_user import check_tree
     checks = load_checks(plan, "user")
     root = _explicit_image(args, "dir") or ensure_image(
         plan, image_dir(plan, args.output, "dir"), "dir", args.mirror, None, args.rebuild

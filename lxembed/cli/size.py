@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..reports.chart import size_chart
-from ..reports.contents import file_contents, load_manifest, locate
-from ..reports.diff import diff_manifests
-from ..reports.size import human, size_report
-
 
 def cmd_size(args) -> int:
+    from ..reports.chart import size_chart
+    from ..reports.contents import file_contents, load_manifest, locate
+    from ..reports.size import human, size_report
     outdir, image, fmt = locate(Path(args.path), args.format)
     manifest = load_manifest(outdir)
     contents = file_contents(outdir) or {}
@@ -42,11 +40,14 @@ def cmd_size(args) -> int:
 
 
 def _manifest_of(path: Path) -> dict:
+    from ..reports.contents import load_manifest, locate
     outdir, _, _ = locate(path)
     return load_manifest(outdir)
 
 
 def cmd_diff(args) -> int:
+    from ..reports.diff import diff_manifests
+    from ..reports.size import human
     result = diff_manifests(_manifest_of(Path(args.a)), _manifest_of(Path(args.b)))
     if args.json:
         print(json.dumps(result.as_dict(), indent=1))

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from ..elf.identify import identify
+from ..elf.identify import identify, is_elf
 from ..elf.pick import pick_files
 from ..errors import UserError
 from ..tree import CHAR, DIR, Entry, RootfsTree
@@ -109,9 +109,12 @@ def boot_initramfs(tree: RootfsTree, modules: Optional[RootfsTree], fstype: str,
     for d in ("/dev", "/proc", "/sys", "/newroot", "/etc"):
         boot.mkdir(d, **kw)
     boot.add("/dev/console", Entry(CHAR, 0o600, major=5, minor=1, **kw))
-    info = identify(busybox, "/bin/busybox")
-    arches = info.matching_arches()
-    if info.interp and arches:  # a dynamic busybox brings its loader and libraries
+    try:
+        info = identify(busybox, "/bin/busybox") if is_elf(busybox[:4]) else None
+    except UserError:  # not one the loader could run: copied as it is, like a static one
+        info = None
+    arches = info.matching_arches() if info else []
+    if info and info.interp and arches:  # a dynamic busybox brings its loader and libraries
         for path, entry in pick_files(tree, ["/bin/busybox"], [], arches[0]):
             if path != "/" and boot.get(path) is None:
                 boot.add(path, entry)
