@@ -76,11 +76,10 @@ def build_image(plan: Plan, output: Optional[Path] = None, formats: Sequence[str
                    if plan.board.qemu and image_formats else None)
         boot = BootInputs(modules, _boot_files(plan, mirror) if "sdcard" in formats else {})
         with step("write " + ",".join(formats)):
-            artifacts = write_formats(tree, stage.path, image_formats, plan, meta, final=output,
-                                      boot=boot)
+            artifacts = write_formats(tree, stage.path, image_formats, plan, meta, boot=boot)
             if modules is not None and segment_formats:
                 artifacts += write_formats(modules, stage.path, segment_formats, plan, meta,
-                                           "modules", final=output)
+                                           "modules")
             if spec is not None:  # the container tree is made from the image tree
                 artifacts += write_bundles(tree, plan, spec, formats, stage.path, final=output)
         check_budgets(plan, tree, artifacts)

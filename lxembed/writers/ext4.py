@@ -23,6 +23,7 @@ from typing import List, Optional, Tuple
 
 from ..errors import UserError
 from ..tree import BLOCK, CHAR, DIR, FIFO, FILE, HARDLINK, SYMLINK, RootfsTree
+from .directory import write_contents
 
 MIB = 1 << 20
 INODE_SIZE = 256  # 128-byte inodes stop at 2038
@@ -137,31 +138,13 @@ def image_geometry(tree: RootfsTree, opts: Ext4Options) -> Tuple[int, int]:
     return -(-size // MIB) * MIB, inodes
 
 
-def _staging_path(root: Path, path: str) -> Path:
-    return root / path.lstrip("/") if path != "/" else root
-
-
 def stage(tree: RootfsTree, root: Path) -> None:
     """Contents, directories, symlinks and hard links for mke2fs -d; modes are fixed later.
 
     Files are staged 0644 and directories 0755 so that mke2fs can read them without root
     whatever the tree's modes are; device nodes and FIFOs are made by debugfs.
     """
-    links = []
-    for path, e in tree:
-        dest = _staging_path(root, path)
-        if e.type == DIR:
-            dest.mkdir(mode=0o755, exist_ok=True)
-        elif e.type == FILE:
-            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(e.data)
-        elif e.type == SYMLINK:
-            os.symlink(e.target, dest)
-        elif e.type == HARDLINK:
-            links.append((e.target, dest))
-    for target, dest in links:  # after every target exists: /bin/ash sorts before /bin/busybox
-        os.link(_staging_path(root, target), dest, follow_symlinks=False)
+    write_contents(tree, root, file_mode=0o644, fifos=False)
 
 
 def _quote(path: str) -> str:

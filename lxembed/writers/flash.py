@@ -20,6 +20,7 @@ from typing import Callable, Dict, List, Optional
 from ..config.settings import parse_size
 from ..errors import UserError
 from ..tree import BLOCK, CHAR, DIR, FIFO, FILE, HARDLINK, Entry, RootfsTree
+from .directory import write_contents
 
 _TABLE_TYPES = {DIR: "d", FILE: "f", CHAR: "c", BLOCK: "b", FIFO: "p"}
 
@@ -136,9 +137,9 @@ class InodePaths:
 
 
 def stage(tree: RootfsTree, root) -> None:
-    """The staging copy both mkfs tools read (the ext4 writer's: 0644 files, 0755 dirs)."""
-    from .ext4 import stage as stage_tree
-    stage_tree(tree, root)
+    """The staging copy both mkfs tools read: contents only, files 0644, directories 0755
+    (modes, owners and times are set in the image afterwards, from the tree)."""
+    write_contents(tree, root, file_mode=0o644, fifos=False)
 
 
 def run_tool(argv: List[str], what: str) -> subprocess.CompletedProcess:

@@ -221,21 +221,18 @@ def _tree_digest(root: Path) -> str:
 
 def write_formats(tree: RootfsTree, output: Path, formats: Sequence[str], plan=None,
                   meta: Optional[dict] = None, name: str = "rootfs",
-                  final: Optional[Path] = None,
                   boot: Optional[BootInputs] = None) -> List[Artifact]:
     """Write `tree` as NAME.FORMAT (NAME/ for dir) plus its manifest, each atomically.
 
-    `final` is where `output` will end up (a staged build is swapped in after writing), for a
-    format that names its own path. `boot`: what the disk and sdcard formats need besides the
-    tree (the kernel's modules, boot firmware).
+    `boot`: what the disk and sdcard formats need besides the tree (the kernel's modules, boot
+    firmware).
     """
     check_formats(formats)
     output = Path(output)
     artifacts = []
     with progress("write", len(formats)) as advance:
         for fmt in formats:
-            artifacts += _write_one(tree, output, fmt, plan, name, Path(final or output),
-                                    boot or BootInputs())
+            artifacts += _write_one(tree, output, fmt, plan, name, boot or BootInputs())
             advance()
     manifest_name = "manifest.json" if name == "rootfs" else f"{name}.manifest.json"
     art = write_file_atomic(output / manifest_name,
@@ -278,7 +275,7 @@ def _write_sdcard(tree: RootfsTree, output: Path, plan, name: str,
 
 
 def _write_one(tree: RootfsTree, output: Path, fmt: str, plan, name: str,
-               final: Path, boot: Optional[BootInputs] = None) -> List[Artifact]:
+               boot: Optional[BootInputs] = None) -> List[Artifact]:
     if fmt in DISK_FORMATS:
         return _write_disk(tree, output, fmt, plan, name, boot or BootInputs())
     if fmt == "dir":
