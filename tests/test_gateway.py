@@ -12,27 +12,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import subprocess
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import List
 
 import pytest
+from guest_session import GuestSession, boot_session
 
 from lxembed.config import load_plan
-from lxembed.pipeline import ensure_image
-from lxembed.runners import READY, Check, load_checks
-from lxembed.runners.accel import choose_accel
-from lxembed.runners.console import ConsoleClosed, ConsoleTimeout
-from lxembed.runners.qemu_system import (
-    BOOT_TIMEOUT,
-    CHECK_TIMEOUT,
-    QemuSetup,
-    initramfs_with_modules,
-    qemu_argv,
-    running_guest,
-)
-from lxembed.sources.kernel import fetch_kernel
+from lxembed.runners import Check, load_checks
 
 pytestmark = [pytest.mark.slow, pytest.mark.qemu]
 
@@ -40,44 +27,20 @@ POWEROFF_TIMEOUT = 30.0  # two containers to stop, scaled for TCG by the runner
 
 
 @dataclass
-class Boot:
+class Boot(GuestSession):
     out: object = None
     checks: List[Check] = field(default_factory=list)
-    results: Dict[str, Tuple[Optional[int], str]] = field(default_factory=dict)
-    shutdown: str = ""
-    exit_status: Optional[int] = None
-    error: str = ""
 
 
 def boot_gateway(out, board: str, recipe: str = "gateway",
                  settled: str = "[service-containers] all containers ready") -> Boot:
-    """Boot once, wait until the containers have settled (their lines on the console would mix
-    into the checks' output), run every check of the recipe, then `poweroff`."""
+    """Boot once, wait until the containers have settled, run every check of the recipe, then
+    `poweroff` (through the init: the containers stop first)."""
     plan = load_plan(board, recipe)
-    setup = QemuSetup.for_board(plan.board)
-    if shutil.which(setup.binary) is None:
-        pytest.skip(f"{setup.binary} is not installed")
-    kernel = fetch_kernel(plan.board)
-    image = ensure_image(plan, out, "cpio", None, kernel)
-    accel = choose_accel(plan.arch)
-    boot = Boot(out, load_checks(plan, "system"))
-    with initramfs_with_modules(image) as initrd, open(out / "console.log", "wb") as log:
-        with running_guest(qemu_argv(setup, kernel, initrd, accel), log) as (proc, console):
-            try:
-                console.expect(READY, accel.timeout(BOOT_TIMEOUT))
-                console.expect(re.compile(re.escape(settled)), accel.timeout(BOOT_TIMEOUT))
-                console.sync(accel.timeout(CHECK_TIMEOUT))
-                for check in boot.checks:
-                    boot.results[check.name] = console.run(check.command,
-                                                           accel.timeout(CHECK_TIMEOUT))
-                console.send("poweroff\n")
-                boot.shutdown = console.drain(accel.timeout(POWEROFF_TIMEOUT))
-                boot.exit_status = proc.wait(timeout=2.0)
-            except (ConsoleClosed, ConsoleTimeout, subprocess.TimeoutExpired) as e:
-                boot.error = f"{type(e).__name__}: {e}"
-            finally:
-                boot.shutdown += console.buffer
-    return boot
+    checks = load_checks(plan, "system")
+    session = boot_session(plan, out, [(c.name, c.command) for c in checks], settled,
+                           end_timeout=POWEROFF_TIMEOUT)
+    return Boot(**vars(session), out=out, checks=checks)
 
 
 @pytest.fixture(scope="module", params=["qemu-arm64", "qemu-mipsel"])

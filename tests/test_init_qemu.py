@@ -10,29 +10,15 @@ and calls reboot(2) with RB_POWER_OFF, and qemu (-no-reboot) exits on its own. U
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import pytest
+from guest_session import GuestSession, boot_session
 
 from lxembed.config import load_plan
-from lxembed.pipeline import ensure_image
-from lxembed.runners import READY, Check, load_checks
-from lxembed.runners.accel import choose_accel
-from lxembed.runners.console import ConsoleClosed, ConsoleTimeout
-from lxembed.runners.qemu_system import (
-    BOOT_TIMEOUT,
-    CHECK_TIMEOUT,
-    QemuSetup,
-    initramfs_with_modules,
-    qemu_argv,
-    running_guest,
-)
-from lxembed.sources.kernel import fetch_kernel
+from lxembed.runners import Check, load_checks
 
 pytestmark = [pytest.mark.slow, pytest.mark.qemu]
 
@@ -62,54 +48,22 @@ INIT_CHECKS = [
 
 
 @dataclass
-class Boot:
-    board: str
-    before_ready: str = ""
-    boot_seconds: Optional[float] = None
-    checks: Dict[str, Tuple[Optional[int], str]] = field(default_factory=dict)
+class Boot(GuestSession):
+    board: str = ""
     standard: List[Check] = field(default_factory=list)  # qemu/checks.toml, as `lxembed test`
-    shutdown: str = ""
-    poweroff_seconds: Optional[float] = None
-    exit_status: Optional[int] = None
-    error: str = ""
+
+    @property
+    def checks(self) -> Dict[str, Tuple[Optional[int], str]]:
+        return self.results
 
 
 def _boot(board: str, out: Path) -> Boot:
     plan = load_plan(board, RECIPE)
-    setup = QemuSetup.for_board(plan.board)
-    if shutil.which(setup.binary) is None:
-        pytest.skip(f"{setup.binary} is not installed")
-    kernel = fetch_kernel(plan.board)
-    image = ensure_image(plan, out, "cpio", None, kernel)
-    accel = choose_accel(plan.arch)
-    boot = Boot(board)
-    boot.standard = load_checks(plan, "system")
-    commands = [(c.name, c.command) for c in boot.standard] + [c[:2] for c in INIT_CHECKS]
-    with initramfs_with_modules(image) as initrd, open(out / "console.log", "wb") as log:
-        argv = qemu_argv(setup, kernel, initrd, accel)
-        start = time.monotonic()
-        with running_guest(argv, log) as (proc, console):
-            try:
-                match = console.expect(
-                    re.compile(r"(?s)(.*?)" + READY.pattern), accel.timeout(BOOT_TIMEOUT)
-                )
-                boot.before_ready = match.group(1)
-                boot.boot_seconds = time.monotonic() - start
-                timeout = accel.timeout(CHECK_TIMEOUT)
-                console.sync(timeout)
-                for name, command in commands:
-                    boot.checks[name] = console.run(command, timeout)
-                # busybox poweroff: SIGUSR2 to PID 1; the init's shutdown ends in reboot(2).
-                t0 = time.monotonic()
-                console.send("poweroff\n")
-                boot.shutdown = console.drain(accel.timeout(POWEROFF_TIMEOUT))
-                boot.exit_status = proc.wait(timeout=1.0)
-                boot.poweroff_seconds = time.monotonic() - t0
-            except (ConsoleClosed, ConsoleTimeout, subprocess.TimeoutExpired) as e:
-                boot.error = f"{type(e).__name__}: {e}"
-            finally:
-                boot.shutdown += console.buffer
-    return boot
+    standard = load_checks(plan, "system")
+    commands = [(c.name, c.command) for c in standard] + [c[:2] for c in INIT_CHECKS]
+    # busybox poweroff: SIGUSR2 to PID 1; the init's shutdown ends in reboot(2).
+    session = boot_session(plan, out, commands, end_timeout=POWEROFF_TIMEOUT)
+    return Boot(**vars(session), board=board, standard=standard)
 
 
 @pytest.fixture(scope="module", params=BOARDS)
@@ -186,33 +140,14 @@ def vlan_app_boot(tmp_path_factory):
     recipe, out = work / "vlan-app.toml", work / "build"
     recipe.write_text(VLAN_APP_RECIPE)
     plan = load_plan("qemu-arm64", str(recipe))
-    setup = QemuSetup.for_board(plan.board)
-    if shutil.which(setup.binary) is None:
-        pytest.skip(f"{setup.binary} is not installed")
-    kernel = fetch_kernel(plan.board)
-    image = ensure_image(plan, out, "cpio", None, kernel)
-    accel = choose_accel(plan.arch)
-    result = {"checks": {}, "before_ready": "", "shutdown": "", "exit_status": None, "error": ""}
-    with initramfs_with_modules(image) as initrd, open(work / "console.log", "wb") as log:
-        with running_guest(qemu_argv(setup, kernel, initrd, accel), log) as (proc, console):
-            try:
-                match = console.expect(
-                    re.compile(r"(?s)(.*?)" + READY.pattern), accel.timeout(BOOT_TIMEOUT)
-                )
-                result["before_ready"] = match.group(1)
-                timeout = accel.timeout(CHECK_TIMEOUT)
-                console.sync(timeout)
-                # busybox ip has no -d: the VLAN's id and parent from 8021q's /proc file.
-                for name, command in (("vlan", "ip addr show eth0.20; cat /proc/net/vlan/config"),
-                                      ("parent", "ip link show eth0")):
-                    result["checks"][name] = console.run(command, timeout)
-                console.send("touch /tmp/app-stop\n")  # the main service exits 3
-                result["shutdown"] = console.drain(accel.timeout(POWEROFF_TIMEOUT))
-                result["exit_status"] = proc.wait(timeout=1.0)
-            except (ConsoleClosed, ConsoleTimeout, subprocess.TimeoutExpired) as e:
-                result["error"] = f"{type(e).__name__}: {e}"
-            finally:
-                result["shutdown"] += console.buffer
+    # busybox ip has no -d: the VLAN's id and parent from 8021q's /proc file.
+    commands = [("vlan", "ip addr show eth0.20; cat /proc/net/vlan/config"),
+                ("parent", "ip link show eth0")]
+    session = boot_session(plan, out, commands, end="touch /tmp/app-stop",  # main exits 3
+                           end_timeout=POWEROFF_TIMEOUT, log=work / "console.log")
+    result = {"checks": session.results, "before_ready": session.before_ready,
+              "shutdown": session.shutdown, "exit_status": session.exit_status,
+              "error": session.error}
     return result
 
 
