@@ -6,6 +6,7 @@ import io
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,16 @@ def run_lxembed(*args: str, check: bool = False, env: dict = None,
     if check and result.returncode != 0:
         raise AssertionError(f"lxembed {' '.join(args)} failed:\n{result.stderr}")
     return result
+
+
+def wait_for(predicate, timeout: float, step: float = 0.02) -> bool:
+    """Poll `predicate` until it is true or `timeout` seconds pass; its last answer."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
 
 
 def _tar(members) -> bytes:

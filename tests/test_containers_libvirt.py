@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 import pytest
+from conftest import wait_for
 
 from lxembed.cli import main
 from lxembed.config import Plan, load_plan
@@ -268,14 +269,6 @@ def virsh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
         pytest.fail(f"virsh {' '.join(args)}: {out.returncode}\n{out.stdout}{out.stderr}")
     return out
 
-
-def wait_for(predicate, timeout: float, step: float = 0.02) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
 
 
 def libvirtd_running() -> bool:

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 
 from lxembed.config import Plan, load_plan
 from lxembed.config.loader import load_board, load_recipe
@@ -43,14 +44,6 @@ def _skip_reason():
 if _skip_reason():
     pytestmark.append(pytest.mark.skip(reason=_skip_reason()))
 
-
-def wait_for(predicate, timeout: float, step: float = 0.01) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
 
 
 class Lxc:
