@@ -23,7 +23,7 @@ from .rootfs.build import build_tree
 from .rootfs.modules import kernel_modules_tree
 from .sources.firmware import package_files
 from .sources.kernel import Kernel, fetch_kernel
-from .sources.kernel_config import KernelConfig, check_recipe, read_config
+from .sources.kernel_config import KernelConfig, check_recipe, read_config, recipe_needs
 from .writers import Artifact, write_formats
 from .writers.disk import DISK_FORMATS, STORAGE_MODULES, BootInputs
 from .writers.output import check_formats as check_image_formats
@@ -58,8 +58,11 @@ def build_image(plan: Plan, output: Optional[Path] = None, formats: Sequence[str
     spec = resolve_bundles(plan, formats)  # every container error before anything is fetched
     output = Path(output or default_output(plan))
     image_formats = [f for f in formats if f not in CONTAINER_FORMATS]
-    kernel_config = board_kernel_config(plan.board, mirror) if image_formats else None
-    if kernel_config is not None:  # what the recipe needs of the board's kernel, before building
+    # What the recipe needs of the board's kernel, before building; a recipe that needs nothing
+    # of it does not read its configuration (a warm build is a few hundred milliseconds).
+    asks = recipe_needs(plan.recipe.settings) or plan.recipe.settings["modules"]
+    kernel_config = board_kernel_config(plan.board, mirror) if image_formats and asks else None
+    if kernel_config is not None:
         for note in check_recipe(kernel_config, plan.recipe):
             warn(note)
     with OutputStage(output) as stage:  # checks OUTPUT before the build starts
