@@ -81,7 +81,10 @@ class InitProcess:
         self.tmp = tmp
         self.config_path = tmp / "init.json"
         if isinstance(config, dict):
-            config = dict({"log_dir": str(tmp / "log"), "ready_file": str(tmp / "ready")}, **config)
+            config = dict({"log_dir": str(tmp / "log"), "ready_file": str(tmp / "ready"),
+                           "timeline": str(tmp / "timeline"),
+                           "health_file": str(tmp / "health.json"),
+                           "healthy_file": str(tmp / "healthy")}, **config)
             self.config_path.write_text(json.dumps(config))
         elif isinstance(config, str):
             self.config_path.write_text(config)

@@ -14,9 +14,7 @@ from .schema import BOARD_SETTINGS, RECIPE_SETTINGS, SERVICE_FIELDS
 from .settings import required, validate
 from .toml_lines import key_line, parse
 
-# The script the device init runs to start and stop its service containers (containers/device.py)
-SERVICE_CONTAINERS_SCRIPT = "/usr/lib/lxembed/service-containers"
-# ... and the one that makes the device's own network from its [host_network] (lxembed.net.device)
+# The script that makes the device's own network from its [host_network] (lxembed.net.device)
 DEVICE_NETWORK_SCRIPT = "/etc/lxembed/network.sh"
 DEFAULT_EPOCH = 1704067200  # 2024-01-01T00:00:00Z, when SOURCE_DATE_EPOCH is not set
 
@@ -170,9 +168,7 @@ def load_recipe(name: str, _seen: tuple = ()) -> Recipe:
         settings["services"] = [_device_network_service(path, text)] + [
             s for s in settings["services"] if s["name"] != "device-network"]
     if not _seen and settings["service_containers"]:
-        settings["services"] = [s for s in settings["services"]
-                                if s["name"] != "service-containers"] + [
-            _manager_service(settings, path, text)]
+        _check_service_containers(settings, path, text)
     if not _seen:  # the recipe as built, with its bases merged in
         check_interfaces(settings, [(path, text)] + [(p, p.read_text(encoding="utf-8"))
                                                      for p in sources[1:]])
@@ -187,14 +183,25 @@ def _device_network_service(path: Path, text: str) -> Dict[str, Any]:
     return validate(service, SERVICE_FIELDS, path, text, "services")
 
 
-def _manager_service(settings: Dict[str, Any], path: Path, text: str) -> Dict[str, Any]:
-    """The device init's service that starts the service containers once every oneshot (the
-    device's network set-up) has finished, and stops them at shutdown."""
-    containers = settings["service_containers"]
-    service = {"name": "service-containers", "command": ["/bin/sh", SERVICE_CONTAINERS_SCRIPT],
-               "after": [s["name"] for s in settings["services"] if s["type"] == "oneshot"],
-               "stop_timeout": float(sum(c["stop_timeout"] for c in containers) + 5)}
-    return validate(service, SERVICE_FIELDS, path, text, "services")
+def _check_service_containers(settings: Dict[str, Any], path: Path, text: str) -> None:
+    """Service containers are services of the device's Python init: their names are their
+    own, and what they wait for exists."""
+    if settings["init"] != "python":
+        raise UserError(f"{path}:{key_line(text, 'service_containers', '')}: service "
+                        "containers are supervised by the Python init", hint='set init = "python"')
+    services = {s["name"] for s in settings["services"]}
+    containers = [c["name"] for c in settings["service_containers"]]
+    for i, entry in enumerate(settings["service_containers"]):
+        if entry["name"] in services or containers.count(entry["name"]) > 1:
+            raise UserError(f"{path}:{key_line(text, 'service_containers', 'name', i)}: "
+                            f"{entry['name']!r} names another service or container too")
+        for key in ("after", "requires"):
+            unknown = [n for n in entry[key] if n not in services and n not in containers]
+            if unknown or entry["name"] in entry[key]:
+                what = ", ".join(unknown) or entry["name"]
+                raise UserError(f"{path}:{key_line(text, 'service_containers', key, i)}: "
+                                f"{key} names {what}: not another service or container "
+                                f"(known: {', '.join(sorted(services | set(containers)))})")
 
 
 def _one_main_service(services: List[Any], own: List[Any], path: Path, text: str) -> None:

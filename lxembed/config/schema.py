@@ -89,6 +89,18 @@ CHECK_FIELDS = (
     Setting("user", "bool", True, "also run under qemu-user (no kernel)"),
 )
 
+# How the init knows a service (or a service container) is ready and stays healthy.
+PROBE_FIELDS = (
+    Setting("health_command", "str", None, "shell command whose exit status 0 means ready and "
+            "healthy (e.g. an HTTP GET); run on the device"),
+    Setting("health_interval", "float", 10.0, "seconds between health probes once ready"),
+    Setting("health_timeout", "float", 5.0, "seconds one health_command may take"),
+    Setting("unhealthy_after", "float", 30.0, "seconds of failing probes before a respawning "
+            "service is restarted"),
+    Setting("ready_timeout", "float", 0.0, "seconds a start may take to be ready before it "
+            "counts as failed (a respawning service is restarted; 0: no limit)"),
+)
+
 SERVICE_FIELDS = (
     Setting("name", "str", None, "service name"),
     Setting("command", "list", None, "argv"),
@@ -100,7 +112,10 @@ SERVICE_FIELDS = (
     Setting("stop_timeout", "float", 5.0, "seconds between SIGTERM and SIGKILL at shutdown"),
     Setting("main", "bool", False, "the app: its exit stops the rest and ends the init with its "
             "status; it is stopped first (at most one)"),
-)
+    Setting("requires", "list", [], "services that must be ready (oneshot: done) first; it is "
+            "not started while they are not"),
+    Setting("ready_file", "str", None, "ready (and healthy) while this file exists"),
+) + PROBE_FIELDS
 
 INTERFACE_FIELDS = (
     Setting("name", "str", None, "interface name"),
@@ -138,10 +153,14 @@ SERVICE_CONTAINER_FIELDS = (
     Setting("name", "str", None, "container name on the device (lxc-info -n NAME)"),
     Setting("recipe", "str", None, "the container recipe (bind-host), by name or path relative "
             "to this recipe"),
-    Setting("ready_timeout", "float", 30.0, "seconds it may take to be ready before it is "
-            "reported failed and retried with backoff"),
-    Setting("stop_timeout", "float", 10.0, "seconds lxc-stop waits for a clean halt"),
-)
+    Setting("after", "list", [], "containers or device services started first: it waits "
+            "until they are ready, or have failed once"),
+    Setting("requires", "list", [], "containers or device services that must be ready first"),
+    Setting("stop_timeout", "float", 10.0, "seconds between its halt signal and SIGKILL"),
+) + tuple(s if s.key != "ready_timeout" else
+          Setting("ready_timeout", "float", 30.0, "seconds a start may take to be ready (its "
+                  "init's ready file, or health_command) before it is restarted with backoff")
+          for s in PROBE_FIELDS)
 
 UBI_FIELDS = (
     Setting("compressor", "str", "lzo", "mkfs.ubifs -x", choices=("lzo", "zlib", "zstd", "none")),
@@ -169,8 +188,10 @@ RECIPE_SETTINGS = (
     Setting("services", "tables", [], "services started by the Python init", fields=SERVICE_FIELDS),
     Setting("checks", "tables", [], "extra checks `lxembed test` runs", fields=CHECK_FIELDS),
     Setting("container", "table", None, "containers: docs/containers.md", fields=CONTAINER_FIELDS),
-    Setting("service_containers", "tables", [], "the device's own service containers, started "
-            "at boot in this order, each once the previous is ready; stopped in reverse",
+    Setting("service_containers", "tables", [], "the device's own service containers, each a "
+            "service of the device's init: started after the device's oneshots and their "
+            "`after`/`requires`, independent ones in parallel; restarted with backoff when they "
+            "stop or stay unhealthy; stopped in reverse dependency order",
             fields=SERVICE_CONTAINER_FIELDS),
     Setting("host_network", "table", None, "host networking, as a standalone description: "
             "docs/networking.md", fields=NETWORK_DESCRIPTION_SETTINGS),

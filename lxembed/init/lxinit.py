@@ -25,6 +25,8 @@ import os
 import sys
 import time
 
+STARTED = time.monotonic()  # the init's code begins: what came before is CPython's start
+
 # Imports are boot time: on an emulated arm64 `import signal` costs 0.1 s (its enums pull in
 # enum, functools, collections) and `import json` 0.17 s more (re). The C modules under them
 # do all the init needs; the wrappers are the fallback where the C modules are not importable.
@@ -48,10 +50,12 @@ except ImportError:
 DEFAULT_CONFIG = "/etc/lxembed/init.json"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 USAGE = """\
-usage: lxinit.py [--config PATH]
+usage: lxinit.py [--config PATH] [--status]
 
 The lxembed init (docs/init.md): PID 1 of an lxembed image or container, or, when not PID 1,
 a subreaper running the services of PATH (default: $LXINIT_CONFIG, else %s).
+--status prints the running init's health (every service: state, ready, restarts) and exits
+0 when the device is healthy, 1 when it is not, 2 when no init has written its health.
 As PID 1 other arguments are ignored (the kernel passes init its stray command-line words);
 otherwise they are an error, so that a stray run never starts an init.
 """ % DEFAULT_CONFIG
@@ -64,6 +68,7 @@ SIGNAL_NAMES = {
     for n in sorted(dir(signal), reverse=True)
     if n.startswith("SIG") and not n.startswith("SIG_")
 }
+SIGNAL_NUMBERS = {name: num for num, name in SIGNAL_NAMES.items()}
 
 # What a signal to PID 1 means, per runtime. Data, not code: one table is chosen at start.
 SIGNAL_TABLES = {
@@ -107,8 +112,19 @@ MOUNTS = [
     ("tmpfs", "/dev/shm", MS_NOSUID | MS_NODEV, "mode=1777", True),
     ("tmpfs", "/run", MS_NOSUID | MS_NODEV, "mode=0755", False),
     ("tmpfs", "/tmp", MS_NOSUID | MS_NODEV, "mode=1777", False),
+    # LXC's cgroups (a device's service containers): the unified hierarchy, as systemd mounts it.
+    ("cgroup2", "/sys/fs/cgroup", MS_NOSUID | MS_NODEV | MS_NOEXEC, None, True),
 ]
 RESPAWN = {"delay": 0.1, "max_delay": 10.0, "burst": 5, "interval": 10.0, "throttle": 60.0}
+# A container's start costs a second of a small CPU: back off from 1 s to a minute, doubling
+# (that bounds the rate already: no burst throttle).
+CONTAINER_RESPAWN = {"delay": 1.0, "max_delay": 60.0, "burst": 1000}
+# Probes: how often once ready, how long one health_command may run, how long a probe may
+# fail before the service is restarted, how long a start may take to become ready (0: no
+# limit; a container's default is set by the build).
+PROBE_DEFAULTS = {"health_interval": 10.0, "health_timeout": 5.0, "unhealthy_after": 30.0,
+                  "ready_timeout": 0.0}
+PROBE_POLL = 0.03  # while a start waits to be ready: a file test costs microseconds
 DEFAULTS = {
     "hostname": None,
     "mode": "auto",
@@ -123,6 +139,9 @@ DEFAULTS = {
     "switch_root": None,
     "rescue_shell": False,
     "respawn": {},
+    "timeline": "/run/lxembed/timeline",
+    "health_file": "/run/lxembed/health.json",
+    "healthy_file": "/run/lxembed/healthy",
 }
 # Console output the init holds while the console does not take it (a UART at 115200 baud
 # writes 11 KB/s; a console nobody reads takes nothing): beyond this, lines are dropped.
@@ -585,6 +604,77 @@ def say(msg):
     console().write(("lxembed-init: %s\n" % msg).encode("utf-8", "replace"))
 
 
+class Timeline:
+    """The boot's events with CLOCK_MONOTONIC times (seconds since the kernel started), one
+    JSON object a line, for `lxembed test --timeline`. Kept in memory until the file can be
+    opened (/run is mounted by the init itself), then appended as they happen."""
+
+    def __init__(self):
+        self.path, self.fd, self.pending = None, None, []
+
+    def event(self, name, what, t=None):
+        t = time.monotonic() if t is None else t
+        line = '{"t": %.3f, "name": "%s", "event": "%s"}\n' % (t, name, what)
+        self.pending.append(line.encode())
+        self.flush()
+
+    def open(self, path):
+        self.path = path
+        self.flush()
+
+    def flush(self):
+        if not self.path or not self.pending:
+            return
+        try:
+            if self.fd is None:
+                os.makedirs(os.path.dirname(self.path), exist_ok=True)
+                flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC
+                self.fd = os.open(self.path, flags, 0o644)
+            os.write(self.fd, b"".join(self.pending))
+            del self.pending[:]
+        except OSError:
+            if len(self.pending) > 1000:  # never a place to write: keep memory bounded
+                del self.pending[:500]
+
+
+TIMELINE = Timeline()
+
+
+# Kernel log lines that mark the kernel's part of a boot: (text, timeline name, event).
+KERNEL_MARKS = (
+    ("Trying to unpack rootfs image as initramfs", "kernel:initramfs", "start"),
+    ("Freeing initrd memory", "kernel:initramfs", "done"),
+    (" as init process", "kernel", "done"),  # "Run /init as init process": the exec of PID 1
+)
+
+
+def kernel_events():
+    """The KERNEL_MARKS found in the kernel's log (/dev/kmsg: one record per read, stamped in
+    microseconds of CLOCK_MONOTONIC), put on the timeline."""
+    try:
+        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return
+    try:
+        for _ in range(100000):
+            try:
+                record = os.read(fd, 8192)
+            except BlockingIOError:
+                return  # the end of the log
+            except OSError as e:
+                if e.errno == errno.EPIPE:  # records overwritten while reading: go on
+                    continue
+                return
+            head, _, msg = record.decode("utf-8", "replace").partition(";")
+            for text, name, what in KERNEL_MARKS:
+                if text in msg:
+                    TIMELINE.event(name, what, int(head.split(",")[2]) / 1e6)
+    except (ValueError, IndexError):
+        pass
+    finally:
+        os.close(fd)
+
+
 def ensure_stdio(pid1):
     """Point fds 0-2 at the console (or a dummy) so pipes and logs never take them."""
     for fd in (0, 1, 2):
@@ -681,17 +771,23 @@ class SystemSetup:
             one = ctypes.c_ulong(1) if ctypes else 1
             step("PR_SET_CHILD_SUBREAPER", libc_call, "prctl", PR_SET_CHILD_SUBREAPER, one)
             return  # not PID 1: the host is not ours to mount or configure
-        step("mounting", self.mount_basics)
+        self.timed("mounts", "mounting", self.mount_basics)
         step("opening the console", ensure_stdio, self.rt.pid1)
         console().reopen()  # /proc is there now: a file description of the init's own
         if self.device:
             step("disabling ctrl-alt-del reboot", libc_call, "reboot", RB_DISABLE_CAD)
-            step("loading modules", self.load_modules)
+            self.timed("modules", "loading modules", self.load_modules)
             if self.cfg["switch_root"]:
                 step("switch_root", self.switch_root, self.cfg["switch_root"])
         if self.cfg["hostname"]:
             step("setting the hostname", self.set_hostname, quiet=not self.device)
-        step("network setup", self.network)
+        self.timed("network", "network setup", self.network)
+
+    def timed(self, name, what, fn):
+        """A set-up step, on the boot timeline as `setup:NAME`."""
+        TIMELINE.event("setup:" + name, "start")
+        step(what, fn)
+        TIMELINE.event("setup:" + name, "done")
 
     def mount_basics(self):
         for fstype, target, flags, data, device_only in MOUNTS:
@@ -872,6 +968,14 @@ def finish(rt, action, status, idle):
 
 
 class Service:
+    """One supervised service: a command, or an LXC container (`lxc-start -F`, whose monitor
+    is the service's process: no resident process of ours per container).
+
+    Readiness and health come from a probe: `ready_file` (inside the container for one),
+    `health_command` (exit 0 within `health_timeout`), or, for a container with neither, its
+    init running. A service without a probe is ready once started (a oneshot: once done).
+    """
+
     TYPES = ("oneshot", "simple", "respawn")
 
     def __init__(self, spec, cfg):
@@ -881,12 +985,19 @@ class Service:
         ok = isinstance(name, str) and name[:1].isalnum()  # it names a log file
         if not ok or not all(c.isalnum() or c in "._@-" for c in name):
             raise ValueError("bad service name %r" % (name,))
+        self.container = spec.get("container")
+        if self.container is not None and not isinstance(self.container, dict):
+            self.container = {"name": str(self.container)}
         self.command = spec.get("command")
+        if self.container:
+            self.command = ["lxc-start", "-F", "-n", str(self.container["name"])]
+            if self.container.get("path"):
+                self.command += ["-P", str(self.container["path"])]
         if isinstance(self.command, str):
             self.command = ["/bin/sh", "-c", self.command]
         if not self.command or not all(isinstance(a, str) for a in self.command):
             raise ValueError("%s: command must be a non-empty list of strings" % self.name)
-        self.type = spec.get("type", "simple")
+        self.type = spec.get("type", "respawn" if self.container else "simple")
         if self.type not in self.TYPES:
             raise ValueError("%s: type must be one of %s" % (self.name, ", ".join(self.TYPES)))
         # The main service is the app (`docker --init`, tini): its end is the init's end.
@@ -894,18 +1005,28 @@ class Service:
         if self.main and self.type == "respawn":
             say("%s: a main service is not respawned: its exit ends the init" % name)
             self.type = "simple"
-        after = spec.get("after", [])
-        self.after = [after] if isinstance(after, str) else [str(a) for a in after]
+        self.after = names_list(spec.get("after", []))
+        self.requires = names_list(spec.get("requires", []))
         self.env = {str(k): str(v) for k, v in spec.get("environment", {}).items()}
         self.workdir = spec.get("workdir")
         self.user = spec.get("user")
         self.console = bool(spec.get("console", False))
         grace = spec.get("stop_timeout", cfg["shutdown_grace"])
         self.stop_timeout = seconds(grace, name + ": stop_timeout")
-        self.respawn = dict(RESPAWN, **cfg["respawn"])
+        # A container stops on its halt signal (lxc.signal.halt), sent to its init.
+        self.stop_signal = SIGNAL_NUMBERS.get(spec.get("stop_signal") or "SIGPWR", signal.SIGPWR)
+        self.respawn = dict(RESPAWN, **(CONTAINER_RESPAWN if self.container else {}))
+        self.respawn.update(cfg["respawn"])
         self.respawn.update(spec.get("respawn", {}))
         for key in RESPAWN:
             self.respawn[key] = seconds(self.respawn[key], "%s: respawn %s" % (name, key))
+        self.ready_file = spec.get("ready_file")
+        health = spec.get("health_command")
+        self.health_command = ["/bin/sh", "-c", health] if isinstance(health, str) else health
+        self.probe = {}
+        for key, default in PROBE_DEFAULTS.items():
+            self.probe[key] = seconds(spec.get(key, default), "%s: %s" % (name, key))
+        self.probed = bool(self.ready_file or self.health_command or self.container)
         self.state = "pending"  # pending, running, waiting (to respawn), done, failed, stopped
         self.pid = None
         self.starts = []
@@ -914,28 +1035,52 @@ class Service:
         self.delay = self.respawn["delay"]
         self.log_fd = None
         self.log_size = 0
+        self.ready = False  # its probe passed since it last started
+        self.gave_up = False  # an attempt ended before it was ready: `after` waits no more
+        self.restarts = 0
+        self.unhealthy_since = None
+        self.next_probe = 0.0
+        self.probe_pid = None  # a health_command run under way, and when it began
+        self.probe_began = 0.0
+        self.killing = None  # why it is being killed (a restart), or None
+        self.cinit = None  # a container's init, as seen from here
+        self.delay_used = 0.0  # the last respawn delay
+        self.ready_at = 0.0
+
+    @property
+    def deps(self):
+        return self.after + [r for r in self.requires if r not in self.after]
+
+
+def names_list(value):
+    return [value] if isinstance(value, str) else [str(a) for a in value]
+
+
 def order_services(services):
-    """Order services after their `after` names; a cycle is reported and broken, never fatal."""
+    """Order services after their `after` and `requires` names; a cycle is reported and
+    broken, never fatal."""
     by_name = {s.name: s for s in services}
     for s in services:
-        unknown = [a for a in s.after if a not in by_name]
-        if unknown:
-            say("%s: ignoring unknown 'after' %s" % (s.name, ", ".join(unknown)))
-            s.after = [a for a in s.after if a in by_name]
+        for key in ("after", "requires"):
+            unknown = [a for a in getattr(s, key) if a not in by_name]
+            if unknown:
+                say("%s: ignoring unknown %r %s" % (s.name, key, ", ".join(unknown)))
+                setattr(s, key, [a for a in getattr(s, key) if a in by_name])
     placed, order, pending = set(), [], list(services)
     while pending:
-        ready = [s for s in pending if all(a in placed for a in s.after)]
+        ready = [s for s in pending if all(a in placed for a in s.deps)]
         if ready:
             s = ready[0]
         else:  # walk unplaced dependencies from the first pending service until one repeats
             s, seen = pending[0], []
             while s not in seen:
                 seen.append(s)
-                s = by_name[next(a for a in s.after if a not in placed)]
+                s = by_name[next(a for a in s.deps if a not in placed)]
             cycle = seen[seen.index(s) :]
             names = " -> ".join(c.name for c in cycle)
             say("ordering cycle %s: starting %s first" % (names, s.name))
             s.after = [a for a in s.after if a in placed]
+            s.requires = [a for a in s.requires if a in placed]
         pending.remove(s)
         placed.add(s.name)
         order.append(s)
@@ -1038,6 +1183,223 @@ class ServiceOutput:
                 svc.log_fd = None
 
 
+class Health:
+    """Readiness and health of the supervisor's services, and of the device as a whole.
+
+    Probes run from the main loop when due: the in-process part (a container's init found
+    under its lxc-start monitor, a ready file) costs microseconds; a health_command runs as a
+    child, judged when it is reaped. A service not ready within ready_timeout, or unhealthy for
+    unhealthy_after, is killed and (if it respawns) started again with backoff. The device is
+    healthy when boot is over and every service is ready: health_file says so per service, and
+    healthy_file exists exactly then (the firmware's "mark good" reads it).
+    """
+
+    def __init__(self, sup):
+        self.sup = sup
+        self.probes = {}  # health_command pid -> service
+        self.healthy = None
+        self.text = None
+        self.own_pidns = None
+
+    def container_init(self, svc):
+        """A container's init: the child of its lxc-start monitor in another PID namespace
+        (the monitor's other children are its hooks)."""
+        if svc.cinit is not None and os.path.exists("/proc/%d" % svc.cinit):
+            return svc.cinit
+        svc.cinit = None
+        if svc.pid is None:
+            return None
+        if self.own_pidns is None:
+            self.own_pidns = os.readlink("/proc/self/ns/pid")
+        try:
+            tasks = os.listdir("/proc/%d/task" % svc.pid)
+        except OSError:
+            return None
+        for tid in tasks:
+            try:
+                with open("/proc/%d/task/%s/children" % (svc.pid, tid)) as f:
+                    kids = f.read().split()
+            except OSError:
+                continue
+            for kid in kids:
+                try:
+                    if os.readlink("/proc/%s/ns/pid" % kid) != self.own_pidns:
+                        svc.cinit = int(kid)
+                        return svc.cinit
+                except OSError:
+                    continue
+        return None
+
+    def passes(self, svc):
+        """The in-process part of a probe: the container's init is there, the ready file too."""
+        root = ""
+        if svc.container:
+            cinit = self.container_init(svc)
+            if cinit is None:
+                return False
+            root = "/proc/%d/root" % cinit
+        if svc.ready_file:
+            return os.path.exists(root + svc.ready_file)
+        return True
+
+    def probe_due(self):
+        now = time.monotonic()
+        for svc in self.sup.order:
+            if svc.state != "running" or not svc.probed or svc.killing:
+                continue
+            if svc.probe_pid is not None:
+                if now - svc.probe_began >= svc.probe["health_timeout"]:
+                    self.sup.signal_group(svc.probe_pid, signal.SIGKILL)  # judged when reaped
+                elif not svc.ready:
+                    self.check_start(svc, now)
+                continue
+            if now < svc.next_probe:
+                continue
+            ok = self.passes(svc)
+            if ok and svc.health_command:
+                self.run_probe(svc, now)
+            else:
+                self.judge(svc, ok, now)
+
+    def run_probe(self, svc, now):
+        pid = os.fork()
+        if pid == 0:
+            exec_child(svc.health_command, dict(os.environ), quiet=True)
+        self.probes[pid] = svc
+        svc.probe_pid, svc.probe_began = pid, now
+
+    def probe_done(self, pid, status):
+        svc = self.probes.pop(pid)
+        if svc.probe_pid != pid:
+            return  # a probe of an earlier run, killed when that run ended
+        svc.probe_pid = None
+        if svc.state == "running" and not svc.killing:
+            self.judge(svc, status == 0, time.monotonic())
+
+    def forget_probe(self, svc):
+        """The service ended: a probe still running is killed and its result ignored."""
+        if svc.probe_pid is not None:
+            self.sup.signal_group(svc.probe_pid, signal.SIGKILL)
+            svc.probe_pid = None
+
+    def judge(self, svc, ok, now):
+        p = svc.probe
+        if ok:
+            if not svc.ready:
+                self.became_ready(svc, now)
+            elif svc.unhealthy_since is not None:
+                say("%s: healthy again" % svc.name)
+                TIMELINE.event(svc.name, "healthy")
+            svc.unhealthy_since = None
+            svc.next_probe = now + p["health_interval"]
+            self.update()
+        elif not svc.ready:
+            svc.next_probe = now + (0.25 if svc.health_command else PROBE_POLL)
+            self.check_start(svc, now)
+        else:
+            if svc.unhealthy_since is None:
+                svc.unhealthy_since = now
+                say("%s: health probe failed" % svc.name)
+                TIMELINE.event(svc.name, "unhealthy")
+                self.update()
+            elif now - svc.unhealthy_since >= p["unhealthy_after"] and svc.type == "respawn":
+                self.restart(svc, "unhealthy for %gs" % p["unhealthy_after"])
+                return
+            svc.next_probe = now + min(p["health_interval"], max(0.5, p["unhealthy_after"] / 3))
+
+    def check_start(self, svc, now):
+        """A start that is not ready within ready_timeout failed: `after` waits no more; a
+        respawning service is restarted."""
+        limit = svc.probe["ready_timeout"]
+        if not limit or now - svc.started_at < limit or svc.killing:
+            return
+        if not svc.gave_up:
+            svc.gave_up = True
+            self.update()
+        if svc.type == "respawn":
+            self.restart(svc, "not ready after %gs" % limit)
+
+    def restart(self, svc, why):
+        say("%s: %s, restarting" % (svc.name, why))
+        svc.killing = why
+        TIMELINE.event(svc.name, "kill")
+        self.forget_probe(svc)
+        if svc.pid is not None:
+            self.sup.kill_service(svc, svc.pid)
+
+    def became_ready(self, svc, now):
+        svc.ready, svc.ready_at = True, now
+        TIMELINE.event(svc.name, "ready", now)
+        if svc.probed:
+            say("%s: ready" % svc.name)
+
+    def due_times(self):
+        times = []
+        for svc in self.sup.order:
+            if svc.state != "running" or not svc.probed or svc.killing:
+                continue
+            if svc.probe_pid is not None:
+                times.append(svc.probe_began + svc.probe["health_timeout"])
+            else:
+                times.append(svc.next_probe)
+            if not svc.ready and svc.probe["ready_timeout"]:
+                times.append(svc.started_at + svc.probe["ready_timeout"])
+        return times
+
+    def ok(self, svc):
+        if svc.type == "oneshot" or svc.state == "done":
+            return svc.state == "done"
+        return svc.state == "running" and svc.ready and svc.unhealthy_since is None
+
+    def update(self):
+        """Write health_file when anything in it changed; keep healthy_file and say so on the
+        console when the device's health changes."""
+        sup, cfg = self.sup, self.sup.cfg
+        bad = [svc.name for svc in sup.order if not self.ok(svc)]
+        healthy = sup.ready and not bad and not sup.stopping
+        rows = ", ".join(
+            '"%s": {"state": "%s", "ready": %s, "healthy": %s, "restarts": %d}'
+            % (svc.name, svc.state, "true" if svc.ready else "false",
+               "true" if self.ok(svc) else "false", svc.restarts)
+            for svc in sup.order)
+        text = '{"healthy": %s, "booted": %s, "unhealthy": [%s], "services": {%s}}\n' % (
+            "true" if healthy else "false", "true" if sup.ready else "false",
+            ", ".join('"%s"' % n for n in bad), rows)
+        if text != self.text and cfg["health_file"]:
+            self.text = text
+            write_file(cfg["health_file"], text.encode())
+        if healthy == self.healthy:
+            return
+        was, self.healthy = self.healthy, healthy
+        if healthy or was:
+            TIMELINE.event("init", "healthy" if healthy else "unhealthy")
+        if cfg["healthy_file"]:
+            if healthy:
+                write_file(cfg["healthy_file"], b"")
+            else:
+                step("removing " + cfg["healthy_file"], os.unlink, cfg["healthy_file"],
+                     quiet=True)
+        if healthy:
+            say("healthy")
+        elif was and not sup.stopping:
+            say("unhealthy: %s" % ", ".join(bad))
+
+
+def write_file(path, data):
+    """Replace `path` whole (a reader never sees half of it)."""
+    try:
+        os.makedirs(os.path.dirname(path) or "/", exist_ok=True)
+        tmp = path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as e:
+        say("cannot write %s: %s" % (path, e))
+
+
 class Supervisor:
     """Starts the services in order, reaps every child (adopted orphans too), has their output
     copied (ServiceOutput), respawns, and stops everything at the end.
@@ -1055,6 +1417,7 @@ class Supervisor:
         self.action, self.stopping, self.ready = None, False, False
         self.main_status = None  # the main service's exit status, once it has ended
         self.errors = {}  # error text -> when it was last reported
+        self.health = Health(self)
 
     # -- services
 
@@ -1111,35 +1474,59 @@ class Supervisor:
         svc.started_at = now
         if svc not in self.started:
             self.started.append(svc)
+        else:
+            svc.restarts += 1
+        svc.ready, svc.cinit, svc.unhealthy_since, svc.killing = False, None, None, None
+        svc.next_probe = now
         try:
             svc.pid = self.spawn(svc)
         except Exception as e:
             say("%s: cannot start: %s" % (svc.name, e))
-            svc.state = "failed"
+            svc.state, svc.gave_up = "failed", True
             if svc.main:  # as if it could not be run: what a shell says for that
                 self.ended(svc, 127 << 8)
             elif svc.type == "respawn":
                 self.schedule_respawn(svc, now)
+            self.health.update()
             return
+        TIMELINE.event(svc.name, "restart" if svc.restarts else "start", now)
         svc.state = "running"
         self.pids[svc.pid] = svc
+        if not svc.probed and svc.type != "oneshot":
+            self.health.became_ready(svc, now)
+        self.health.update()
 
-    def settled(self, name):
+    def settled(self, name, required=False):
+        """Whether a service waiting on `name` may start: a oneshot once it has finished (for
+        `requires`: successfully), a probed service once ready (for `after`: or once an
+        attempt has failed), any other once started."""
         dep = self.services[name]
-        if dep.type == "oneshot":  # dependants of a oneshot wait until it has finished
-            return dep.state in ("done", "failed")
+        if dep.type == "oneshot":
+            return dep.state == "done" if required else dep.state in ("done", "failed")
+        if dep.probed:
+            return dep.ready or (dep.gave_up and not required)
         return dep.state != "pending"
+
+    def may_start(self, svc):
+        return all(self.settled(a) for a in svc.after) and all(
+            self.settled(r, True) for r in svc.requires)
+
+    def blocked(self, svc):
+        """Pending on something it requires that failed: boot is over without it."""
+        return svc.state == "pending" and any(
+            self.services[r].gave_up or self.services[r].state == "failed"
+            for r in svc.requires)
 
     def start_due(self):
         now = time.monotonic()
         for svc in self.order:
             if self.action is not None:
                 return
-            if svc.state == "pending" and all(self.settled(a) for a in svc.after):
+            if svc.state == "pending" and self.may_start(svc):
                 self.start(svc)
             elif svc.state == "waiting" and now >= svc.restart_at:
                 self.start(svc)
-        if not self.ready and all(self.settled(s.name) for s in self.order):
+        if not self.ready and all(self.settled(s.name) or self.blocked(s) for s in self.order):
             self.mark_ready()
 
     def mark_ready(self):
@@ -1151,12 +1538,14 @@ class Supervisor:
                 os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
             except OSError as e:
                 say("cannot create %s: %s" % (path, e))
+        TIMELINE.event("init", "ready")
         self.console.write(b"lxembed-init: ready\n")
+        self.health.update()
 
     def schedule_respawn(self, svc, now):
         rs = svc.respawn
-        if now - svc.started_at >= rs["interval"]:
-            svc.delay = rs["delay"]  # it ran for a while: start the backoff again
+        if svc.ready_at >= svc.started_at and now - svc.ready_at >= rs["interval"]:
+            svc.delay = rs["delay"]  # it ran well for a while: start the backoff again
         svc.starts = [t for t in svc.starts if now - t < rs["interval"]]
         if len(svc.starts) >= rs["burst"]:
             delay = rs["throttle"]
@@ -1164,11 +1553,16 @@ class Supervisor:
                 % (svc.name, len(svc.starts), rs["interval"], delay))  # fmt: skip
         else:
             delay, svc.delay = svc.delay, min(svc.delay * 2, rs["max_delay"])
-        svc.state, svc.restart_at = "waiting", now + delay
+        svc.state, svc.restart_at, svc.delay_used = "waiting", now + delay, delay
 
     def exited(self, svc, status):
         svc.pid = None
         how = describe(status)
+        if svc.probed and not svc.ready:
+            svc.gave_up = True  # services `after` it wait no more
+        svc.ready, svc.cinit = False, None
+        TIMELINE.event(svc.name, "exit")
+        self.health.forget_probe(svc)
         if svc.main and self.main_status is None:
             self.main_status = exit_status(status)
         if self.stopping:
@@ -1178,12 +1572,16 @@ class Supervisor:
             svc.state = "done" if status == 0 else "failed"
             self.ended(svc, status)
         elif svc.type == "respawn":
-            say("%s: %s, respawning" % (svc.name, how))
             self.schedule_respawn(svc, time.monotonic())
+            say("%s: %s, respawning%s" % (svc.name, svc.killing or how,
+                                          " in %gs" % svc.delay_used if svc.container else ""))
         else:
             svc.state = "done" if status == 0 else "failed"
             if status or svc.type == "simple":
                 say("%s: %s" % (svc.name, how))
+            if svc.state == "done" and svc.type == "oneshot":
+                self.health.became_ready(svc, time.monotonic())
+        self.health.update()
 
     def ended(self, svc, status):
         """The main service ended: stop the rest, then exit with its status."""
@@ -1198,6 +1596,9 @@ class Supervisor:
     def reap(self):
         """Reap every exited child, adopted orphans included; return False when none are left."""
         exits, left = reap_children()
+        for pid, status in exits:
+            if pid in self.health.probes:
+                self.guard("probe result", self.health.probe_done, pid, status)
         exits = [(self.pids.pop(pid), status) for pid, status in exits if pid in self.pids]
         # After reaping: a service's last words come before its exit report.
         self.guard("copying output", self.output.drain)
@@ -1270,7 +1671,9 @@ class Supervisor:
         """
         while self.action is None:
             self.guard("starting services", self.start_due)
+            self.guard("probing", self.health.probe_due)
             waits = [s.restart_at for s in self.order if s.state == "waiting"]
+            waits += self.health.due_times()
             timeout = min(waits) - time.monotonic() if waits else self.wait_cap
             if not self.guard("waiting", self.pump, timeout):
                 self.guard("reaping", self.bare_pump)
@@ -1284,26 +1687,75 @@ class Supervisor:
         say("%s: stopping services" % why)
         if self.cfg["ready_file"]:
             step("removing the ready file", os.unlink, self.cfg["ready_file"], quiet=True)
+        self.guard("health", self.health.update)
+        TIMELINE.event("init", "stopping")
         # The main service first (its stop signal is the one a runtime sent the app), then the
-        # rest in reverse start order: dependants stop first.
-        order = sorted(reversed(self.started), key=lambda s: not s.main)
-        for svc in order:
-            step("stopping " + svc.name, self.stop_service, svc)
+        # rest in waves, dependants first: a service stops once nothing still running needs it;
+        # the services of one wave stop together, each within its own stop_timeout.
+        for svc in [s for s in self.started if s.main]:
+            step("stopping " + svc.name, self.stop_wave, [svc])
+        left = [s for s in reversed(self.started) if not s.main]
+        while left:
+            wave = [s for s in left if not any(s.name in o.deps for o in left)] or left[:1]
+            step("stopping " + ", ".join(s.name for s in wave), self.stop_wave, wave)
+            left = [s for s in left if s not in wave]
         step("stopping remaining processes", self.kill_rest)
         self.output.close_logs(self.order)
         return self.main_status or 0
 
-    def stop_service(self, svc):
-        pid = svc.pid
-        if pid is None:
-            return
+    def stop_wave(self, wave):
+        """Ask every running service of `wave` to stop; SIGKILL those past their stop_timeout."""
+        start = time.monotonic()
+        pending = [(svc, svc.pid) for svc in wave if svc.pid is not None]
+        for svc, pid in pending:
+            TIMELINE.event(svc.name, "stop")
+            self.send_stop(svc, pid)
+        killed = []
+        while pending:
+            deadline = min(start + svc.stop_timeout for svc, _ in pending)
+            self.wait_for(lambda: any(svc.pid != pid for svc, pid in pending),
+                          deadline - time.monotonic())
+            now = time.monotonic()
+            for svc, pid in list(pending):
+                if svc.pid != pid:
+                    pending.remove((svc, pid))
+                elif now >= start + svc.stop_timeout:
+                    say("%s: still running after %gs: SIGKILL" % (svc.name, svc.stop_timeout))
+                    self.kill_service(svc, pid)
+                    pending.remove((svc, pid))
+                    killed.append((svc, pid))
+        if killed:
+            self.wait_for(lambda: all(svc.pid != pid for svc, pid in killed), 5.0)
+            for svc, pid in killed:
+                if svc.pid == pid:
+                    self.signal_group(pid, signal.SIGKILL)
+
+    def send_stop(self, svc, pid):
+        """A container's halt signal goes to its init (what lxc-stop does); a service's
+        SIGTERM to its process group."""
+        if svc.container:
+            cinit = self.health.container_init(svc)
+            if cinit is not None:
+                try:
+                    os.kill(cinit, svc.stop_signal)
+                    return
+                except OSError:
+                    pass
         self.signal_group(pid, signal.SIGTERM)
         if svc.console:  # an interactive shell ignores SIGTERM; a hangup ends it
             self.signal_group(pid, signal.SIGHUP)
-        if not self.wait_for(lambda: svc.pid != pid, svc.stop_timeout):
-            say("%s: still running after %gs: SIGKILL" % (svc.name, svc.stop_timeout))
-            self.signal_group(pid, signal.SIGKILL)
-            self.wait_for(lambda: svc.pid != pid, 5.0)
+
+    def kill_service(self, svc, pid):
+        """SIGKILL: a container's init (its PID namespace ends, and its lxc-start monitor
+        cleans up and exits), else the service's process group."""
+        cinit = self.health.container_init(svc) if svc.container else None
+        if cinit is not None:
+            try:
+                os.kill(cinit, signal.SIGKILL)
+                return
+            except OSError:
+                pass
+        self.signal_group(pid, signal.SIGKILL)
 
     def signal_group(self, pid, sig):
         try:
@@ -1346,6 +1798,7 @@ class Init:
 
     def run(self):
         rt = self.rt
+        TIMELINE.event("init", "start", STARTED)
         ensure_stdio(rt.pid1)
         console().reopen()
         cfg, error = load_config(self.config_path)
@@ -1354,6 +1807,10 @@ class Init:
         rt.apply_config(cfg)
         say("mode %s, %s signal table" % (rt.mode, rt.table_name))
         SystemSetup(rt, cfg).run()
+        if cfg["timeline"]:
+            if rt.mode == "device":
+                kernel_events()
+            TIMELINE.open(cfg["timeline"])
         sup = self.supervisor = Supervisor(rt, cfg, error)
         if cfg["ready_file"]:  # a stale marker from the last boot must not claim readiness
             step("removing the old ready file", os.unlink, cfg["ready_file"], quiet=True)
@@ -1398,7 +1855,7 @@ def last_resort(rt, action=None, grace=5.0):
 def parse_args(argv, pid1):
     """(config path, None) to run, or (None, exit status) once the usage is printed."""
     path = os.environ.get("LXINIT_CONFIG") or DEFAULT_CONFIG
-    args, stray = list(argv), []
+    args, stray, status = list(argv), [], False
     while args:  # no argparse: it exits on errors, and the kernel passes init stray words
         arg = args.pop(0)
         if arg == "--config" and args:
@@ -1408,14 +1865,38 @@ def parse_args(argv, pid1):
         elif arg in ("-h", "--help") and not pid1:
             sys.stdout.write(USAGE)
             return None, 0
+        elif arg == "--status" and not pid1:
+            status = True
         else:
             stray.append(arg)
     if stray and not pid1:  # on a host, a stray word is a mistake: start nothing
         sys.stderr.write("lxinit.py: unexpected argument %r\n%s" % (stray[0], USAGE))
         return None, 2
+    if status:
+        return None, print_status(path)
     for arg in stray:
         say("ignoring argument %r" % arg)
     return path, None
+
+
+def print_status(config_path):
+    """`--status`: the health the running init keeps in its health_file."""
+    cfg = load_config(config_path)[0] if os.path.exists(config_path) else dict(DEFAULTS)
+    try:
+        with open(cfg["health_file"] or DEFAULTS["health_file"]) as f:
+            health = parse_json(f.read())
+    except (OSError, ValueError) as e:
+        sys.stderr.write("lxinit.py: no health recorded (is the init running?): %s\n" % e)
+        return 2
+    for name, row in health["services"].items():
+        sys.stdout.write("%-20s %-8s %-6s restarts %d\n" % (
+            name, row["state"], "ready" if row["ready"] else "-", row["restarts"]))
+    if health["healthy"]:
+        sys.stdout.write("healthy\n")
+        return 0
+    why = ", ".join(health["unhealthy"]) or "booting"
+    sys.stdout.write("unhealthy: %s\n" % why)
+    return 1
 
 
 def main(argv=None):

@@ -17,10 +17,10 @@ from __future__ import annotations
 import json
 import zlib
 from pathlib import Path
-from typing import Any, Dict, Optional, Protocol
+from typing import Any, Dict, Optional, Protocol, Sequence
 
 from ..config import Plan
-from ..config.schema import INTERFACE_FIELDS, SERVICE_FIELDS
+from ..config.schema import INTERFACE_FIELDS, PROBE_FIELDS, SERVICE_FIELDS
 from ..errors import UserError
 from ..sources.apt import PackageSource
 from ..tree import RootfsTree
@@ -50,6 +50,8 @@ _LOAD = {
 # defaults and are left out; `user = "root"` too (the init is root: no passwd lookup).
 _SERVICE_KEYS = tuple(s.key for s in SERVICE_FIELDS)
 _INTERFACE_KEYS = tuple(s.key for s in INTERFACE_FIELDS)
+# Probe settings the init defaults to itself (the same values): left out of init.json.
+_PROBE_DEFAULTS = {s.key: s.default for s in PROBE_FIELDS}
 
 
 class ContainerSpec(Protocol):
@@ -100,13 +102,17 @@ def _copy(table: Dict[str, Any], keys, keep=()) -> Dict[str, Any]:
 
 
 def _service(svc: Dict[str, Any]) -> Dict[str, Any]:
-    item = _copy(svc, _SERVICE_KEYS)
+    item = _copy(svc, _SERVICE_KEYS + ("container", "stop_signal"))
     if item.get("user") == "root":
         item.pop("user")
+    for key, default in _PROBE_DEFAULTS.items():
+        if key in item and item[key] == default:
+            del item[key]
     return item
 
 
-def init_config(plan: Plan, spec: Optional[ContainerSpec] = None) -> Dict[str, Any]:
+def init_config(plan: Plan, spec: Optional[ContainerSpec] = None,
+                more_services: Sequence[Dict[str, Any]] = ()) -> Dict[str, Any]:
     """The JSON the init reads (docs/init.md), for an image, or a container when `spec` is set.
 
     A container's runtime makes its interfaces and its host's kernel has the modules: a
@@ -116,7 +122,7 @@ def init_config(plan: Plan, spec: Optional[ContainerSpec] = None) -> Dict[str, A
     config: Dict[str, Any] = {
         "hostname": spec.hostname if spec is not None else r["hostname"],
         "mode": "container" if spec is not None else "auto",
-        "services": [_service(svc) for svc in r["services"]],
+        "services": [_service(svc) for svc in list(r["services"]) + list(more_services)],
     }
     if spec is None:
         interfaces = (r.get("network") or {}).get("interfaces", [])
@@ -128,6 +134,9 @@ def init_config(plan: Plan, spec: Optional[ContainerSpec] = None) -> Dict[str, A
 
 
 def write_init_config(tree: RootfsTree, plan: Plan, spec: Optional[ContainerSpec] = None,
-                      path: str = CONFIG_PATH) -> None:
-    text = json.dumps(init_config(plan, spec), indent=1, sort_keys=True) + "\n"
+                      path: str = CONFIG_PATH,
+                      more_services: Sequence[Dict[str, Any]] = ()) -> None:
+    """The init's config in `tree`; `more_services`: services the build adds (a device's
+    service containers), after the recipe's own."""
+    text = json.dumps(init_config(plan, spec, more_services), indent=1, sort_keys=True) + "\n"
     tree.write(path, text.encode(), mtime=plan.epoch, origin="init config")
