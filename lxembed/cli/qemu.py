@@ -92,6 +92,8 @@ def cmd_test(args) -> int:
         report = _test_user(plan, args)
     else:
         report = _test_system(plan, args)
+    if args.timeline:
+        _write_timeline(report, Path(args.timeline), f"{plan.board.name}/{plan.recipe.name}")
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
@@ -129,7 +131,7 @@ def _test_system(plan: Plan, args) -> TestReport:
     log_path = image.parent / "console.log"
     run = GuestRun(
         boot_timeout=args.timeout, verbose=args.verbose_kernel, direct=not args.no_direct,
-        disk=disk
+        disk=disk, timeline=bool(args.timeline)
     )
     if disk is not None:
         with _card(disk, args.root, kernel, setup, image) as (kernel, setup, initrd, append):
@@ -143,6 +145,23 @@ def _test_system(plan: Plan, args) -> TestReport:
 
 
 @contextlib.contextmanager
+
+def _write_timeline(report: TestReport, path: Path, title: str) -> None:
+    """PATH.json (every event, spans, milestones) and PATH.svg (the boot as a Gantt chart)."""
+    from ..reports.timeline import parse_events, timeline_json, timeline_svg
+    events = parse_events(report.timeline or "")
+    if not events:
+        log.warn("no boot timeline: the image's init is not the Python init, or the run "
+                 "failed before its checks")
+        return
+    base = path.with_suffix("") if path.suffix in (".json", ".svg") else path
+    base.parent.mkdir(parents=True, exist_ok=True)
+    title = f"{title}: boot timeline (CLOCK_MONOTONIC seconds, TCG)" if report.accel == "tcg" \
+        else f"{title}: boot timeline (CLOCK_MONOTONIC seconds)"
+    base.with_suffix(".json").write_text(timeline_json(events, title))
+    base.with_suffix(".svg").write_text(timeline_svg(events, title))
+    log.info(f"boot timeline: {base.with_suffix('.svg')} and .json")
+
 
 def _card(disk: Path, root: str, kernel, setup, initrd):
     """An SD card boots what its boot partition holds; a disk, its initrd with the kernel."""
@@ -230,6 +249,9 @@ def register(subparsers) -> None:
         help="run the checks under qemu-user in the image tree (no kernel)",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--timeline", metavar="PATH",
+                   help="write the boot's timeline (the Python init's events) as PATH.json and "
+                   "a Gantt chart PATH.svg")
     p.add_argument(
         "--timeout",
         type=float,

@@ -1011,6 +1011,9 @@ class Service:
         self.workdir = spec.get("workdir")
         self.user = spec.get("user")
         self.console = bool(spec.get("console", False))
+        # Where its output goes: "console" (and its log), or "log" only (an LXC monitor's
+        # chatter, e.g. when lxc-attach asks it for config keys, is no console material).
+        self.output = spec.get("output") or ("log" if self.container else "console")
         grace = spec.get("stop_timeout", cfg["shutdown_grace"])
         self.stop_timeout = seconds(grace, name + ": stop_timeout")
         # A container stops on its halt signal (lxc.signal.halt), sent to its init.
@@ -1142,8 +1145,9 @@ class ServiceOutput:
 
     def emit(self, svc, lines):
         """Lines of a service's output to the console (prefixed with its name) and its log."""
-        prefix = b"[" + svc.name.encode() + b"] "
-        self.console.write(prefix + (b"\n" + prefix).join(lines) + b"\n")
+        if svc.output != "log":
+            prefix = b"[" + svc.name.encode() + b"] "
+            self.console.write(prefix + (b"\n" + prefix).join(lines) + b"\n")
         if self.cfg["log_dir"]:
             try:
                 self.log(svc, b"\n".join(lines) + b"\n")
@@ -1573,8 +1577,11 @@ class Supervisor:
             self.ended(svc, status)
         elif svc.type == "respawn":
             self.schedule_respawn(svc, time.monotonic())
-            say("%s: %s, respawning%s" % (svc.name, svc.killing or how,
-                                          " in %gs" % svc.delay_used if svc.container else ""))
+            if svc.container:  # lxc-start's status, not its init's (not our child)
+                how = svc.killing or "container stopped (lxc-start: %s)" % how
+                say("%s: %s, respawning in %gs" % (svc.name, how, svc.delay_used))
+            else:
+                say("%s: %s, respawning" % (svc.name, how))
         else:
             svc.state = "done" if status == 0 else "failed"
             if status or svc.type == "simple":

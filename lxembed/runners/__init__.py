@@ -149,6 +149,7 @@ class TestReport:
     console_log: str = ""
     kernel: Optional[Dict[str, Any]] = None  # package and version that booted (the pin)
     seconds: float = 0.0
+    timeline: Optional[str] = None  # the init's boot events, when asked for (--timeline)
 
     @property
     def ok(self) -> bool:

@@ -187,6 +187,10 @@ class GuestRun:
     direct: bool = True
     disk: Optional[Path] = None  # a disk image attached as a virtio disk (or SD card)
     append: str = ""  # more kernel command line (an SD card's cmdline.txt)
+    timeline: bool = False  # read the init's boot timeline once the checks have run
+
+
+TIMELINE_FILE = "/run/lxembed/timeline"  # the Python init's boot events (docs/init.md)
 
 
 def check_guest(
@@ -219,6 +223,9 @@ def check_guest(
         with running_guest(argv, log) as (proc, console):
             try:
                 _drive(console, report, checks, boot_timeout, check_timeout, start)
+                if run.timeline and not report.error:
+                    status, text = console.run(f"cat {TIMELINE_FILE}", check_timeout)
+                    report.timeline = text if status == 0 else None
                 if not report.error:
                     console.send("sync; poweroff -f\n")
                     # Read on until qemu exits (EOF): the log ends with the kernel's power-off.
