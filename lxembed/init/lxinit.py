@@ -1242,6 +1242,12 @@ class Health:
             if cinit is None:
                 return False
             root = "/proc/%d/root" % cinit
+            try:  # still our root: LXC is setting it up (and our own ready file is there)
+                st, own = os.stat(root), os.stat("/")
+                if (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino):
+                    return False
+            except OSError:
+                return False
         if svc.ready_file:
             return os.path.exists(root + svc.ready_file)
         return True
