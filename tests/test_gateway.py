@@ -57,7 +57,8 @@ def test_every_check_passes_on_the_device(gw):
     assert {"modules-loaded", "lxc-tools", "nft-bridge-table", "device-container",
             "service-containers-ready", "host-side-ports", "web-lease-from-dhcp",
             "web-page-over-br0", "web-changed-mac-loses-connectivity",
-            "mv-through-the-shim", "vl-through-br0.20-only", "device-network"} <= names
+            "mv-through-the-shim", "vl-through-br0.20-only", "device-network",
+            "rogue-dhcp-in-web-gives-no-lease"} <= names
 
 
 def test_poweroff_stops_the_containers_cleanly_in_reverse_order(gw):
