@@ -117,6 +117,7 @@ name = "d-srv"
 bridge = "dbr0"
 netns = "d-srv"
 addresses = ["10.79.0.2/24"]
+dhcp_server = true              # its answers cross the bridge (test_net_dhcpguard.py)
 
 [[port]]
 name = "d-cli"
