@@ -157,16 +157,16 @@ ifplugd, NetworkManager or networkd never run DHCP on a container's veth.
 
 `benchmarks/net.py` (in a namespace of its own; one bridge, N anti-spoofed ports whose peers
 stay on the host; "shell" is the same set-up by one `ip` per link and one `nft -f`), Debian 12,
-kernel 6.18, 2 shared cores (load average 3), median of 5, seconds:
+kernel 6.18, 2 shared cores (load average 2), median of 5, seconds:
 
 | ports | rules | `lxembed net up` / `down` | `net_up()` / `net_down()` | shell up / down |
 |---|---|---|---|---|
-| 1 | 10 | 0.70 / 0.65 | 0.063 / 0.064 | 0.027 / 0.072 |
-| 10 | 91 | 0.75 / 0.71 | 0.090 / 0.077 | 0.070 / 0.232 |
-| 100 | 901 | 1.26 / 1.30 | 0.558 / 0.432 | 0.509 / 2.549 |
+| 1 | 13 | 0.33 / 0.32 | 0.054 / 0.058 | 0.023 / 0.080 |
+| 10 | 121 | 0.34 / 0.34 | 0.073 / 0.071 | 0.041 / 0.268 |
+| 100 | 1201 | 0.56 / 0.51 | 0.297 / 0.195 | 0.277 / 1.927 |
 
-The command line's extra ~0.7 s is Python's start, `import lxembed.cli` and `import pyroute2`
-(which loads all of pyroute2). `down` beats the script because the links go in one request as
+The command line's extra ~0.27 s is Python's start and `import pyroute2` (0.25 s: it loads all
+of pyroute2). `down` beats the script because the links go in one request as
 a link group (each veth deleted alone waits for an RCU grace period, ~13 ms here). pyroute2
 decodes a link message in about 1 ms, so `up` reads the host's links once and never reads back
 a link it made.
