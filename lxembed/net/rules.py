@@ -23,17 +23,18 @@ from typing import Iterable, List, Optional
 from ..errors import UserError
 from .model import NetworkModel, Port
 
-# UDP replies a port with an inbound filter still gets: DNS, DHCP and NTP servers answering it.
+# UDP replies a port with an inbound filter still gets: DNS, DHCP, NTP and DHCPv6 servers
+# answering it.
 # The bridge family has no conntrack on kernels without nf_conntrack_bridge, so inbound filtering
 # is stateless: TCP SYNs to closed ports drop, other TCP segments (replies) pass.
 UDP_REPLY_PORTS = (53, 67, 123, 547)
 
 # What only a port declared `dhcp_server` may send: answers to DHCP and DHCPv6 clients, and the
 # router messages that configure hosts (a rogue router advertises itself as the default route,
-# or redirects a host's traffic to itself). Anti-spoofing alone lets a rogue server
-# through: it answers from its own, declared address. Dropped in the port's prerouting chain,
-# so neither the frames the bridge forwards (broadcast included) nor those it delivers to the
-# host itself get past.
+# or redirects a host's traffic to itself). Anti-spoofing alone lets a rogue server through: it
+# answers from its own, declared address. Dropped in the port's prerouting chain, so neither
+# the frames the bridge forwards (broadcast included) nor those it delivers to the host itself
+# get past.
 SERVER_ONLY = (
     "udp sport 67 udp dport 68 drop",
     "udp sport 547 udp dport 546 drop",
