@@ -86,7 +86,7 @@ def test_only_the_declared_server_may_answer(tmp_path):
     for c in (cli, any_):
         at = [c.index(r) for r in GUARD]
         assert at == sorted(at)
-    # before the DHCP client accept and the address checks, whose accepts would end the chain
+    # before the DHCP client accept (an accept ends the chain) and the source address drops
     assert cli.index(GUARD[-1]) < cli.index("udp dport 67 accept") < cli.index("ether type ip")
     # without anti-spoofing: the guard alone, in a chain named for the port it protects
     assert "# port g-any: any source (anti_spoofing = false)\n\tchain from_g_any {" in text
