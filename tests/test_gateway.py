@@ -67,7 +67,7 @@ def test_every_check_passes_on_the_device(gw):
             "service-containers-ready", "host-side-ports", "web-lease-from-dhcp",
             "web-page-over-br0", "web-changed-mac-loses-connectivity",
             "mv-through-the-shim", "vl-through-br0.20-only", "device-network",
-            "web-comes-back-after-kill-9"} <= names
+            "web-comes-back-after-kill-9", "rogue-dhcp-in-web-gives-no-lease"} <= names
     back = re.search(r"back in ([0-9.]+) s", gw.results["web-comes-back-after-kill-9"][1])
     print(f"{gw.out.name}: web serving again {back.group(1)} s after kill -9 (1 s backoff)")
 

@@ -54,6 +54,10 @@ PORT_FIELDS = (
             "address when the port has an IPv4 address)"),
     Setting("anti_spoofing", "bool", True, "drop frames whose source MAC or IP is not declared "
             "(peer_hwaddr, allowed_macs, addresses, allowed_ips, the bridge's static lease)"),
+    Setting("dhcp_server", "bool", False, "the port may answer address configuration: DHCP "
+            "(UDP 67 to 68), DHCPv6 (547 to 546), IPv6 router advertisements and redirects, "
+            "IPv4 redirects; from any other port the bridge drops them, with or without "
+            "anti_spoofing (a rogue server answers from its own, allowed, address)"),
     Setting("allowed_macs", "list", [], "MACs the port may send from besides peer_hwaddr"),
     Setting("allowed_ips", "list", [], "source addresses or subnets allowed besides addresses"),
     Setting("isolated", "bool", False, "bridge port `isolated` flag: talks to the host and "

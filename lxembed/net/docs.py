@@ -57,20 +57,68 @@ bridge's **prerouting** hook (priority -200) for frames the port sends:
 1. `ether saddr` must be the peer MAC (or one of `allowed_macs`);
 2. only ARP, IPv4 and IPv6 ethertypes: no VLAN-tagged (VLAN-in-VLAN) or other frames;
 3. ARP sender MAC and sender IP must be declared (`0.0.0.0` allowed for address probes);
-4. DHCP client messages (`0.0.0.0:68 -> 255.255.255.255:67`) pass, to the host **and** to the
+4. unless the port is declared `dhcp_server`, DHCP and DHCPv6 server answers, IPv6 router
+   advertisements and redirects, and IPv4 redirects drop (the DHCP server guard, below);
+5. DHCP client messages (`0.0.0.0:68 -> 255.255.255.255:67`) pass, to the host **and** to the
    other ports: a DHCP server in another container on the same bridge answers (Incus accepts
    them in its input chain only, lxc/incus#4027);
-5. IPv4 from any source other than `addresses`, `allowed_ips` and the port's static DHCP lease
+6. IPv4 from any source other than `addresses`, `allowed_ips` and the port's static DHCP lease
    drops (a port with none of them may only do DHCP);
-6. IPv6 router advertisements drop; neighbour advertisements whose target is not declared drop;
-   IPv6 sources other than `::`, the peer's EUI-64 link-local and declared IPv6 drop.
+7. neighbour advertisements whose target is not declared drop; IPv6 sources other than `::`,
+   the peer's EUI-64 link-local and declared IPv6 drop.
 
 For a port with `inbound_tcp` or `inbound_udp`, a chain `to_PORT` on the bridge's
 **postrouting** hook filters what leaves the bridge through the port (from the host and from
 other ports alike): ARP and ICMP pass, the listed ports pass, and everything else IPv4/IPv6 drops
 except TCP segments that are not a lone SYN (replies on connections the port opened: the bridge
 family has no connection tracking without nf_conntrack_bridge, so this filter is stateless) and
-UDP from ports {reply_ports} (DNS, DHCP and NTP answers).
+UDP from ports {reply_ports} (DNS, DHCP, NTP and DHCPv6 answers).
+
+### The DHCP server guard
+
+Anti-spoofing stops forged source addresses, not a container that runs a DHCP server it should
+not (`udhcpd` on its `eth0`) and answers every other client on the bridge, from its own declared
+address, with itself as router. So only a port with `dhcp_server = true` may send
+
+- DHCP answers, UDP from port 67 to port 68;
+- DHCPv6 answers, UDP from port 547 to port 546;
+- IPv6 router advertisements and redirects (ICMPv6 134 and 137) and IPv4 redirects (ICMP 5),
+  which a rogue router uses to become the default route or to pull a host's traffic through
+  itself.
+
+From every other `[[port]]` of the description they drop, as OpenStack's port security drops
+them (Incus's bridge filters and libvirt's `clean-traffic` do not). The rules sit in the port's
+chain on the bridge's **prerouting** hook, which sees each frame once, as it enters the bridge
+and before the bridge decides where it goes: the copies it forwards to other ports (unicast, and
+each flooded copy of a broadcast) and the one it delivers to the host itself are all stopped by
+the one rule. A rule on the forward hook would miss the host's copy, one on the input hook the
+other ports'. The declared server's answers cross the bridge untouched.
+
+What is and is not covered:
+
+- a port with `anti_spoofing = false` still gets the guard, in a `from_PORT` chain holding only
+  these rules: leave to send from any address is no leave to hand addresses out. A port with
+  `anti_spoofing = false` and `dhcp_server = true` has no chain at all;
+- interfaces on a bridge that are not `[[port]]`s (a `[[phys]]` or `[[vlan]]` member, a veth
+  added by hand) are not guarded: an uplink is where a bridged network's legitimate DHCP server
+  often lives. The host's own dnsmasq (`dhcp` on a bridge) sends through the bridge's output
+  path, which these chains do not see;
+- VLAN tags: an anti-spoofed port drops tagged frames outright (rule 2). From a port without
+  anti-spoofing, an answer in one 802.1Q or 802.1ad tag drops too (the kernel lifts the tag
+  out of the frame before the bridge, so the rules see the packet inside), and it matters: a
+  client's packet socket takes a DHCP answer tagged for a VLAN it is not in (busybox udhcpc
+  does). One behind a second tag is not matched, and a client still takes it when the outer
+  tag is a priority tag (VLAN 0): such a port is trusted that far;
+- a router advertisement whose ICMPv6 header sits in a second fragment escapes the `icmpv6
+  type` match; Linux discards fragmented neighbour discovery itself (RFC 6980,
+  `suppress_frag_ndisc`);
+- macvlans are not covered. Between macvlans of one parent in `bridge` mode the macvlan driver
+  hands a frame straight to its sibling (each of them for a broadcast), never through a
+  bridge, so no bridge hook sees it; the hooks that do are each receiving macvlan's netdev
+  ingress, inside that container's own namespace (where its root can delete them), and the
+  parent's netdev egress for what leaves on the wire, where in `vepa` mode even sibling
+  traffic goes (and comes back from the switch). lxembed renders none of these: a container
+  that must not serve its neighbours belongs on a bridge port.
 
 `isolated = true` sets the bridge port's `isolated` flag: isolated ports reach the host and
 non-isolated ports, never each other.
@@ -109,16 +157,16 @@ ifplugd, NetworkManager or networkd never run DHCP on a container's veth.
 
 `benchmarks/net.py` (in a namespace of its own; one bridge, N anti-spoofed ports whose peers
 stay on the host; "shell" is the same set-up by one `ip` per link and one `nft -f`), Debian 12,
-kernel 6.18, 2 shared cores (load average 3), median of 5, seconds:
+kernel 6.18, 2 shared cores (load average 2), median of 5, seconds:
 
 | ports | rules | `lxembed net up` / `down` | `net_up()` / `net_down()` | shell up / down |
 |---|---|---|---|---|
-| 1 | 10 | 0.70 / 0.65 | 0.063 / 0.064 | 0.027 / 0.072 |
-| 10 | 91 | 0.75 / 0.71 | 0.090 / 0.077 | 0.070 / 0.232 |
-| 100 | 901 | 1.26 / 1.30 | 0.558 / 0.432 | 0.509 / 2.549 |
+| 1 | 13 | 0.33 / 0.32 | 0.054 / 0.058 | 0.023 / 0.080 |
+| 10 | 121 | 0.34 / 0.34 | 0.073 / 0.071 | 0.041 / 0.268 |
+| 100 | 1201 | 0.56 / 0.51 | 0.297 / 0.195 | 0.277 / 1.927 |
 
-The command line's extra ~0.7 s is Python's start, `import lxembed.cli` and `import pyroute2`
-(which loads all of pyroute2). `down` beats the script because the links go in one request as
+The command line's extra ~0.27 s is Python's start and `import pyroute2` (0.25 s: it loads all
+of pyroute2). `down` beats the script because the links go in one request as
 a link group (each veth deleted alone waits for an RCU grace period, ~13 ms here). pyroute2
 decodes a link message in about 1 ms, so `up` reads the host's links once and never reads back
 a link it made.

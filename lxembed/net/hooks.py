@@ -44,7 +44,8 @@ def lxc_hook_scripts(model: NetworkModel, port_name: str) -> Tuple[str, str]:
                   f"bridge vlan add dev {dev} vid {port.vlan} pvid untagged"]
     rules = port_rules(port)
     if rules.strip():
-        start += ["# The port's own filter table (anti-spoofing, inbound ports).",
+        start += ["# The port's own filter table (anti-spoofing, DHCP server guard, inbound "
+                  "ports).",
                   "nft -f - <<'LXEMBED_RULES'", rules.rstrip(), "LXEMBED_RULES"]
     stop = [head.format("lxc.hook.post-stop"),
             f"# LXC deleted {port.name}; its table goes too (absent already is fine).",

@@ -68,6 +68,7 @@ class Port:
     inbound_tcp: Optional[List[int]]
     inbound_udp: Optional[List[int]]
     vlan: Optional[int] = None  # untagged member (PVID) of this VLAN on a vlan_filtering bridge
+    dhcp_server: bool = False  # may send DHCP/DHCPv6 answers, router adverts and redirects
 
 
 @dataclass
@@ -370,7 +371,8 @@ class _Reader:
                     peer, peer_mac, netns, p["created_by"], addresses, gateway,
                     p["anti_spoofing"], macs, allowed, p["isolated"],
                     self.ports_list("port", i, "inbound_tcp", p["inbound_tcp"]),
-                    self.ports_list("port", i, "inbound_udp", p["inbound_udp"]), p["vlan"])
+                    self.ports_list("port", i, "inbound_udp", p["inbound_udp"]), p["vlan"],
+                    p["dhcp_server"])
 
     def veth(self, i: int, v: Dict[str, Any]) -> Veth:
         name = self.ifname("veth", i, "name", v["name"])

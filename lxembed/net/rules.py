@@ -7,7 +7,9 @@ define", so one `nft -f` replaces it atomically whether or not it existed.
 Shapes learnt from Incus's bridge filter (security.mac_filtering, ipv4_filtering, ipv6_filtering)
 and OpenWrt's firewall4, with one difference: the filter sits on the bridge's prerouting hook, so
 a DHCP DISCOVER from a filtered port passes to every port of the bridge (a DHCP server in another
-container answers), not only to the host.
+container answers), not only to the host. Only a port declared `dhcp_server` may answer it: as
+OpenStack's port security does (Incus's filters and libvirt's clean-traffic do not), every
+other port's DHCP, DHCPv6 and router messages drop.
 """
 
 from __future__ import annotations
@@ -21,10 +23,24 @@ from typing import Iterable, List, Optional
 from ..errors import UserError
 from .model import NetworkModel, Port
 
-# UDP replies a port with an inbound filter still gets: DNS, DHCP and NTP servers answering it.
+# UDP replies a port with an inbound filter still gets: DNS, DHCP, NTP and DHCPv6 servers
+# answering it.
 # The bridge family has no conntrack on kernels without nf_conntrack_bridge, so inbound filtering
 # is stateless: TCP SYNs to closed ports drop, other TCP segments (replies) pass.
-UDP_REPLY_PORTS = (53, 67, 123)
+UDP_REPLY_PORTS = (53, 67, 123, 547)
+
+# What only a port declared `dhcp_server` may send: answers to DHCP and DHCPv6 clients, and the
+# router messages that configure hosts (a rogue router advertises itself as the default route,
+# or redirects a host's traffic to itself). Anti-spoofing alone lets a rogue server through: it
+# answers from its own, declared address. Dropped in the port's prerouting chain, so neither
+# the frames the bridge forwards (broadcast included) nor those it delivers to the host itself
+# get past.
+SERVER_ONLY = (
+    "udp sport 67 udp dport 68 drop",
+    "udp sport 547 udp dport 546 drop",
+    "icmpv6 type { nd-router-advert, nd-redirect } drop",
+    "icmp type redirect drop",
+)
 
 
 def table_name(model_name: str) -> str:
@@ -52,8 +68,18 @@ def _chain_name(prefix: str, port: str) -> str:
     return f'{prefix}_{port.replace(".", "_").replace("-", "_").replace("@", "_")}'
 
 
+def server_guard(port: Port) -> List[str]:
+    """The rules that keep a port that is not a DHCP server from answering as one."""
+    if port.dhcp_server:
+        return ["# the DHCP server (dhcp_server = true): its DHCP answers and router adverts pass"]
+    return ["# not a DHCP server: its DHCP and DHCPv6 answers, router adverts and redirects drop",
+            *SERVER_ONLY]
+
+
 def port_from_chain(port: Port) -> List[str]:
-    """Rules for frames a port sends into the bridge (anti-spoofing)."""
+    """Rules for frames a port sends into the bridge (anti-spoofing, the DHCP server guard)."""
+    if not port.anti_spoofing:
+        return server_guard(port)
     macs = [port.peer_hwaddr, *port.allowed_macs]
     v4 = [a for a in port.allowed_ips if ipaddress.ip_network(a, strict=False).version == 4]
     v6 = [a for a in port.allowed_ips if ipaddress.ip_network(a, strict=False).version == 6]
@@ -64,11 +90,11 @@ def port_from_chain(port: Port) -> List[str]:
         "ether type != { arp, ip, ip6 } drop",
         f"arp saddr ether != {_set(macs)} drop",
         f"arp saddr ip != {_set(['0.0.0.0', *v4])} drop",
+        *server_guard(port),
         "# DHCP clients send from 0.0.0.0: let them reach any DHCP server on the bridge",
         "ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 accept",
     ]
     rules.append(f"ip saddr != {_set(v4)} drop" if v4 else "ether type ip drop")
-    rules.append("icmpv6 type nd-router-advert drop")
     singles = [a.split("/")[0] for a in v6_sources[1:] if "/" not in a or a.endswith("/128")]
     if len(singles) == len(v6_sources) - 1:  # a neighbour advert may only name these
         checks = " ".join(f"@th,64,128 != 0x{int(ipaddress.ip_address(a)):032x}" for a in singles)
@@ -101,13 +127,15 @@ def _chain(name: str, comment: str, rules: List[str], hook: Optional[str] = None
 
 def bridge_table(table: str, ports: List[Port]) -> List[str]:
     """A bridge-family table filtering the given ports; [] when none needs a rule."""
-    spoof = [p for p in ports if p.anti_spoofing]
+    # Every port but an unfiltered DHCP server has a chain for what it sends: a port without
+    # anti_spoofing may use any address, yet still not answer as a DHCP server.
+    senders = [p for p in ports if p.anti_spoofing or not p.dhcp_server]
     inbound = [p for p in ports if p.inbound_tcp is not None or p.inbound_udp is not None]
-    if not spoof and not inbound:
+    if not senders and not inbound:
         return []
     body: List[str] = []
-    if spoof:
-        vmap = ", ".join(f'"{p.name}" : jump {_chain_name("from", p.name)}' for p in spoof)
+    if senders:
+        vmap = ", ".join(f'"{p.name}" : jump {_chain_name("from", p.name)}' for p in senders)
         body += _chain("from_ports", "frames entering the bridge from a filtered port",
                        [f"iifname vmap {{ {vmap} }}"],
                        "type filter hook prerouting priority -200; policy accept;")
@@ -116,10 +144,15 @@ def bridge_table(table: str, ports: List[Port]) -> List[str]:
         body += _chain("to_ports", "frames leaving the bridge through a port with inbound rules",
                        [f"oifname vmap {{ {vmap} }}"],
                        "type filter hook postrouting priority 0; policy accept;")
-    for p in spoof:
-        body += _chain(_chain_name("from", p.name),
-                       f"port {p.name}: sends only as {p.peer_hwaddr} "
-                       f"{' '.join(p.allowed_ips) or '(DHCP client)'}", port_from_chain(p))
+    for p in senders:
+        if p.anti_spoofing:
+            comment = (f"port {p.name}: sends only as {p.peer_hwaddr} "
+                       f"{' '.join(p.allowed_ips) or '(DHCP client)'}")
+        else:
+            comment = f"port {p.name}: any source (anti_spoofing = false)"
+        if p.dhcp_server:
+            comment += "; the DHCP server"
+        body += _chain(_chain_name("from", p.name), comment, port_from_chain(p))
     for p in inbound:
         opened = [f"tcp {x}" for x in p.inbound_tcp or []] + [f"udp {x}" for x in
                                                                p.inbound_udp or []]
