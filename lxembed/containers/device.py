@@ -19,6 +19,10 @@ from typing import Any, Dict, List
 
 from ..config import Plan, load_recipe
 from ..config.schema import PROBE_FIELDS
+from ..errors import UserError
+from ..net.hooks import lxc_hook_scripts
+from ..net.ports import hook_files
+from ..rootfs.build import device_description
 from ..rootfs.python_init import IMAGE_CODE, shim, write_init_config
 from ..tree import DIR, FILE, HARDLINK, SYMLINK, RootfsTree
 from .bundle import hook_scripts
@@ -54,6 +58,28 @@ def add_service_containers(tree: RootfsTree, plan: Plan, build_tree) -> List[str
                 for entry, _, spec in specs]
     write_init_config(tree, plan, more_services=services)
     return [spec.name for _, _, spec in specs]
+
+
+def _device_hooks(plan: Plan, spec: ContainerSpec) -> Dict[str, bytes]:
+    """The container's LXC hooks; for a port of the device's own network, whose table the
+    device loads at boot with its network, the hooks that leave the table alone."""
+    scripts = hook_scripts(spec)
+    model = device_description(plan)
+    for net in spec.networks if model is not None else ():
+        if not net.hooks:
+            continue
+        port, start, stop = net.hooks
+        try:
+            same = lxc_hook_scripts(model, port) == (start, stop)
+        except UserError:
+            same = False
+        if not same:  # a port of another description: its hooks load its table
+            continue
+        start, stop = lxc_hook_scripts(model, port, preloaded=True)
+        paths = hook_files(port)
+        scripts[paths["lxc.hook.start-host"]] = start.encode()
+        scripts[paths["lxc.hook.post-stop"]] = stop.encode()
+    return scripts
 
 
 def container_service(entry: Dict[str, Any], spec: ContainerSpec,
@@ -106,6 +132,6 @@ def _add_one(tree: RootfsTree, plan: Plan, cplan: Plan, spec: ContainerSpec,
     text = lxc_config(spec, f"{base}/rootfs", plan.board.name, cplan.recipe.name)
     tree.write(f"{base}/config", text.encode(), mtime=plan.epoch,
                origin=f"container {spec.name}")
-    for path, script in hook_scripts(spec).items():  # its port's MAC and rules, by LXC hooks
+    for path, script in _device_hooks(plan, spec).items():  # its port's MAC, by LXC hooks
         tree.write(f"{base}/{path}", script, mode=0o755, mtime=plan.epoch,
                    origin=f"container {spec.name}")

@@ -23,8 +23,14 @@ def port_rules(port: Port) -> str:
     return "\n".join(bridge_table(port_table_name(port.name), [port])) + "\n"
 
 
-def lxc_hook_scripts(model: NetworkModel, port_name: str) -> Tuple[str, str]:
-    """(start-host script, post-stop script) for one port of a description."""
+def lxc_hook_scripts(model: NetworkModel, port_name: str,
+                     preloaded: bool = False) -> Tuple[str, str]:
+    """(start-host script, post-stop script) for one port of a description.
+
+    `preloaded`: the port's table is loaded once at boot with the device's own network (its
+    rules match the port by name, before it exists): the hooks leave it alone, so a container
+    (re)start runs no nft and its port is never without its filter.
+    """
     port = model.port(port_name)
     if port.created_by != "lxc":
         raise UserError(f"{model.path}: port {port.name} is made by `lxembed net up`, not by "
@@ -43,13 +49,16 @@ def lxc_hook_scripts(model: NetworkModel, port_name: str) -> Tuple[str, str]:
         start += [f"bridge vlan del dev {dev} vid 1",
                   f"bridge vlan add dev {dev} vid {port.vlan} pvid untagged"]
     rules = port_rules(port)
-    if rules.strip():
+    if rules.strip() and not preloaded:
         start += ["# The port's own filter table (anti-spoofing, DHCP server guard, inbound "
                   "ports).",
                   "nft -f - <<'LXEMBED_RULES'", rules.rstrip(), "LXEMBED_RULES"]
     stop = [head.format("lxc.hook.post-stop"),
             f"# LXC deleted {port.name}; its table goes too (absent already is fine).",
             f"nft delete table bridge {port_table_name(port.name)} 2>/dev/null || true"]
+    if preloaded:
+        stop[1:] = [f"# LXC deleted {port.name}; its table stays, loaded at boot for the "
+                    "port's next start."]
     return "\n".join(start) + "\n", "\n".join(stop) + "\n"
 
 

@@ -13,7 +13,7 @@ from ..elf.pick import pick_files
 from ..errors import UserError
 from ..log import info, progress, step
 from ..net.device import RULES_FILE, device_rules, device_setup
-from ..net.model import load_description
+from ..net.model import NetworkModel, load_description
 from ..net.rules import check as check_rules
 from ..sources.apt import PackageSource
 from ..sources.deb import extract_deb
@@ -73,14 +73,21 @@ def build_tree(plan: Plan, mirror: Optional[str] = None) -> RootfsTree:
     return tree
 
 
+def device_description(plan: Plan) -> Optional[NetworkModel]:
+    """The device's own network description (its recipe's [host_network]), or None."""
+    if plan.recipe.settings.get("host_network") is None:
+        return None
+    # The description lives in this recipe or in the base that sets it (lines name that file).
+    source = next(p for p in plan.recipe.sources if "host_network" in parse(p)[0])
+    return load_description(source)
+
+
 def _add_device_network(tree: RootfsTree, plan: Plan) -> None:
     """The image's own network, from the recipe's description: made by the init at boot."""
     if plan.recipe.settings["init"] != "python":
         raise UserError(f"{plan.recipe.line_of('host_network')}: the device network is made "
                         'by the Python init at boot: set init = "python"')
-    # The description lives in this recipe or in the base that sets it (lines name that file).
-    source = next(p for p in plan.recipe.sources if "host_network" in parse(p)[0])
-    model = load_description(source)
+    model = device_description(plan)
     rules = device_rules(model)
     check_rules(rules, f"{plan.recipe.path}: [host_network]")
     tree.write(DEVICE_NETWORK_SCRIPT, device_setup(model).encode(), mode=0o755,
