@@ -52,7 +52,7 @@ def test_the_script_makes_what_it_says_in_a_namespace(tmp_path):
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "network: done" in out.stdout
-    assert re.search(r"^br7 +UNKNOWN +10\.7\.0\.1/24 fd07::1/64", out.stdout, re.M), out.stdout
+    assert re.search(r"^br7 +\S+ +10\.7\.0\.1/24 fd07::1/64", out.stdout, re.M), out.stdout
     assert re.search(r"^mv7@dn7 +\S+ +10\.8\.0\.1/24", out.stdout, re.M), out.stdout
 
 
