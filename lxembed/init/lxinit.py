@@ -1025,7 +1025,10 @@ class Service:
             self.respawn[key] = seconds(self.respawn[key], "%s: respawn %s" % (name, key))
         self.ready_file = spec.get("ready_file")
         health = spec.get("health_command")
-        self.health_command = ["/bin/sh", "-c", health] if isinstance(health, str) else health
+        if isinstance(health, str):  # a plain command runs without a shell: one exec less
+            plain = not any(c in health for c in "$|&;<>()`'\"*?[]#~=%\\\n")
+            health = health.split() if plain else ["/bin/sh", "-c", health]
+        self.health_command = health
         self.probe = {}
         for key, default in PROBE_DEFAULTS.items():
             self.probe[key] = seconds(spec.get(key, default), "%s: %s" % (name, key))
@@ -1269,7 +1272,7 @@ class Health:
             if ok and svc.health_command:
                 self.run_probe(svc, now)
             else:
-                self.judge(svc, ok, now)
+                self.judge(svc, ok, now, cheap=True)
 
     def run_probe(self, svc, now):
         pid = os.fork()
@@ -1292,7 +1295,8 @@ class Health:
             self.sup.signal_group(svc.probe_pid, signal.SIGKILL)
             svc.probe_pid = None
 
-    def judge(self, svc, ok, now):
+    def judge(self, svc, ok, now, cheap=False):
+        """A probe's verdict; `cheap`: only its in-process part ran (and failed, if not ok)."""
         p = svc.probe
         if ok:
             if not svc.ready:
@@ -1304,7 +1308,8 @@ class Health:
             svc.next_probe = now + p["health_interval"]
             self.update()
         elif not svc.ready:
-            svc.next_probe = now + (0.25 if svc.health_command else PROBE_POLL)
+            # The in-process part is polled; a command that failed is tried again a bit later.
+            svc.next_probe = now + (PROBE_POLL if cheap else 0.25)
             self.check_start(svc, now)
         else:
             if svc.unhealthy_since is None:
