@@ -113,7 +113,9 @@ class LinkSetup:
         self.owned = {(e.get("netns"), e["name"]) for e in owned if e["kind"] == "link"}
         self.host = self.rtnl.links()
         self.indexes = {name: msg["index"] for name, msg in self.host.items()}
-        self.new_namespaces: set = set()
+        # Namespaces this description made (this run, or one it took over): lo is index 1
+        # there, and setting it up is not a change to record.
+        self.new_namespaces = {e["name"] for e in owned if e["kind"] == "netns"}
         self.lo_done: set = set()
 
     def close(self) -> None:
