@@ -102,6 +102,13 @@ def in_force(code: int, out: str) -> bool:
     return code == 0 or [x.strip() for x in out.splitlines()[1:]] == ["nic1 (netns lxe-a): down"]
 
 
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def journal(h) -> Path:
     return h.state / "net" / f"{NAME}.journal"
 
@@ -302,3 +309,39 @@ def test_a_waiting_up_takes_over_when_the_holder_is_killed(host, desc):
     assert in_force(*commands(host, ["net", "check", desc])[0][:2])
     host.lxembed("net", "down", desc)
     assert world(host) == before
+
+
+@pytest.mark.slow
+def test_down_killed_part_way_then_down_or_up_again(host, desc):
+    """`down` keeps the state file until all is removed and removes only what exists, so a
+    killed `down` is finished by the next `down`, or redone by an `up`. Kill points: once it
+    holds the lock, once dnsmasq is gone, once the rules are gone, once a namespace is gone."""
+    netns = Path(f"/proc/{host.pid}/root/run/netns")
+    lock = host.state / "net" / f"{NAME}.lock"
+    triggers = {
+        "locked": lambda pid: lock.read_text().startswith(f"{pid} down"),
+        "dnsmasq stopped": lambda pid: not any(map(alive, dnsmasq)),
+        "rules deleted": lambda pid: "lxembed" not in host.run("nft", "list", "tables").stdout,
+        "a netns removed": lambda pid: len(os.listdir(netns)) < 4,
+    }
+    before = world(host)
+    for i, (what, reached) in enumerate(triggers.items()):
+        host.lxembed("net", "up", desc)
+        dnsmasq = host.processes()
+        proc = subprocess.Popen(["nsenter", "-t", str(host.pid), "-n", "-m", "--",
+                                 sys.executable, "-m", "lxembed", "net", "down", desc],
+                                env=host.env, stdout=subprocess.DEVNULL)
+        end = time.monotonic() + 20
+        while proc.poll() is None and not reached(proc.pid) and time.monotonic() < end:
+            time.sleep(0.0005)
+        proc.kill()
+        proc.wait()
+        assert proc.returncode == -signal.SIGKILL, f"{what}: `down` ended before the kill"
+        assert (host.state / "net" / f"{NAME}.json").exists(), what
+        argvs = [["net", "down", desc]] if i % 2 == 0 else \
+            [["net", "up", desc], ["net", "check", desc], ["net", "down", desc]]
+        results = commands(host, *argvs)
+        assert all(r[0] == 0 or argv[1] == "check" for r, argv in zip(results, argvs)), results
+        if len(results) == 3:
+            assert in_force(*results[1][:2]), (what, results[1])
+        assert world(host) == before, what
