@@ -345,3 +345,29 @@ def test_down_killed_part_way_then_down_or_up_again(host, desc):
         if len(results) == 3:
             assert in_force(*results[1][:2]), (what, results[1])
         assert world(host) == before, what
+
+
+def test_a_namespace_file_left_bare_by_a_cut_removal(host, tmp_path):
+    """`down` (or `ip netns del`) killed between unmounting a namespace and unlinking its file
+    leaves /run/netns/NAME as a bare file: `up` makes it again when it is the description's,
+    refuses by name when not; `check` says it is missing instead of failing."""
+    desc = tmp_path / "bare.toml"
+    desc.write_text('name = "bare"\n[[bridge]]\nname = "bbr0"\naddresses = ["10.88.0.1/24"]\n'
+                    '[[port]]\nname = "b-1"\nbridge = "bbr0"\nnetns = "b-1"\n'
+                    'addresses = ["10.88.0.2/24"]\n')
+    before = world(host)
+    host.lxembed("net", "up", str(desc))
+    host.run("umount", "/run/netns/b-1")  # the namespace dies, and the port with it
+    check = host.lxembed("net", "check", str(desc), check=False)
+    assert check.returncode == 1 and "netns b-1 is missing" in check.stdout, check
+    out = host.lxembed("net", "up", str(desc))
+    assert "created netns b-1, link b-1" in out.stdout
+    assert host.ping("b-1", "10.88.0.1")
+    host.lxembed("net", "down", str(desc))
+    assert world(host) == before
+    host.run("touch", "/run/netns/b-1")  # not the description's
+    out = host.lxembed("net", "up", str(desc), check=False)
+    assert out.returncode == 2 and "netns b-1: /run/netns/b-1 holds no namespace" in out.stderr
+    assert "Traceback" not in out.stderr
+    host.run("rm", "/run/netns/b-1")
+    assert world(host) == before

@@ -124,10 +124,16 @@ class LinkSetup:
     def run(self) -> None:
         m = self.model
         for ns in m.namespaces():
-            if not netns_exists(ns):
-                with self.journal.change("netns", ns):
-                    self.step(f"netns {ns}", lambda ns=ns: create_netns(ns))
-                self.new_namespaces.add(ns)
+            if netns_usable(ns):
+                continue
+            if netns_exists(ns):  # the bare file of a creation or removal cut short (kill -9)
+                if ns not in self.new_namespaces:
+                    raise UserError(f"netns {ns}: {NETNS_DIR}/{ns} holds no namespace and was "
+                                    "not made by this description", hint=f"ip netns del {ns}")
+                remove_netns(ns)  # ours: made again below
+            with self.journal.change("netns", ns):
+                self.step(f"netns {ns}", lambda ns=ns: create_netns(ns))
+            self.new_namespaces.add(ns)
         for b in m.bridges:
             self.step(f"bridge {b.name}", lambda b=b: self.bridge(b))
         for v in m.veths:

@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional
 
 from . import dhcp, rules
 from .journal import interrupted
-from .links import Rtnl, kind_of, netns_exists
+from .links import Rtnl, kind_of, netns_usable
 from .model import NetworkModel
 from .state import load_state, state_dir
 
@@ -40,7 +40,7 @@ def show(model: NetworkModel) -> Dict[str, Any]:
         links = []
         by_ns: Dict[Optional[str], Dict[str, Any]] = {}
         for ns, name in _declared(model):
-            if ns is not None and not netns_exists(ns):
+            if ns is not None and not netns_usable(ns):
                 continue
             if ns not in by_ns:
                 by_ns[ns] = rtnl.links(ns)
@@ -112,7 +112,7 @@ def check(model: NetworkModel) -> List[str]:
         def link(name: str, kind: str, mac: Optional[str], ns: Optional[str] = None,
                  master: Optional[str] = None, addresses=(), isolated=None) -> None:
             where = f"{name} (netns {ns})" if ns else name
-            if ns and not netns_exists(ns):
+            if ns and not netns_usable(ns):
                 diffs.append(f"netns {ns} is missing")
                 return
             links = host if ns is None else rtnl.links(ns)
