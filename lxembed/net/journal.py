@@ -83,7 +83,8 @@ class Journal:
         try:
             yield entry
         except Exception:
-            self.entries.remove(entry)
+            # by identity: an equal entry recovered from an earlier run stays
+            self.entries = [e for e in self.entries if e is not entry]
             raise
         self.made.append(entry)
 
@@ -185,7 +186,7 @@ def interrupted(name: str) -> Optional[Dict[str, Any]]:
         return None
     heads = [r for r in records if "run" in r]
     entries = entries_of(records)
-    head = heads[0] if heads else {}
+    head = heads[-1] if heads else {}  # the latest run cut short
     last = entries[-1] if entries else None
     return {"op": head.get("run", "up"), "pid": head.get("pid"), "started": head.get("started"),
             "runs": len(heads), "changes": len(entries),
