@@ -57,7 +57,10 @@ lxembed net host-config examples/net-demo.toml  # udev / NetworkManager / networ
   go back to the recorded previous value, which is harmless for a change never made. A torn
   last record (a power cut mid-write) announced a change never begun and is ignored. `show`
   and `check` say when a run was interrupted (or is running now) and that `up` or `down` will
-  finish it.
+  finish it. `down` needs no journal of its own: it removes only what exists and forgets the
+  state file last, so a `down` killed part-way is finished by the next `down` (or redone by
+  `up`). A namespace file left bare by a removal cut short (unmounted, not yet unlinked) is made
+  again by `up` when the description made it, and refused by name when not.
 - One run at a time: `up` and `down` of a description hold `NAME.lock` (flock(2): the kernel
   releases it when the holder exits, kill -9 included, and dnsmasq never inherits it). A second
   one waits, printing which pid it waits for, then finds the first run's work in place, or
