@@ -128,6 +128,13 @@ def up_process(h, desc: str) -> subprocess.Popen:
                             start_new_session=True)
 
 
+def reap(proc: subprocess.Popen) -> None:
+    """Wait for a killed run and close its pipes (nothing in them is needed)."""
+    proc.wait()
+    proc.stdout.close()
+    proc.stderr.close()
+
+
 def stop_at(h, proc: subprocess.Popen, n: int, delay: float = 0.0,
             sig: int = signal.SIGKILL, group: bool = False) -> Optional[int]:
     """Send `sig` once the journal holds `n` records (and `delay` more seconds have passed);
@@ -190,7 +197,7 @@ def test_up_killed_at_20_points_then_up_then_down_leaves_nothing(host, desc):
     for i, (n, delay) in enumerate(kill_points(total)):
         proc = up_process(host, desc)
         landed.append(stop_at(host, proc, n, delay, group=i % 2 == 1))  # its children too
-        proc.wait()
+        reap(proc)
         info = f"kill point {i}: {n} records + {delay} s (landed at {landed[-1]})"
         up, check, down = commands(host, ["net", "up", desc], ["net", "check", desc],
                                    ["net", "down", desc])
@@ -209,7 +216,7 @@ def test_down_after_a_kill_removes_exactly_what_exists(host, desc):
     for n in (2, 7, 10, 13, 16, 18):
         proc = up_process(host, desc)
         at = stop_at(host, proc, n)
-        proc.wait()
+        reap(proc)
         assert at is not None, f"the run ended before {n} records"
         show, check, down = commands(host, ["net", "show", desc], ["net", "check", desc],
                                      ["net", "down", desc])
@@ -258,7 +265,7 @@ def test_a_user_error_after_a_kill_is_one_line_and_removes_the_killed_runs_objec
     proc = up_process(host, desc)
     assert stop_at(host, proc, 3, sig=signal.SIGSTOP) is not None  # lxe-a made, lxe-b maybe
     os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    reap(proc)
     host.run("ip", "link", "add", "vh-c", "type", "bridge")  # in the way of port vh-c
     out = host.lxembed("net", "up", desc, check=False)
     assert out.returncode == 2 and "Traceback" not in out.stderr
@@ -302,7 +309,7 @@ def test_a_waiting_up_takes_over_when_the_holder_is_killed(host, desc):
     second = up_process(host, desc)
     assert f"(pid {first.pid})" in wait_for_line(second, "waiting")
     os.kill(first.pid, signal.SIGKILL)  # the kernel drops its flock
-    first.wait()
+    reap(first)
     out, err = second.communicate(timeout=30)
     assert second.returncode == 0, err
     assert "took over from an interrupted run: netns lxe-a" in out
