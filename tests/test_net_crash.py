@@ -256,7 +256,7 @@ def test_down_skips_what_was_never_made_and_what_is_not_its_own(host, tmp_path, 
         assert after["files"] == []
     finally:
         sleeper.kill()
-        sleeper.wait()
+        reap(sleeper)
 
 
 @pytest.mark.slow
