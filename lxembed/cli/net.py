@@ -19,8 +19,10 @@ def cmd_up(args) -> int:
     else:
         made = ", ".join(result["created"]) or "nothing new"
         gone = f"; removed {', '.join(result['removed'])}" if result["removed"] else ""
-        print(f"up in {result['seconds']:.3f} s: created {made}{gone}; {result['rules']} rules"
-              f"{'' if result['rules_changed'] else ' (unchanged)'}")
+        took = (f"; took over from an interrupted run: {', '.join(result['recovered'])}"
+                if result["recovered"] else "")
+        print(f"up in {result['seconds']:.3f} s: created {made}{took}{gone}; {result['rules']} "
+              f"rules{'' if result['rules_changed'] else ' (unchanged)'}")
     return 0
 
 
@@ -31,7 +33,8 @@ def cmd_down(args) -> int:
         print(json.dumps(result, indent=2))
     else:
         print(f"down in {result['seconds']:.3f} s: removed "
-              f"{', '.join(result['removed']) or 'nothing'}")
+              f"{', '.join(result['removed']) or 'nothing'}"
+              f"{' (with what an interrupted `up` had made)' if result.get('interrupted') else ''}")
     return 0
 
 
@@ -44,7 +47,7 @@ def cmd_show(args) -> int:
         print(text, end="")
         return 0
     info = status.show(model)
-    print(json.dumps(info, indent=2) if args.json else status.format_show(info))
+    print(json.dumps(info, indent=2) if args.json else status.format_show(info, args.file))
     return 0
 
 
@@ -98,8 +101,9 @@ def register(subparsers) -> None:
                                 "veths, macvlan shims, anti-spoofing, firewall, DHCP")
     sub = net.add_subparsers(dest="net_command", required=True)
     for name, func, text in (
-        ("up", cmd_up, "create what the description declares (idempotent, transactional)"),
-        ("down", cmd_down, "remove exactly what `up` created"),
+        ("up", cmd_up, "create what the description declares (idempotent, transactional, "
+         "crash-safe: finishes a run that was killed)"),
+        ("down", cmd_down, "remove exactly what `up` created (a killed run's too)"),
         ("show", cmd_show, "print the links, addresses, rules and leases in force"),
         ("check", cmd_check, "check the rules with nft -c; exit 1 listing how the host differs"),
         ("host-config", cmd_host_config, "udev, NetworkManager and networkd files that keep "

@@ -76,13 +76,37 @@ def start(bridge: Bridge, run: Path) -> int:
     return pid
 
 
+def find(pidfile: Path) -> List[int]:
+    """Every running dnsmasq started with this pid file, found by its command line.
+
+    The pid file alone is not enough after a crash: an `up` killed while dnsmasq started may
+    leave a dnsmasq whose file is missing, and a pid in a stale file may by now belong to
+    another process (which must never be signalled)."""
+    want = f"--pid-file={pidfile}".encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue  # exited meanwhile
+        if os.path.basename(argv[0]) == b"dnsmasq" and want in argv:
+            pids.append(int(entry))
+    return pids
+
+
 def stop(pidfile: Path) -> None:
-    pid = running_pid(Path(pidfile))
-    if pid is not None:
-        os.kill(pid, signal.SIGTERM)
-        end = time.monotonic() + 5
-        while time.monotonic() < end and _alive(pid):
-            time.sleep(0.005)
+    """Stop the dnsmasq(s) of this pid file; a pid now used by another process is left alone."""
+    pids = find(Path(pidfile))
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    end = time.monotonic() + 5
+    while time.monotonic() < end and any(_alive(pid) for pid in pids):
+        time.sleep(0.005)
     Path(pidfile).unlink(missing_ok=True)
 
 

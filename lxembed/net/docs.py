@@ -42,6 +42,29 @@ lxembed net host-config examples/net-demo.toml  # udev / NetworkManager / networ
   part-way removes what that run made and names what failed; `down` removes exactly the
   recorded objects, restores a handed-over interface's bridge or namespace, and leaves a bridge
   that existed before `up` in place (only the addresses `up` added go).
+- Crash-safe: before each change, `up` appends a record announcing it ("about to create link
+  vh-a, a veth with MAC ..."; "about to set ip_forward, which was 0") to
+  `$LXEMBED_STATE/net/NAME.journal` and flushes it to disk (fdatasync), and only then makes the
+  change; the journal joins the state file when `up` succeeds. Killed at any point (kill -9,
+  the OOM killer, a power cut), the next `up` takes what the killed run announced and made as
+  its own and finishes the run (if it fails instead, it removes that with what it made itself),
+  and `down` removes what exists of it. What was announced but never made is skipped quietly: a
+  link must also have the announced type and MAC (a foreign link that took the name is left
+  alone), a namespace must be a namespace (not the bare file of a creation cut short), and a
+  dnsmasq is recognised by its command line (`--pid-file=` in the description's state
+  directory), never by a pid alone, so a pid now used by another process is never signalled.
+  A sysctl, a bridge master, a link's up/down state and an address on a link `up` did not make
+  go back to the recorded previous value, which is harmless for a change never made. A torn
+  last record (a power cut mid-write) announced a change never begun and is ignored. `show`
+  and `check` say when a run was interrupted (or is running now) and that `up` or `down` will
+  finish it. `down` needs no journal of its own: it removes only what exists and forgets the
+  state file last, so a `down` killed part-way is finished by the next `down` (or redone by
+  `up`). A namespace file left bare by a removal cut short (unmounted, not yet unlinked) is made
+  again by `up` when the description made it, and refused by name when not.
+- One run at a time: `up` and `down` of a description hold `NAME.lock` (flock(2): the kernel
+  releases it when the holder exits, kill -9 included, and dnsmasq never inherits it). A second
+  one waits, printing which pid it waits for, then finds the first run's work in place, or
+  finishes it if the first was killed.
 - `check` exits 1 listing missing links, wrong MACs, bridges, addresses, isolation flags,
   changed tables and a dnsmasq that is not running as declared.
 - `up` with a changed description (same `name`) adds what is new and, once all of it is in
@@ -164,6 +187,11 @@ kernel 6.18, 2 shared cores (load average 2), median of 5, seconds:
 | 1 | 13 | 0.33 / 0.32 | 0.054 / 0.058 | 0.023 / 0.080 |
 | 10 | 121 | 0.34 / 0.34 | 0.073 / 0.071 | 0.041 / 0.268 |
 | 100 | 1201 | 0.56 / 0.51 | 0.297 / 0.195 | 0.277 / 1.927 |
+
+The journal costs one fdatasync per change (~0.15 ms on this ext4): with 100 ports `net_up()`
+went from 0.25-0.28 s to 0.31 s (median of 5, twice, load average 2.4), `down` is unchanged.
+`tests/test_net_crash.py` kills `up` at 20 points spread through a run (after each journal
+record, then into the commit) and checks that `up` then `down` leave the host as it was.
 
 The command line's extra ~0.27 s is Python's start and `import pyroute2` (0.25 s: it loads all
 of pyroute2). `down` beats the script because the links go in one request as

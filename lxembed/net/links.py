@@ -1,7 +1,8 @@
 """Links, addresses, routes and namespaces through pyroute2 (netlink): no `ip` subprocesses.
 
-`LinkSetup` makes each object of a model exist as declared, and writes down in a Journal every
-object it created or changed, so a failure part-way (or `down`) can undo exactly that.
+`LinkSetup` makes each object of a model exist as declared, and announces in the Journal every
+object it creates or changes before it does (write-ahead), so a failure or a kill part-way, and
+`down`, can undo exactly that.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import socket
 from typing import Any, Dict, List, Optional
 
 from ..errors import UserError
+from .journal import Journal
 from .model import Bridge, Macvlan, NetworkModel, Phys, Port, Veth, Vlan
-from .state import Journal
 
 NETNS_DIR = "/run/netns"
 
@@ -30,6 +31,16 @@ def _rtnl():
 
 def netns_exists(name: str) -> bool:
     return os.path.exists(os.path.join(NETNS_DIR, name))
+
+
+def netns_usable(name: str) -> bool:
+    """A namespace is bound there, not just the empty file `ip netns add` (or pyroute2) first
+    makes: a creator killed between the two leaves the file alone, which cannot be entered."""
+    path = os.path.join(NETNS_DIR, name)
+    try:
+        return os.stat(path).st_dev != os.stat(NETNS_DIR).st_dev  # nsfs, not the directory's
+    except OSError:
+        return False
 
 
 def create_netns(name: str) -> None:
@@ -87,17 +98,24 @@ def _family(address: str) -> int:
 class LinkSetup:
     """Brings a model's links up, journaling what it creates (see Journal for the undo).
 
+    Each change is made inside `journal.change(...)`: recorded durably first, then made. A
+    link's record carries its type and MAC, by which a later run tells a link an interrupted
+    run made from a foreign one of the same name.
+
     The host's links are dumped once; a link made here is known to be as declared, so it is
     never read back (pyroute2 decodes a link message in ~1 ms: re-reading would dominate).
     """
 
     def __init__(self, model: NetworkModel, journal: Journal, owned: List[Dict[str, Any]]):
         self.model, self.journal, self.rtnl = model, journal, Rtnl()
-        # Objects a previous `up` of this description made: ours to adjust, not to refuse.
+        # Objects a previous `up` of this description made (or an interrupted one announced
+        # and did make): ours to adjust, not to refuse.
         self.owned = {(e.get("netns"), e["name"]) for e in owned if e["kind"] == "link"}
         self.host = self.rtnl.links()
         self.indexes = {name: msg["index"] for name, msg in self.host.items()}
-        self.new_namespaces: set = set()
+        # Namespaces this description made (this run, or one it took over): lo is index 1
+        # there, and setting it up is not a change to record.
+        self.new_namespaces = {e["name"] for e in owned if e["kind"] == "netns"}
         self.lo_done: set = set()
 
     def close(self) -> None:
@@ -106,10 +124,16 @@ class LinkSetup:
     def run(self) -> None:
         m = self.model
         for ns in m.namespaces():
-            if not netns_exists(ns):
+            if netns_usable(ns):
+                continue
+            if netns_exists(ns):  # the bare file of a creation or removal cut short (kill -9)
+                if ns not in self.new_namespaces:
+                    raise UserError(f"netns {ns}: {NETNS_DIR}/{ns} holds no namespace and was "
+                                    "not made by this description", hint=f"ip netns del {ns}")
+                remove_netns(ns)  # ours: made again below
+            with self.journal.change("netns", ns):
                 self.step(f"netns {ns}", lambda ns=ns: create_netns(ns))
-                self.journal.add("netns", ns)
-                self.new_namespaces.add(ns)
+            self.new_namespaces.add(ns)
         for b in m.bridges:
             self.step(f"bridge {b.name}", lambda b=b: self.bridge(b))
         for v in m.veths:
@@ -160,8 +184,9 @@ class LinkSetup:
             raise UserError(f"{name}{where} exists and was not made by this description")
         return msg
 
-    def created(self, name: str, ns: Optional[str] = None) -> None:
-        self.journal.add("link", name, netns=ns)
+    def creating(self, name: str, kind: str, mac: Optional[str], ns: Optional[str] = None):
+        """The journal record around making a link (deleting it undoes all that is on it)."""
+        return self.journal.change("link", name, netns=ns, type=kind, mac=mac)
 
     def ours(self, name: str, ns: Optional[str] = None) -> bool:
         return (ns, name) in self.owned
@@ -177,10 +202,13 @@ class LinkSetup:
             iface = ipaddress.ip_interface(a)
             if f"{iface.ip}/{iface.network.prefixlen}" in have:
                 continue
-            ipr.addr("add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen,
-                     family=_family(a))
-            if not mine:  # on a link we did not make, `down` removes just the address
-                self.journal.add("address", name, netns=ns, address=a)
+            add = dict(index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen,
+                       family=_family(a))
+            if mine:  # goes with the link
+                ipr.addr("add", **add)
+                continue
+            with self.journal.change("address", name, netns=ns, address=a):
+                ipr.addr("add", **add)  # on a link we did not make: `down` removes just this
 
     def ensure_up(self, msg, ns: Optional[str] = None) -> None:
         if not msg["flags"] & 1:  # IFF_UP
@@ -214,8 +242,8 @@ class LinkSetup:
             else:
                 lo = self.rtnl.links(ns)["lo"]
                 if not lo["flags"] & 1:  # a namespace that was there: `down` puts lo back
-                    ipr.link("set", index=lo["index"], state="up")
-                    self.journal.add("up", "lo", netns=ns)
+                    with self.journal.change("up", "lo", netns=ns):
+                        ipr.link("set", index=lo["index"], state="up")
             self.lo_done.add(ns)
         self.ensure_addresses(name, addresses, ns, fresh=fresh)
         if gateway:
@@ -241,14 +269,14 @@ class LinkSetup:
                 kwargs["br_vlan_filtering"] = 1
             if b.mtu:
                 kwargs["mtu"] = b.mtu
-            try:
-                self.rtnl().link("add", **kwargs)
-            except self.rtnl.NetlinkError as err:
-                if err.code == errno.EOPNOTSUPP and b.vlan_filtering:
-                    raise UserError("the kernel has no bridge VLAN filtering "
-                                    "(CONFIG_BRIDGE_VLAN_FILTERING)") from None
-                raise
-            self.created(b.name)
+            with self.creating(b.name, "bridge", b.hwaddr):
+                try:
+                    self.rtnl().link("add", **kwargs)
+                except self.rtnl.NetlinkError as err:
+                    if err.code == errno.EOPNOTSUPP and b.vlan_filtering:
+                        raise UserError("the kernel has no bridge VLAN filtering "
+                                        "(CONFIG_BRIDGE_VLAN_FILTERING)") from None
+                    raise
             self.ensure_addresses(b.name, b.addresses, fresh=True)
             return
         if mine:
@@ -259,9 +287,9 @@ class LinkSetup:
 
     def veth(self, v: Veth) -> None:
         if self.existing(v.name, "veth") is None:
-            self.rtnl().link("add", ifname=v.name, kind="veth", address=v.hwaddr, state="up",
-                             peer={"ifname": v.peer, "address": v.peer_hwaddr})
-            self.created(v.name)
+            with self.creating(v.name, "veth", v.hwaddr):
+                self.rtnl().link("add", ifname=v.name, kind="veth", address=v.hwaddr,
+                                 state="up", peer={"ifname": v.peer, "address": v.peer_hwaddr})
             self.rtnl().link("set", index=self.index(v.peer), state="up")
             return
         self.ensure_up(self.host[v.name])
@@ -276,12 +304,12 @@ class LinkSetup:
                 # The peer is born in its namespace: never a moment on the host under its name.
                 fd = peer["net_ns_fd"] = self._netns_fd(p.netns)
             try:
-                self.rtnl().link("add", ifname=p.name, kind="veth", address=p.hwaddr,
-                                 master=self.index(p.bridge), state="up", peer=peer)
+                with self.creating(p.name, "veth", p.hwaddr):
+                    self.rtnl().link("add", ifname=p.name, kind="veth", address=p.hwaddr,
+                                     master=self.index(p.bridge), state="up", peer=peer)
             finally:
                 if fd is not None:
                     os.close(fd)
-            self.created(p.name)
             if p.isolated:
                 self.rtnl().brport("set", index=self.index(p.name), isolated=1)
         else:
@@ -302,11 +330,11 @@ class LinkSetup:
             if v.netns:
                 fd = kwargs["net_ns_fd"] = self._netns_fd(v.netns)
             try:
-                self.rtnl().link("add", **kwargs)
+                with self.creating(v.name, "macvlan", v.hwaddr, v.netns):
+                    self.rtnl().link("add", **kwargs)
             finally:
                 if fd is not None:
                     os.close(fd)
-            self.created(v.name, v.netns)
         if v.netns:
             self.netns_side(v.name, v.netns, v.addresses, v.gateway, fresh=msg is None)
             return
@@ -331,13 +359,13 @@ class LinkSetup:
                                           vlan_id=v.id, state="up")
             if v.bridge:
                 kwargs["master"] = self.index(v.bridge)
-            try:
-                self.rtnl().link("add", **kwargs)
-            except self.rtnl.NetlinkError as err:
-                if err.code == errno.EOPNOTSUPP:
-                    raise UserError("the kernel has no VLAN support (8021q)") from None
-                raise
-            self.created(v.name)
+            with self.creating(v.name, "vlan", None):  # its MAC is its parent's
+                try:
+                    self.rtnl().link("add", **kwargs)
+                except self.rtnl.NetlinkError as err:
+                    if err.code == errno.EOPNOTSUPP:
+                        raise UserError("the kernel has no VLAN support (8021q)") from None
+                    raise
         elif v.bridge:
             self.ensure_master(msg, v.bridge)
         self.ensure_addresses(v.name, v.addresses, fresh=msg is None)
@@ -351,10 +379,10 @@ class LinkSetup:
                 raise UserError(f"{v.name} does not exist")
             fd = self._netns_fd(v.netns)
             try:
-                self.rtnl().link("set", index=msg["index"], net_ns_fd=fd)
+                with self.journal.change("moved", v.name, netns=v.netns):
+                    self.rtnl().link("set", index=msg["index"], net_ns_fd=fd)
             finally:
                 os.close(fd)
-            self.journal.add("moved", v.name, netns=v.netns)
             return
         if msg is None:
             raise UserError(f"{v.name} does not exist")
@@ -362,8 +390,8 @@ class LinkSetup:
         if msg.get_attr("IFLA_MASTER") != want:
             previous = msg.get_attr("IFLA_MASTER")
             names = {m["index"]: n for n, m in self.host.items()}
-            self.rtnl().link("set", index=msg["index"], master=want)
-            self.journal.add("master", v.name, previous=names.get(previous))
+            with self.journal.change("master", v.name, previous=names.get(previous)):
+                self.rtnl().link("set", index=msg["index"], master=want)
         if not msg["flags"] & 1:  # not ours: `down` puts it back down
-            self.rtnl().link("set", index=msg["index"], state="up")
-            self.journal.add("up", v.name)
+            with self.journal.change("up", v.name):
+                self.rtnl().link("set", index=msg["index"], state="up")

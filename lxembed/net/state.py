@@ -1,8 +1,9 @@
 """What `net up` made, recorded under the user's state dir so `down` removes exactly that.
 
-The state of description NAME is `STATE/net/NAME.json`; dnsmasq's pid and lease files live in
-`STATE/net/NAME/`. STATE is $LXEMBED_STATE, else $XDG_STATE_HOME/lxembed, else
-~/.local/state/lxembed.
+The state of description NAME is `STATE/net/NAME.json`, the journal of a run not yet recorded
+there `STATE/net/NAME.journal` (journal.py) and the lock of its runs `STATE/net/NAME.lock`;
+dnsmasq's pid and lease files live in `STATE/net/NAME/`. STATE is $LXEMBED_STATE, else
+$XDG_STATE_HOME/lxembed, else ~/.local/state/lxembed.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 
 def state_dir() -> Path:
@@ -23,32 +24,20 @@ def state_file(name: str) -> Path:
     return state_dir() / f"{name}.json"
 
 
+def journal_file(name: str) -> Path:
+    """The write-ahead journal of a run not yet committed to the state file (see journal.py)."""
+    return state_dir() / f"{name}.journal"
+
+
+def lock_file(name: str) -> Path:
+    return state_dir() / f"{name}.lock"
+
+
 def run_dir(name: str) -> Path:
     """dnsmasq's pid and lease files for description NAME."""
     path = state_dir() / name
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-class Journal:
-    """Objects created or changed, in order; undone in reverse.
-
-    Entries: netns NAME; link NAME (netns); address LINK (netns, address); master LINK
-    (previous); up LINK (netns; was down); moved LINK (netns); sysctl PATH (previous); tables
-    (tables); dnsmasq BRIDGE (pidfile).
-    """
-
-    def __init__(self, entries: List[Dict[str, Any]] = ()):
-        self.entries: List[Dict[str, Any]] = list(entries)
-
-    def add(self, kind: str, name: str, **extra: Any) -> None:
-        self.entries.append({"kind": kind, "name": name, **extra})
-
-    def find(self, kind: str, name: str) -> Dict[str, Any]:
-        return next((e for e in self.entries if e["kind"] == kind and e["name"] == name), {})
-
-    def drop(self, kind: str, name: str) -> None:
-        self.entries = [e for e in self.entries if not (e["kind"] == kind and e["name"] == name)]
 
 
 def load_state(name: str) -> Dict[str, Any]:
@@ -59,17 +48,35 @@ def load_state(name: str) -> Dict[str, Any]:
 
 
 def save_state(name: str, state: Dict[str, Any]) -> None:
+    """Replace the state file whole, durably: the journal is deleted only after this returns,
+    so at any instant one of the two names every object (both, briefly: the same ones)."""
     path = state_file(name)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2) + "\n")
+    with open(tmp, "w") as fh:
+        fh.write(json.dumps(state, indent=2) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
     os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a created, renamed or deleted name in `path` survive a power cut."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def forget_state(name: str) -> None:
-    state_file(name).unlink(missing_ok=True)
+    """After `down` removed everything. The state file goes last: a `down` killed part-way
+    here leaves it, and the next `down` (finding nothing left to remove) finishes this."""
     run = state_dir() / name
     if run.is_dir():
         for f in run.iterdir():
             f.unlink()
         run.rmdir()
+    journal_file(name).unlink(missing_ok=True)
+    state_file(name).unlink(missing_ok=True)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, Dict, List, Optional
 
 from . import dhcp, rules
-from .links import Rtnl, kind_of, netns_exists
+from .journal import interrupted
+from .links import Rtnl, kind_of, netns_usable
 from .model import NetworkModel
 from .state import load_state, state_dir
 
@@ -38,7 +40,7 @@ def show(model: NetworkModel) -> Dict[str, Any]:
         links = []
         by_ns: Dict[Optional[str], Dict[str, Any]] = {}
         for ns, name in _declared(model):
-            if ns is not None and not netns_exists(ns):
+            if ns is not None and not netns_usable(ns):
                 continue
             if ns not in by_ns:
                 by_ns[ns] = rtnl.links(ns)
@@ -58,15 +60,31 @@ def show(model: NetworkModel) -> Dict[str, Any]:
         text = rules.list_table(family, table)
         if text is not None:
             tables[f"{family} {table}"] = text
-    return {"name": model.name, "up": bool(state), "links": links,
+    return {"name": model.name, "up": bool(state), "interrupted": interrupted(model.name),
+            "links": links,
             "rules": {"count": sum(rules.count_rules(t) for t in tables.values()),
                       "tables": tables},
             "leases": dhcp.leases(state_dir() / model.name)}
 
 
-def format_show(info: Dict[str, Any]) -> str:
-    lines = [f"network {info['name']}: {'up' if info['up'] else 'not up (no recorded state)'}",
-             "", f"{'LINK':16} {'NETNS':8} {'KIND':8} {'MAC':17} {'STATE':5} {'MASTER':10} "
+def describe_interrupted(run: Dict[str, Any], path: str) -> str:
+    """One line on a journal that is still there: a run going on, or one that was cut off."""
+    if run["running"]:
+        return f"{run['running']} is running now"
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run["started"])) \
+        if run.get("started") else "at an unknown time"
+    last = f", the last {run['last']}" if run["last"] else ""
+    return (f"an interrupted `net {run['op']}` (pid {run['pid']}, started {when}) announced "
+            f"{run['changes']} change(s){last}: `lxembed net up {path}` finishes it, "
+            f"`lxembed net down {path}` removes what it made")
+
+
+def format_show(info: Dict[str, Any], path: str = "FILE") -> str:
+    state = "up" if info["up"] else "not up (no recorded state)"
+    if info.get("interrupted"):
+        state += "; " + describe_interrupted(info["interrupted"], path)
+    lines = [f"network {info['name']}: {state}", "",
+             f"{'LINK':16} {'NETNS':8} {'KIND':8} {'MAC':17} {'STATE':5} {'MASTER':10} "
              "ADDRESSES"]
     for r in info["links"]:
         flags = " isolated" if r.get("isolated") else ""
@@ -94,7 +112,7 @@ def check(model: NetworkModel) -> List[str]:
         def link(name: str, kind: str, mac: Optional[str], ns: Optional[str] = None,
                  master: Optional[str] = None, addresses=(), isolated=None) -> None:
             where = f"{name} (netns {ns})" if ns else name
-            if ns and not netns_exists(ns):
+            if ns and not netns_usable(ns):
                 diffs.append(f"netns {ns} is missing")
                 return
             links = host if ns is None else rtnl.links(ns)
@@ -147,6 +165,9 @@ def check(model: NetworkModel) -> List[str]:
             link(p.name, None, None, p.netns, master=p.bridge)
     finally:
         rtnl.close()
+    run = interrupted(model.name)
+    if run:
+        diffs.insert(0, describe_interrupted(run, str(model.path)))
     diffs += _check_rules(model)
     for b in model.bridges:
         if b.dhcp:
