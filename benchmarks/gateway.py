@@ -97,7 +97,7 @@ MEASURE = r"""for c in %s; do
     k=$(sed -n 's/^Pss: *\([0-9]*\) kB/\1/p' /proc/$p/smaps_rollup 2>/dev/null)
     pss=$((pss + ${k:-0}))
   done
-  mon=$(pgrep -f "lxc-start -F -n $c\$" | head -1)
+  mon=$(cut -d' ' -f4 /proc/$pid/stat)  # its init's parent: the lxc-start monitor
   mpss=$(sed -n 's/^Pss: *\([0-9]*\) kB/\1/p' /proc/$mon/smaps_rollup 2>/dev/null)
   echo "MEM $c $pss $(cat $cg/memory.current) ${mpss:-0}"
 done"""
