@@ -170,7 +170,8 @@ def test_health_command_gives_readiness_and_an_unhealthy_service_is_restarted(st
     out = init.wait_console("lxembed-init: web: unhealthy for 0.6s, restarting", timeout=3)
     assert "lxembed-init: unhealthy: web" in out
     assert out.index("health probe failed") < out.index("unhealthy for 0.6s, restarting")
-    wait_until(lambda: len([r for r in records(record) if r[1] == "started"]) == 2, timeout=3)
+    wait_until(lambda: len([r for r in records(record) if r[1] == "started"]) == 2
+               and [e for e in events(tmp_path) if e["event"] == "restart"], timeout=3)
     assert not alive(pid)
     evs = events(tmp_path)
     assert 0.55 <= when(evs, "web", "kill") - when(evs, "web", "unhealthy") < 1.5
@@ -277,6 +278,22 @@ def test_status_exit_codes_and_rows(start_init, tmp_path):
     init.send(signal.SIGTERM)
     assert init.wait() == 0
     assert status(tmp_path / "init.json").returncode == 1  # a stopped init is not healthy
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "lxinit.py print_status(): while the init stops its services the health file has healthy "
+    "false, booted true and no unhealthy service, and --status says 'unhealthy: booting'"))
+def test_status_during_a_shutdown_does_not_say_booting(start_init, tmp_path):
+    record = tmp_path / "record"
+    init = start_init({"services": [
+        service(tmp_path / "svc.py", "stubborn", record, mode="ignore", stop_timeout=1)]})
+    init.wait_console("lxembed-init: healthy\n")
+    init.send(signal.SIGTERM)
+    init.wait_console("stopping services")
+    st = status(tmp_path / "init.json")
+    assert st.returncode == 1, st
+    assert init.proc.poll() is None  # still stopping stubborn
+    assert st.stdout.splitlines()[-1] != "unhealthy: booting", st.stdout
 
 
 # -- shutdown order --------------------------------------------------------------------------
@@ -486,7 +503,9 @@ def test_container_service_ready_restarted_after_kill_and_halted(start_init, tmp
         left = [p for p in os.listdir("/proc") if p.isdigit() and str(lxcpath).encode()
                 in _cmdline(int(p))]
         assert not left, left
-        evs = [e["event"] for e in events(tmp_path) if e["name"] == "box"]
+        # (A probe may see the killed container gone before lxc-start exits: "unhealthy".)
+        evs = [e["event"] for e in events(tmp_path) if e["name"] == "box"
+               and e["event"] not in ("unhealthy", "healthy")]
         assert evs == ["start", "ready", "exit", "restart", "ready", "stop", "exit"], evs
     finally:
         init.cleanup()

@@ -78,10 +78,19 @@ def cmd_boot(args) -> int:
         f"booting {plan.board.name}/{plan.recipe.name} with {describe(kernel)} "
         f"({accel.name}: {accel.reason}); Ctrl-A X quits"
     )
+    console_log = image.parent / "boot-console.log" if args.timeline else None
     with initramfs_with_modules(image) as initrd:
-        return boot_interactive(
-            setup, kernel, initrd, accel, verbose=not args.quiet_kernel, direct=not args.no_direct
+        status = boot_interactive(
+            setup, kernel, initrd, accel, verbose=not args.quiet_kernel, direct=not args.no_direct,
+            append=ECHO_FLAG if args.timeline else "", console_log=console_log
         )
+    if args.timeline:  # the init echoed its events on the console: they are in its copy
+        text = console_log.read_text(errors="replace") if console_log.exists() else ""
+        events = "\n".join(line.split(ECHO_PREFIX, 1)[1] for line in text.splitlines()
+                           if ECHO_PREFIX in line)
+        _write_timeline(events, accel.name, Path(args.timeline),
+                        f"{plan.board.name}/{plan.recipe.name}")
+    return status
 
 
 def cmd_test(args) -> int:
@@ -93,7 +102,8 @@ def cmd_test(args) -> int:
     else:
         report = _test_system(plan, args)
     if args.timeline:
-        _write_timeline(report, Path(args.timeline), f"{plan.board.name}/{plan.recipe.name}")
+        _write_timeline(report.timeline or "", report.accel, Path(args.timeline),
+                        f"{plan.board.name}/{plan.recipe.name}")
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
@@ -146,21 +156,26 @@ def _test_system(plan: Plan, args) -> TestReport:
 
 @contextlib.contextmanager
 
-def _write_timeline(report: TestReport, path: Path, title: str) -> None:
+def _write_timeline(text: str, accel: str, path: Path, title: str) -> None:
     """PATH.json (every event, spans, milestones) and PATH.svg (the boot as a Gantt chart)."""
     from ..reports.timeline import parse_events, timeline_json, timeline_svg
-    events = parse_events(report.timeline or "")
+    events = parse_events(text)
     if not events:
         log.warn("no boot timeline: the image's init is not the Python init, or the run "
-                 "failed before its checks")
+                 "ended before it wrote one")
         return
     base = path.with_suffix("") if path.suffix in (".json", ".svg") else path
     base.parent.mkdir(parents=True, exist_ok=True)
-    title = f"{title}: boot timeline (CLOCK_MONOTONIC seconds, TCG)" if report.accel == "tcg" \
+    title = f"{title}: boot timeline (CLOCK_MONOTONIC seconds, TCG)" if accel == "tcg" \
         else f"{title}: boot timeline (CLOCK_MONOTONIC seconds)"
     base.with_suffix(".json").write_text(timeline_json(events, title))
     base.with_suffix(".svg").write_text(timeline_svg(events, title))
     log.info(f"boot timeline: {base.with_suffix('.svg')} and .json")
+
+
+# What the init looks for on the kernel command line to echo its events (lxembed/init/lxinit.py).
+ECHO_FLAG = "lxembed.timeline"
+ECHO_PREFIX = "lxembed-timeline: "
 
 
 def _card(disk: Path, root: str, kernel, setup, initrd):
@@ -237,6 +252,9 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("boot", help="boot an image under qemu-system, on this terminal")
     _add_common(p)
     p.add_argument("--quiet-kernel", action="store_true", help="boot with `quiet`")
+    p.add_argument("--timeline", metavar="PATH",
+                   help="when qemu exits, write the boot's timeline (the Python init's events, "
+                   "echoed on the console) as PATH.json and a Gantt chart PATH.svg")
     p.set_defaults(func=cmd_boot)
 
     p = subparsers.add_parser(

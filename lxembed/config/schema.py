@@ -120,6 +120,9 @@ SERVICE_FIELDS = (
 INTERFACE_FIELDS = (
     Setting("name", "str", None, "interface name"),
     Setting("dhcp", "bool", False, "configure through busybox udhcpc"),
+    Setting("wait", "bool", True, "with dhcp: services start once it has its lease; false: "
+            "the lease is taken in the background (the oneshot service dhcp-NAME), for devices "
+            "whose services do not need it to start"),
     Setting("ipv4", "list", [], "static IPv4 addresses with prefix (10.0.0.2/24)"),
     Setting("gateway4", "str", None, "IPv4 default gateway"),
     Setting("ipv6", "list", [], "static IPv6 addresses with prefix"),

@@ -611,11 +611,14 @@ class Timeline:
 
     def __init__(self):
         self.path, self.fd, self.pending = None, None, []
+        self.echo = False  # each event on the console too (`lxembed boot --timeline`)
 
     def event(self, name, what, t=None):
         t = time.monotonic() if t is None else t
-        line = '{"t": %.3f, "name": "%s", "event": "%s"}\n' % (t, name, what)
-        self.pending.append(line.encode())
+        line = ('{"t": %.3f, "name": "%s", "event": "%s"}\n' % (t, name, what)).encode()
+        self.pending.append(line)
+        if self.echo:
+            console().write(ECHO_PREFIX + line)
         self.flush()
 
     def open(self, path):
@@ -638,6 +641,8 @@ class Timeline:
 
 
 TIMELINE = Timeline()
+ECHO_FLAG = "lxembed.timeline"  # on the kernel command line: events echoed on the console
+ECHO_PREFIX = b"lxembed-timeline: "
 
 
 # Kernel log lines that mark the kernel's part of a boot: (text, timeline name, event).
@@ -646,6 +651,14 @@ KERNEL_MARKS = (
     ("Freeing initrd memory", "kernel:initramfs", "done"),
     (" as init process", "kernel", "done"),  # "Run /init as init process": the exec of PID 1
 )
+
+
+def kernel_cmdline():
+    try:
+        with open("/proc/cmdline") as f:
+            return f.read().split()
+    except OSError:
+        return []
 
 
 def kernel_events():
@@ -765,6 +778,7 @@ class SystemSetup:
     def __init__(self, runtime, cfg):
         self.rt, self.cfg = runtime, cfg
         self.device = runtime.mode == "device"
+        self.deferred = []  # services for the supervisor: leases taken in the background
 
     def run(self):
         if self.rt.mode == "subreaper":
@@ -867,7 +881,7 @@ class SystemSetup:
             return
         self.link_up(name, ip)
         if iface.get("dhcp"):
-            self.dhcp(ip, name, iface.get("udhcpc_script"))
+            self.dhcp(ip, name, iface.get("udhcpc_script"), iface.get("wait", True))
         for family, addrs, gw in (("-4", "ipv4", "gateway4"), ("-6", "ipv6", "gateway6")):
             for addr in iface.get(addrs, []):
                 run_command(ip + [family, "addr", "add", addr, "dev", name])
@@ -886,7 +900,9 @@ class SystemSetup:
         cmd = ["link", "add", "link", link, "name", name, "type", "vlan", "id", str(iface["vlan"])]
         return run_command(ip + cmd) == 0
 
-    def dhcp(self, ip, name, script):
+    def dhcp(self, ip, name, script, wait=True):
+        """Take a lease now, or (wait false) as the oneshot service dhcp-NAME, in parallel with
+        the services that do not need it (boot is "ready" once it is done either way)."""
         udhcpc = find_tool("udhcpc")
         if not script:
             script = "/run/lxembed/udhcpc.script"
@@ -894,8 +910,11 @@ class SystemSetup:
             with open(script, "w") as f:
                 f.write(DHCP_SCRIPT % " ".join(ip))
             os.chmod(script, 0o755)
-        if udhcpc:
-            run_command(udhcpc + ["-i", name, "-s", script, "-n", "-q", "-t", "5", "-T", "1"])
+        argv = (udhcpc or []) + ["-i", name, "-s", script, "-n", "-q", "-t", "5", "-T", "1"]
+        if udhcpc and not wait:
+            self.deferred.append({"name": "dhcp-" + name, "type": "oneshot", "command": argv})
+        elif udhcpc:
+            run_command(argv)
         else:
             say("%s: no udhcpc for DHCP" % name)
 
@@ -1824,10 +1843,15 @@ class Init:
             say(error + ": running without services")
         rt.apply_config(cfg)
         say("mode %s, %s signal table" % (rt.mode, rt.table_name))
-        SystemSetup(rt, cfg).run()
+        setup = SystemSetup(rt, cfg)
+        setup.run()
+        cfg["services"] = setup.deferred + list(cfg["services"])
         if cfg["timeline"]:
             if rt.mode == "device":
                 kernel_events()
+                if ECHO_FLAG in kernel_cmdline():  # the events so far, then each as it comes
+                    console().write(b"".join(ECHO_PREFIX + e for e in TIMELINE.pending))
+                    TIMELINE.echo = True
             TIMELINE.open(cfg["timeline"])
         sup = self.supervisor = Supervisor(rt, cfg, error)
         if cfg["ready_file"]:  # a stale marker from the last boot must not claim readiness

@@ -101,6 +101,14 @@ def _copy(table: Dict[str, Any], keys, keep=()) -> Dict[str, Any]:
             if k in table and (k in keep or table[k] not in (None, [], {}, False))}
 
 
+def _interface(iface: Dict[str, Any]) -> Dict[str, Any]:
+    item = _copy(iface, _INTERFACE_KEYS, keep=("dhcp",))
+    item.pop("wait", None)
+    if iface.get("wait") is False:  # the init waits by default: said only when it does not
+        item["wait"] = False
+    return item
+
+
 def _service(svc: Dict[str, Any]) -> Dict[str, Any]:
     item = _copy(svc, _SERVICE_KEYS + ("container", "stop_signal"))
     if item.get("user") == "root":
@@ -127,8 +135,7 @@ def init_config(plan: Plan, spec: Optional[ContainerSpec] = None,
     if spec is None:
         interfaces = (r.get("network") or {}).get("interfaces", [])
         config["modules"] = list(r["modules"])
-        config["network"] = {"interfaces": [_copy(i, _INTERFACE_KEYS, keep=("dhcp",))
-                                            for i in interfaces]}
+        config["network"] = {"interfaces": [_interface(i) for i in interfaces]}
         config["rescue_shell"] = True
     return config
 

@@ -100,6 +100,7 @@ def qemu_argv(
     network: bool = True,
     direct: bool = True,
     disk: Optional[Path] = None,
+    console_log: Optional[Path] = None,
 ) -> List[str]:
     """The qemu-system command line that boots `initrd` with `kernel` (and `disk` attached as
     a virtio disk, the root for a disk image's initrd)."""
@@ -122,8 +123,7 @@ def qemu_argv(
         "none",
         # Interactive: Ctrl-A X quits, Ctrl-A C reaches the monitor. Tests: the console alone.
         *["-serial", "null"] * setup.serial,
-        "-serial",
-        "mon:stdio" if interactive else "stdio",
+        *_console(interactive, console_log),
         "-kernel",
         str(kernel_file(kernel, direct)),
         "-initrd",
@@ -145,6 +145,15 @@ def qemu_argv(
         # romfile=: no PXE option ROM to load, nobody boots from the network here.
         argv += ["-netdev", "user,id=n0", "-device", f"{setup.nic},netdev=n0,romfile="]
     return argv + setup.extra_args
+
+
+def _console(interactive: bool, log: Optional[Path]) -> List[str]:
+    """The serial console on stdio (with the monitor when interactive), and copied to `log`."""
+    if log is None:
+        return ["-serial", "mon:stdio" if interactive else "stdio"]
+    return ["-chardev", f"stdio,id=console,mux={'on' if interactive else 'off'},signal=off,"
+            f"logfile={log}", "-serial", "chardev:console"] + (
+        ["-mon", "chardev=console"] if interactive else [])
 
 
 def _stop(proc: subprocess.Popen, grace: float) -> bool:
@@ -280,10 +289,12 @@ def boot_interactive(
     direct: bool = True,
     disk: Optional[Path] = None,
     append: str = "",
+    console_log: Optional[Path] = None,
 ) -> int:
-    """qemu on this terminal: the serial console and, after Ctrl-A C, the monitor."""
+    """qemu on this terminal: the serial console and, after Ctrl-A C, the monitor; the
+    console also copied to `console_log`."""
     argv = qemu_argv(setup, kernel, initrd, accel, interactive=True, verbose=verbose, direct=direct,
-                     disk=disk, append=append)
+                     disk=disk, append=append, console_log=console_log)
     if shutil.which(argv[0]) is None:
         raise UserError(f"{argv[0]} is not installed", hint="apt-get install qemu-system")
     return subprocess.call(argv)
