@@ -61,7 +61,7 @@ def cmd_boot(args) -> int:
     from ..runners.qemu_system import QemuSetup, boot_interactive, initramfs_with_modules
     from ..sources.kernel import describe, fetch_kernel
     plan = load_plan(args.board, args.recipe)
-    setup = QemuSetup.for_board(plan.board, args.machine, args.cpu)
+    setup = QemuSetup.for_board(plan.board, args.machine, args.cpu, args.smp)
     kernel = fetch_kernel(plan.board, args.mirror)
     accel = choose_accel(plan.arch, args.accel)
     if args.root:
@@ -121,7 +121,7 @@ def _test_system(plan: Plan, args) -> TestReport:
     from ..runners.accel import choose_accel
     from ..runners.qemu_system import GuestRun, QemuSetup, check_guest, initramfs_with_modules
     from ..sources.kernel import describe, fetch_kernel
-    setup = QemuSetup.for_board(plan.board, args.machine, args.cpu)
+    setup = QemuSetup.for_board(plan.board, args.machine, args.cpu, args.smp)
     checks = load_checks(plan, "system")
     kernel = fetch_kernel(plan.board, args.mirror)
     disk = None
@@ -241,6 +241,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--machine", help="override the board's qemu machine")
     p.add_argument("--cpu", help="override the board's qemu CPU")
+    p.add_argument("--smp", type=int, metavar="N",
+                   help="override the board's number of guest CPUs (TCG runs each on a host "
+                   "thread)")
     p.add_argument(
         "--no-direct",
         action="store_true",

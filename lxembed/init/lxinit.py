@@ -1707,8 +1707,9 @@ class Supervisor:
         handling never stop.
         """
         while self.action is None:
-            self.guard("starting services", self.start_due)
+            # Probes first: a service they find ready lets its dependants start in this pass.
             self.guard("probing", self.health.probe_due)
+            self.guard("starting services", self.start_due)
             waits = [s.restart_at for s in self.order if s.state == "waiting"]
             waits += self.health.due_times()
             timeout = min(waits) - time.monotonic() if waits else self.wait_cap

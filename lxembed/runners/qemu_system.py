@@ -57,7 +57,8 @@ class QemuSetup:
 
     @classmethod
     def for_board(
-        cls, board: Board, machine: Optional[str] = None, cpu: Optional[str] = None
+        cls, board: Board, machine: Optional[str] = None, cpu: Optional[str] = None,
+        smp: Optional[int] = None,
     ) -> "QemuSetup":
         qemu = board.qemu
         if qemu is None:
@@ -71,7 +72,7 @@ class QemuSetup:
             machine=machine or qemu["machine"] or arch.qemu_machine,
             cpu=cpu or qemu["cpu"] or arch.qemu_cpu,
             memory=qemu["memory"],
-            smp=qemu["smp"],
+            smp=smp or qemu["smp"],
             console=qemu["console"] or arch.console,
             nic=qemu["nic"] or arch.nic,
             append=qemu["append"],
