@@ -1396,8 +1396,10 @@ class Health:
             % (svc.name, svc.state, "true" if svc.ready else "false",
                "true" if self.ok(svc) else "false", svc.restarts)
             for svc in sup.order)
-        text = '{"healthy": %s, "booted": %s, "unhealthy": [%s], "services": {%s}}\n' % (
+        text = ('{"healthy": %s, "booted": %s, "stopping": %s, "unhealthy": [%s], '
+                '"services": {%s}}\n') % (
             "true" if healthy else "false", "true" if sup.ready else "false",
+            "true" if sup.stopping else "false",
             ", ".join('"%s"' % n for n in bad), rows)
         if text != self.text and cfg["health_file"]:
             self.text = text
@@ -1535,6 +1537,8 @@ class Supervisor:
         `requires`: successfully), a probed service once ready (for `after`: or once an
         attempt has failed), any other once started."""
         dep = self.services[name]
+        if not required and self.blocked(dep):  # it will not start: `after` waits no more
+            return True
         if dep.type == "oneshot":
             return dep.state == "done" if required else dep.state in ("done", "failed")
         if dep.probed:
@@ -1545,11 +1549,16 @@ class Supervisor:
         return all(self.settled(a) for a in svc.after) and all(
             self.settled(r, True) for r in svc.requires)
 
-    def blocked(self, svc):
-        """Pending on something it requires that failed: boot is over without it."""
-        return svc.state == "pending" and any(
-            self.services[r].gave_up or self.services[r].state == "failed"
-            for r in svc.requires)
+    def blocked(self, svc, seen=()):
+        """Pending on something it requires (directly or through what that requires) that
+        failed: boot is over without it."""
+        if svc.state != "pending" or svc.name in seen:
+            return False
+        for name in svc.requires:
+            dep = self.services[name]
+            if dep.gave_up or dep.state == "failed" or self.blocked(dep, seen + (svc.name,)):
+                return True
+        return False
 
     def start_due(self):
         now = time.monotonic()
@@ -1937,7 +1946,8 @@ def print_status(config_path):
     if health["healthy"]:
         sys.stdout.write("healthy\n")
         return 0
-    why = ", ".join(health["unhealthy"]) or "booting"
+    why = ", ".join(health["unhealthy"]) or (
+        "stopping" if health.get("stopping") else "booting")
     sys.stdout.write("unhealthy: %s\n" % why)
     return 1
 
