@@ -154,8 +154,6 @@ def _test_system(plan: Plan, args) -> TestReport:
         )
 
 
-@contextlib.contextmanager
-
 def _write_timeline(text: str, accel: str, path: Path, title: str) -> None:
     """PATH.json (every event, spans, milestones) and PATH.svg (the boot as a Gantt chart)."""
     from ..reports.timeline import parse_events, timeline_json, timeline_svg
@@ -178,6 +176,7 @@ ECHO_FLAG = "lxembed.timeline"
 ECHO_PREFIX = "lxembed-timeline: "
 
 
+@contextlib.contextmanager
 def _card(disk: Path, root: str, kernel, setup, initrd):
     """An SD card boots what its boot partition holds; a disk, its initrd with the kernel."""
     from ..runners.boot_media import card_boot_files
