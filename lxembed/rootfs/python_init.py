@@ -6,7 +6,8 @@ The one place that installs lxembed/init/lxinit.py, for both places it runs from
 - a bind-host container, run by the python3 of the root it binds: which Python that is is not
   ours to fix, so the code is its zlib-compressed source, without comments and docstrings
   (17 KB instead of 83: the rootfs stays under 100 KB) under /.lxembed. zlib and marshal are
-  built into CPython: the shim imports nothing else (a zip app would cost 6 ms per start for runpy's imports).
+  built into CPython: the shim imports nothing else (a zip app would cost 6 ms per start for
+  runpy's imports).
 An image's init reads /etc/lxembed/init.json, its default; a bind-host container's is given
 --config /.lxembed/init.json (no /etc/lxembed directory: 4 KB less). Both come from
 init_config(), from the Plan (and the ContainerSpec for a container).
