@@ -1,6 +1,6 @@
 """The container step of a build: the spec resolved once, before anything is fetched; then the
 container tree made from the image tree and written with its LXC config, OCI config.json or
-libvirt domain XML."""
+libvirt domain XML, or as an image (OCI layout or archive, LXC/Incus tarballs)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,13 @@ from ..log import warn
 from ..net.ports import hook_files
 from ..tree import RootfsTree
 from ..writers.containers import write_bundle
+from ..writers.lxc_image import write_lxc_image
 from ..writers.oci_image import oci_image, write_oci_archive, write_oci_layout
 from ..writers.output import Artifact, write_file_atomic
 from .image import check_oci_image, image_config
 from .libvirt import check_libvirt, libvirt_domain
 from .lxc_config import lxc_config, version_entries
+from .lxc_image import check_lxc_image, lxc_image
 from .oci import oci_config, unsupported_networks
 from .rootfs import container_tree
 from .spec import ContainerSpec, container_spec
@@ -43,6 +45,7 @@ def resolve_bundles(plan: Plan, formats: Sequence[str]) -> Optional[ContainerSpe
     if "oci-image" in wanted or "oci-archive" in wanted:
         check_oci_image(plan, spec)
     if "lxc-image" in wanted:
+        check_lxc_image(spec)
         version_entries(spec, "/")
     return spec
 
@@ -95,6 +98,11 @@ def write_bundles(tree: RootfsTree, plan: Plan, spec: ContainerSpec, formats: Se
                                       text.encode(), "libvirt"))
     if "oci-image" in formats or "oci-archive" in formats:
         artifacts += _write_oci_images(ctree, plan, spec, formats, Path(output))
+    if "lxc-image" in formats:
+        image = lxc_image(plan, spec, ctree)
+        artifacts.append(write_lxc_image(image.meta, image.incus, image.rootfs,
+                                         Path(output) / CONTAINER_FORMATS["lxc-image"],
+                                         plan.epoch))
     return artifacts
 
 
