@@ -181,3 +181,50 @@ def test_podman_loads_and_runs_the_archive(image, tmp_path):
         subprocess.run(podman + ["rm", "-f", "-i", name], capture_output=True)
         subprocess.run(podman + ["rmi", "-f", "-a"], capture_output=True)
         shutil.rmtree(state_dir, ignore_errors=True)
+
+
+@pytest.mark.parametrize("arch,platform", [
+    ("amd64", {"architecture": "amd64", "os": "linux"}),
+    ("armhf", {"architecture": "arm", "os": "linux", "variant": "v7"}),
+    ("armel", {"architecture": "arm", "os": "linux", "variant": "v5"}),
+    ("mipsel", {"architecture": "mipsle", "os": "linux"}),
+])
+def test_platform_comes_from_the_architecture_table(tmp_path, arch, platform):
+    from lxembed.config import Plan
+    from lxembed.config.loader import load_board, load_recipe
+    from lxembed.containers import container_spec
+    from lxembed.containers.image import image_config
+
+    (tmp_path / "b.toml").write_text(f'arch = "{arch}"\nsuite = "bookworm"\n')
+    (tmp_path / "r.toml").write_text(SELF)
+    plan = Plan(load_board(str(tmp_path / "b.toml")), load_recipe(str(tmp_path / "r.toml")),
+                1704067200)
+    config, got = image_config(plan, container_spec(plan))
+    assert got == platform
+    assert {k: config[k] for k in platform} == platform  # the config says it too
+    assert config["created"] == "2024-01-01T00:00:00Z"
+
+
+@pytest.mark.slow
+def test_an_image_keeps_the_ids_the_container_sees(tmp_path):
+    """With idmap the bundle's rootfs is shifted for LXC/crun; the image is not: podman,
+    Incus or lxc-create map it themselves."""
+    import gzip
+    import io
+    import tarfile
+
+    from lxembed.config import Plan
+    from lxembed.config.loader import load_board, load_recipe
+
+    (tmp_path / "b.toml").write_text(HOST_BOARD)
+    (tmp_path / "r.toml").write_text(SELF + 'idmap = ["u 0 100000 65536", "g 0 100000 65536"]\n')
+    plan = Plan(load_board(str(tmp_path / "b.toml")), load_recipe(str(tmp_path / "r.toml")),
+                1704067200)
+    build_image(plan, tmp_path / "out", ["oci-image", "oci"])
+    assert (tmp_path / "out/oci/rootfs/bin/busybox").stat().st_uid == 100000
+    index = json.loads((tmp_path / "out/oci-image/index.json").read_text())
+    blobs = tmp_path / "out/oci-image/blobs/sha256"
+    manifest = json.loads((blobs / index["manifests"][0]["digest"][7:]).read_text())
+    layer = gzip.decompress((blobs / manifest["layers"][0]["digest"][7:]).read_bytes())
+    with tarfile.open(fileobj=io.BytesIO(layer)) as tar:
+        assert tar.getmember("./bin/busybox").uid == 0

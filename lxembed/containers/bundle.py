@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -29,6 +30,7 @@ from .spec import ContainerSpec, container_spec
 CONTAINER_FORMATS = {"lxc": "lxc", "oci": "oci", "libvirt": "libvirt",
                      "oci-image": "oci-image", "oci-archive": "oci-archive.tar",
                      "lxc-image": "lxc-image"}
+IMAGE_FORMATS = ("oci-image", "oci-archive", "lxc-image")
 
 
 def resolve_bundles(plan: Plan, formats: Sequence[str]) -> Optional[ContainerSpec]:
@@ -96,10 +98,15 @@ def write_bundles(tree: RootfsTree, plan: Plan, spec: ContainerSpec, formats: Se
             warn(note)
         artifacts.append(write_bundle(ctree, Path(output) / "libvirt", "domain.xml",
                                       text.encode(), "libvirt"))
+    if not any(f in formats for f in IMAGE_FORMATS):
+        return artifacts
+    # An image holds the ids as the container sees them: whoever makes a container of it
+    # (podman, Incus, lxc-create in a user namespace) maps them. Only bundles are pre-shifted.
+    itree = container_tree(tree, plan, replace(spec, idmap=[])) if spec.idmap else ctree
     if "oci-image" in formats or "oci-archive" in formats:
-        artifacts += _write_oci_images(ctree, plan, spec, formats, Path(output))
+        artifacts += _write_oci_images(itree, plan, spec, formats, Path(output))
     if "lxc-image" in formats:
-        image = lxc_image(plan, spec, ctree)
+        image = lxc_image(plan, spec, itree)
         artifacts.append(write_lxc_image(image.meta, image.incus, image.rootfs,
                                          Path(output) / CONTAINER_FORMATS["lxc-image"],
                                          plan.epoch))
