@@ -134,10 +134,9 @@ def test_lxc_create_local_makes_a_container_that_starts_and_stops(image, tmp_pat
     lxcpath.mkdir()
     # An empty initial config: /etc/lxc/default.conf would add a veth on lxcbr0 to the image's
     # own network (lxc-local keeps both), and this test needs no bridge.
-    (tmp_path / "empty.conf").write_text("")
     console = tmp_path / "console"
     try:
-        out = _lxc("lxc-create", "-t", "local", "-f", str(tmp_path / "empty.conf"), "--",
+        out = _lxc("lxc-create", "-t", "local", "-f", "/dev/null", "--",
                    "--metadata", str(image[0] / "meta.tar.xz"),
                    "--fstree", str(image[0] / "rootfs.tar.xz"), lxcpath=lxcpath, name=name)
         assert "ready when /run/lxembed/ready exists" in out  # the create-message
