@@ -99,7 +99,8 @@ def test_image_is_byte_identical_and_says_what_lxc_create_and_incus_read(image):
     meta = _members(a / "meta.tar.xz")
     config = meta["config"].decode()
     # lxc-create and its local template write these: the image must not name build paths.
-    assert "lxc.rootfs" not in config and "lxc.uts.name" not in config
+    assert "lxc.rootfs.path" not in config and "lxc.rootfs.managed" not in config
+    assert "lxc.uts.name" not in config
     assert config.startswith("# LXC_NAME: ") and "lxc.init.cmd = /sbin/init" in config
     assert meta["templates"].decode().split() == ["/etc/hostname", "/etc/hosts"]
     rootfs = _members(a / "rootfs.tar.xz", root_owned=False)
@@ -155,3 +156,28 @@ def test_lxc_create_local_makes_a_container_that_starts_and_stops(image, tmp_pat
     finally:
         _lxc("lxc-stop", "-k", lxcpath=lxcpath, name=name, check=False)
         _lxc("lxc-destroy", lxcpath=lxcpath, name=name, check=False)
+
+
+def test_config_keeps_settings_and_names_only_the_hostname(tmp_path):
+    """Only what lxc-create writes is left out (a read-only root stays); the hostname is
+    replaced as a whole word, not inside another name."""
+    from lxembed.config import Plan
+    from lxembed.config.loader import load_board, load_recipe
+    from lxembed.containers import container_spec
+    from lxembed.containers.lxc_image import lxc_image
+    from lxembed.tree import RootfsTree
+
+    (tmp_path / "b.toml").write_text(HOST_BOARD)
+    (tmp_path / "r.toml").write_text('hostname = "img"\npackages = ["busybox-static"]\n'
+                                     'init = "busybox"\n[container]\nreadonly = true\n')
+    plan = Plan(load_board(str(tmp_path / "b.toml")), load_recipe(str(tmp_path / "r.toml")),
+                EPOCH)
+    tree = RootfsTree()
+    tree.write("/etc/hostname", b"img\n")
+    tree.write("/etc/hosts", b"127.0.1.1\timg img.lan\n10.0.0.9\timg-backup\n")
+    image = lxc_image(plan, container_spec(plan), tree)
+    config = image.meta["config"].decode()
+    assert "lxc.rootfs.options = ro" in config and "lxc.rootfs.path" not in config
+    assert image.rootfs.read("/etc/hosts") == b"127.0.1.1\tLXC_NAME img.lan\n10.0.0.9\timg-backup\n"
+    assert tree.read("/etc/hostname") == b"img\n"  # the container's tree is left as it was
+    assert image.incus["templates/hostname.tpl"] == b"{{ instance.name }}\n"

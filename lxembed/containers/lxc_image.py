@@ -27,7 +27,7 @@ NAMED_FILES = ("/etc/hostname", "/etc/hosts")
 # Keys lxc-create and its local template write themselves (the rootfs lxc-create made, the
 # name it was given): ours would name the build's paths. lxc.rootfs.managed = 0 would also
 # keep lxc-destroy from removing the rootfs lxc-create unpacked.
-_LEFT_TO_LXC_CREATE = ("lxc.rootfs.", "lxc.uts.name")
+_LEFT_TO_LXC_CREATE = ("lxc.rootfs.path", "lxc.rootfs.managed", "lxc.uts.name")
 
 
 @dataclass
@@ -76,7 +76,7 @@ def lxc_image(plan: Plan, spec: ContainerSpec, ctree: RootfsTree) -> LxcImage:
     for path, data in _named(ctree, spec, "LXC_NAME").items():
         rootfs.entries[path] = replace(ctree.entries[path], data=data)
     entries = [(k, v) for k, v in lxc_entries(spec, "LXC_ROOTFS")
-               if not k.startswith(_LEFT_TO_LXC_CREATE)]
+               if k not in _LEFT_TO_LXC_CREATE]
     header = [
         f"LXC_NAME: lxembed container {spec.name} ({plan.board.name}/{plan.recipe.name}), "
         f"{spec.mode}, init {spec.init}",
