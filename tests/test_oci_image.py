@@ -159,6 +159,7 @@ def test_podman_loads_and_runs_the_archive(image, tmp_path):
     # podman refuses a runroot path longer than 50 characters: tmp_path's are longer.
     state_dir = Path(tempfile.mkdtemp(prefix="lxpm", dir="/tmp"))
     podman = ["podman", "--root", str(state_dir / "root"), "--runroot", str(state_dir / "run"),
+              "--tmpdir", str(state_dir / "tmp"),  # libpod's state and events log too
               "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs",
               "--events-backend", "file", "--runtime", "runc"]
     name = f"lxembed-oci-test-{os.getpid()}"
