@@ -59,6 +59,8 @@ def test_reference_grammar(ref, ok):
      "image 'Bad Name' is not an image reference"),
     (SELF + 'image = "x/y:"\n', "oci-image,oci-archive", "bad.toml:5: ",
      "image 'x/y:' is not an image reference"),
+    (SELF + 'name = "web_"\n', "oci-image", "bad.toml:5: ",  # the default from the name
+     "image 'localhost/lxembed/web_:latest' is not an image reference"),
 ])
 def test_bad_input_one_line_nothing_written(tmp_path, capsys, recipe, fmt, where, message):
     code, out = _build_cli(tmp_path, recipe, fmt=fmt)

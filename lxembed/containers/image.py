@@ -34,14 +34,15 @@ def image_reference(plan: Plan, spec: ContainerSpec) -> str:
     "localhost/" keeps podman and docker from taking a short name for a Docker Hub image.
     """
     value = _image_setting(plan)
-    if value is None:
-        return f"localhost/lxembed/{spec.name.lower()}:latest"
+    key = "image"
+    if value is None:  # a container name may hold what a reference may not ("a..b", "_x")
+        value, key = f"localhost/lxembed/{spec.name.lower()}:latest", "name"
     m = _REFERENCE.match(value)
     if not m or len(m.group("name")) > NAME_MAX:
         raise UserError(
-            f"{spec.where('container', 'image')}: image {value!r} is not an image reference",
-            hint="lower-case path components, an optional registry and :tag, e.g. "
-            "registry.example/team/router:1.0",
+            f"{spec.where('container', key)}: image {value!r} is not an image reference",
+            hint="set [container] image: lower-case path components, an optional registry "
+            "and :tag, e.g. registry.example/team/router:1.0",
         )
     return value if m.group("tag") else value + ":latest"
 
