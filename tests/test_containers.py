@@ -522,7 +522,8 @@ def test_lxc_and_oci_stay_formats(tmp_path, capsys):
     from lxembed.pipeline import check_formats
 
     check_formats(["tar", "lxc", "oci", "libvirt"])
-    with pytest.raises(UserError, match=r"unknown format lxd \(known: dir, .*lxc, oci, libvirt\)"):
+    known = r"lxc, oci, libvirt, oci-image, oci-archive, lxc-image"
+    with pytest.raises(UserError, match=rf"unknown format lxd \(known: dir, .*{known}\)"):
         check_formats(["lxc", "lxd"])
     # Many cells at once check formats the same way.
     (tmp_path / "b.toml").write_text(HOST_BOARD)

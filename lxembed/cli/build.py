@@ -116,7 +116,8 @@ def register(subparsers) -> None:
                    "several cells, each goes to OUTPUT/BOARD-RECIPE")
     p.add_argument("--format", "-f", default=None,
                    help="comma-separated: dir, tar, cpio (each optionally .zst, .gz or "
-                        ".xz), squashfs; lxc, oci, libvirt (default: cpio.zst)")
+                        ".xz), squashfs...; containers: lxc, oci, libvirt, oci-image, "
+                        "oci-archive, lxc-image (default: cpio.zst)")
     p.add_argument("--json", action="store_true", help="print artifacts as JSON")
     p.set_defaults(func=cmd_build)
     p = subparsers.add_parser("matrix", help="write the board x recipe matrix as a CI "

@@ -90,6 +90,8 @@ CONTAINER_FIELDS = (
         choices=("bind-host", "self-contained"),
     ),
     Setting("name", "str", None, "container name (default: the recipe name)"),
+    Setting("image", "str", None, "image name for oci-image and oci-archive (default: "
+            "localhost/lxembed/NAME:latest)"),
     Setting(
         "init",
         "str",
