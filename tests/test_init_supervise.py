@@ -276,6 +276,8 @@ def test_status_during_a_shutdown_does_not_say_booting(start_init, tmp_path):
     init = start_init({"services": [
         service(tmp_path / "svc.py", "stubborn", record, mode="ignore", stop_timeout=4)]})
     init.wait_console("lxembed-init: healthy\n")
+    # Started is not yet deaf to SIGTERM: wait for the service to say it is running.
+    wait_until(lambda: [r for r in records(record) if r[1] == "started"], timeout=5)
     init.send(signal.SIGTERM)
     init.wait_console("stopping services")
     st = status(tmp_path / "init.json")

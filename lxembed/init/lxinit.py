@@ -1730,12 +1730,13 @@ class Supervisor:
     def shutdown(self):
         """Stop every service and every other process; return the init's exit status."""
         self.stopping = True
-        why = "the main service ended" if self.action == EXIT else self.action
-        say("%s: stopping services" % why)
+        # Health and ready file first: whoever reads the console's line below sees them.
         if self.cfg["ready_file"]:
             step("removing the ready file", os.unlink, self.cfg["ready_file"], quiet=True)
         self.guard("health", self.health.update)
         TIMELINE.event("init", "stopping")
+        why = "the main service ended" if self.action == EXIT else self.action
+        say("%s: stopping services" % why)
         # The main service first (its stop signal is the one a runtime sent the app), then the
         # rest in waves, dependants first: a service stops once nothing still running needs it;
         # the services of one wave stop together, each within its own stop_timeout.
