@@ -137,6 +137,10 @@ def test_new_into_the_empty_current_directory_takes_its_name(tmp_path):
     (lambda d: (d / "p").write_text("a file\n"), ("new", "p"), "p: exists and is not a dir"),
     (lambda d: None, ("new", "p", "--name", "no/slash"), "'no/slash' cannot name a board"),
     (lambda d: None, ("new", "p", "--board", "nosuch"), "unknown board 'nosuch'"),
+    # Fails part-way (etc/NAME-release is one byte too long a file name, after the board and
+    # recipe are written): everything it made goes, the parents it made too.
+    (lambda d: None, ("new", "a/b/p", "--name", "x" * 248), "File name too long"),
+    (lambda d: (d / "p").mkdir(), ("new", "p", "--name", "x" * 248), "File name too long"),
 ])
 def test_new_refuses_and_writes_nothing(tmp_path, prepare, args, message):
     prepare(tmp_path)

@@ -73,15 +73,19 @@ def new_product(target: Path, name: Optional[str] = None,
         raise UserError(f"{name!r} cannot name a board, recipe and overlay: letters, digits, "
                         "'-' and '_' only", hint="lxembed new DIR --name NAME")
     files = starter_files(name, board)  # before anything is written: an unknown board writes none
-    made = not target.exists()
+    made = None  # the outermost directory this call makes: removed whole on a failure
+    if not target.exists():
+        made = target
+        while not made.parent.exists():
+            made = made.parent
     try:
         for rel, text in files.items():
             path = target / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
     except BaseException:
-        if made:
-            shutil.rmtree(target, ignore_errors=True)
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
         else:  # it was empty: empty it again
             for child in target.iterdir():
                 if child.is_dir() and not child.is_symlink():
