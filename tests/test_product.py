@@ -78,7 +78,7 @@ def test_list_says_where_each_comes_from(tmp_path):
     assert listed["recipes"]["busybox"]["hides"] == ["shipped"]
     assert listed["recipes"]["app"]["hides"] == ["LXEMBED_PATH"]
     assert listed["recipes"]["extra"]["from"] == "LXEMBED_PATH"
-    assert listed["overlays"]["app"]["file"] == str(product / "overlays/app")
+    assert listed["overlays"]["app"]["path"] == str(product / "overlays/app")
     assert listed["overlays"]["busybox-base"]["from"] == "shipped"
     text = run_lxembed("list", cwd=product, env=_env(), check=True).stdout
     assert any(line.split()[:3] == ["busybox", "product", "mine"] and "(hides shipped)" in line

@@ -12,7 +12,7 @@ def cmd_list(args) -> int:
     from ..config.product import catalog, search_dirs
 
     def where(item) -> dict:
-        return {"from": item.source.origin, "file": str(item.path), "hides": item.hides}
+        return {"from": item.source.origin, "path": str(item.path), "hides": item.hides}
 
     boards = {}
     for item in catalog("boards"):
