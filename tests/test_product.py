@@ -87,7 +87,7 @@ def test_list_says_where_each_comes_from(tmp_path):
 
 def test_the_checkout_itself_is_shipped_not_a_product():
     listed = json.loads(run_lxembed("list", "--json", cwd=ROOT, env=_env(), check=True).stdout)
-    assert [d["from"] for d in listed["search"]] == ["shipped"]
+    assert listed["search"] == [{"from": "shipped", "dir": str(ROOT)}]
 
 
 def test_lxembed_toml_and_dash_c_name_the_product(tmp_path):

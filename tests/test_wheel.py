@@ -26,47 +26,58 @@ _NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "out", "build", "dist", "*
                                      "__pycache__", ".pytest_cache", ".ruff_cache")
 
 
+def _env() -> dict:
+    """Nothing may lead back to the checkout: no PYTHONPATH, no LXEMBED_PATH."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LXEMBED_PATH")}
+
+
+def _run(*cmd, cwd: Path = None) -> str:
+    result = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, cwd=cwd,
+                            env=_env())
+    assert result.returncode == 0, f"{cmd}:\n{result.stdout}\n{result.stderr}"
+    return result.stdout + result.stderr
+
+
+def _venv(path: Path) -> list:
+    """A fresh venv, and the pip command that installs into it. It has no pip of its own
+    (ensurepip alone took 10 s): this pip installs into it, through --python."""
+    _run(sys.executable, "-m", "venv", "--without-pip", path)
+    return [sys.executable, "-m", "pip", "--python", path / "bin/python", "-q",
+            "--disable-pip-version-check"]
+
+
 @dataclass
 class Installed:
-    venv: Path
+    venv: Path  # the wheel and its dependencies, nothing else: a user's venv
+    builder: Path  # the venv that built it: build and the backend, no lxembed
+    builder_pip: list
+    src: Path  # the copy of the checkout it was built from
     sdist: Path
     wheel: Path
     build_log: str
 
     def run(self, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-        # Nothing may lead it back to the checkout: no PYTHONPATH, no LXEMBED_PATH.
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LXEMBED_PATH")}
         return subprocess.run([str(self.venv / "bin/lxembed"), *args], capture_output=True,
-                              text=True, cwd=cwd, env=env)
-
-
-def _run(*cmd, cwd: Path = None) -> str:
-    result = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, cwd=cwd)
-    assert result.returncode == 0, f"{cmd}:\n{result.stdout}\n{result.stderr}"
-    return result.stdout + result.stderr
+                              text=True, cwd=cwd, env=_env())
 
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Installed:
     """Built once for this module: `python -m build` makes the sdist, then the wheel from the
     sdist (so the sdist must carry everything), with the backend pyproject.toml names installed
-    once in the venv (no isolated build environments: a third of the time)."""
+    once in a builder venv (isolated build environments took a third longer)."""
     tmp = tmp_path_factory.mktemp("wheel")
     src = tmp / "src"
     shutil.copytree(ROOT, src, ignore=_NOT_SOURCE)  # the build writes build/ into its source
-    venv = tmp / "venv"
-    # No pip of its own (ensurepip alone took 10 s): this pip installs into it, through --python.
-    _run(sys.executable, "-m", "venv", "--without-pip", venv)
-    pip = [sys.executable, "-m", "pip", "--python", venv / "bin/python", "-q",
-           "--disable-pip-version-check"]
     with open(ROOT / "pyproject.toml", "rb") as fh:
         backend = tomllib.load(fh)["build-system"]["requires"]
-    _run(*pip, "install", "build", *backend)
-    log = _run(venv / "bin/python", "-m", "build", "--no-isolation", "--outdir", tmp / "dist",
-               src)
+    builder_pip = _venv(tmp / "builder")
+    _run(*builder_pip, "install", "build", *backend)
+    log = _run(tmp / "builder/bin/python", "-m", "build", "--no-isolation", "--outdir",
+               tmp / "dist", src)
     (sdist,), (wheel,) = (tmp / "dist").glob("*.tar.gz"), (tmp / "dist").glob("*.whl")
-    _run(*pip, "install", wheel)
-    return Installed(venv, sdist, wheel, log)
+    _run(*_venv(tmp / "venv"), "install", wheel)
+    return Installed(tmp / "venv", tmp / "builder", builder_pip, src, sdist, wheel, log)
 
 
 def test_sdist_and_wheel_carry_the_shipped_data(installed):
@@ -113,3 +124,16 @@ def test_installed_lxembed_builds_and_tests_a_new_product(installed, tmp_path):
                            cwd=tmp_path / "gizmo")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "gizmo-release" in result.stdout
+
+
+def test_an_editable_install_reads_the_checkouts_own_directories(installed, tmp_path):
+    """The build step copies nothing for an editable install: boards/ and the rest are read
+    where they are kept, so an edit there is seen at once. (Into the builder venv: it has the
+    backend already.)"""
+    _run(*installed.builder_pip, "install", "--no-deps", "--no-build-isolation", "-e",
+         installed.src)
+    where = _run(installed.builder / "bin/python", "-c",
+                 "from lxembed.config.product import shipped_dir; print(shipped_dir())",
+                 cwd=tmp_path)
+    assert where.strip() == str(installed.src)
+    assert not (installed.src / "lxembed/_data").exists()
