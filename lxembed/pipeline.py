@@ -26,6 +26,7 @@ from .sources.kernel import Kernel, fetch_kernel
 from .sources.kernel_config import KernelConfig, check_recipe, read_config, recipe_needs
 from .writers import Artifact, write_formats
 from .writers.disk import DISK_FORMATS, STORAGE_MODULES, BootInputs
+from .writers.fit import FitInputs
 from .writers.output import check_formats as check_image_formats
 from .writers.output import known_formats
 from .writers.staging import STAMP, OutputStage
@@ -72,12 +73,13 @@ def build_image(plan: Plan, output: Optional[Path] = None, formats: Sequence[str
                 "suite": plan.board.suite, "source_date_epoch": plan.epoch}
         # A qemu board's kernel modules: a second segment that boots appended to the rootfs;
         # a disk holds them in its root partition and its boot initramfs.
-        segment_formats = [f for f in image_formats if f not in DISK_FORMATS]
+        segment_formats = [f for f in image_formats if f not in DISK_FORMATS and f != "fit"]
         storage = [m for f in formats if f in DISK_FORMATS
                    for m in _storage_modules(plan, f)]
         modules = (kernel_modules_tree(plan, mirror, storage)
                    if plan.board.qemu and image_formats else None)
-        boot = BootInputs(modules, _boot_files(plan, mirror) if "sdcard" in formats else {})
+        boot = BootInputs(modules, _boot_files(plan, mirror) if "sdcard" in formats else {},
+                          fit_inputs(plan, mirror) if "fit" in formats else None)
         with step("write " + ",".join(formats)):
             artifacts = write_formats(tree, stage.path, image_formats, plan, meta, boot=boot)
             if modules is not None and segment_formats:
@@ -145,6 +147,25 @@ def _boot_files(plan: Plan, mirror: Optional[str]) -> dict:
     return files
 
 
+def fit_inputs(plan: Plan, mirror: Optional[str]) -> Optional[FitInputs]:
+    """The fit format's kernel, device tree and key, from the board's [uboot] and the recipe's
+    [fit]; None for a board without U-Boot (the writer says so)."""
+    uboot = plan.board.settings.get("uboot")
+    if uboot is None:
+        return None
+    key = (plan.recipe.settings.get("fit") or {}).get("key")
+    where = plan.recipe.line_of("key", "fit") if key else ""
+    key_dir = (plan.recipe.path.parent / key) if key else None
+    if key_dir is not None and not key_dir.is_dir():
+        raise UserError(f"{where}: [fit] key {key}: no such directory "
+                        f"(relative to {plan.recipe.path.parent})")
+    kernel = fetch_kernel(plan.board, mirror)
+    dtb = (plan.board.qemu or {}).get("dtb")
+    return FitInputs(kernel.image.read_bytes(), plan.arch.uboot, int(uboot["kernel_load"], 0),
+                     kernel.release, kernel.dtb(dtb).read_bytes() if dtb else None, key_dir,
+                     where)
+
+
 def build_key(plan: Plan, kernel: Optional[Kernel] = None) -> str:
     """Everything a build's bytes depend on: the inputs' content, the epoch, lxembed itself."""
     h = hashlib.sha256(json.dumps({"lxembed": __version__, "epoch": plan.epoch,
@@ -165,6 +186,9 @@ def _inputs(plan: Plan) -> Iterable[Path]:
     yield from (Path(d) for d in plan.recipe.settings["debs"])
     for name in plan.recipe.settings["overlays"]:
         yield from sorted(p for p in find_overlay(name).rglob("*") if p.is_file())
+    key = (plan.recipe.settings.get("fit") or {}).get("key")
+    if key:  # a signed FIT changes with its key
+        yield from sorted(p for p in (plan.recipe.path.parent / key).glob("*") if p.is_file())
     yield from sorted(_PACKAGE.rglob("*.py"))
 
 

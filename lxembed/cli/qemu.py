@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Tuple
@@ -64,6 +65,15 @@ def cmd_boot(args) -> int:
     setup = QemuSetup.for_board(plan.board, args.machine, args.cpu, args.smp)
     kernel = fetch_kernel(plan.board, args.mirror)
     accel = choose_accel(plan.arch, args.accel)
+    if args.boot == "uboot":
+        from ..runners.uboot import key_dtb_for, uboot_run, uboot_settings
+        uboot_settings(plan.board)
+        fit = _fit_image(plan, args, kernel)
+        log.info(f"booting {plan.board.name}/{plan.recipe.name} through U-Boot from "
+                 f"{fit.name} ({accel.name}: {accel.reason}); Ctrl-A X quits")
+        with uboot_run(plan.board, setup, accel, fit, key_dtb_for(fit), not args.quiet_kernel,
+                       interactive=True) as argv:
+            return subprocess.call(argv)
     if args.root:
         disk, initrd = _disk_image(plan, args, kernel)
         log.info(f"booting {plan.board.name}/{plan.recipe.name} from {disk.name} with "
@@ -122,6 +132,8 @@ def _test_system(plan: Plan, args) -> TestReport:
     from ..runners.qemu_system import GuestRun, QemuSetup, check_guest, initramfs_with_modules
     from ..sources.kernel import describe, fetch_kernel
     setup = QemuSetup.for_board(plan.board, args.machine, args.cpu, args.smp)
+    if args.boot == "uboot":
+        return _test_uboot(plan, args, setup)
     checks = load_checks(plan, "system")
     kernel = fetch_kernel(plan.board, args.mirror)
     disk = None
@@ -152,6 +164,43 @@ def _test_system(plan: Plan, args) -> TestReport:
         return check_guest(
             plan.board, plan.recipe.name, setup, kernel, initrd, accel, checks, log_path, run
         )
+
+
+def _fit_image(plan: Plan, args, kernel) -> Path:
+    """--boot uboot: the board's FIT (format fit), built unless --image names one."""
+    from ..pipeline import ensure_image, image_dir
+    if args.root:
+        raise UserError("--boot uboot boots the FIT's initramfs: it takes no --root")
+    if args.image:
+        fit = Path(args.image)
+        fit = fit / "rootfs.fit" if fit.is_dir() else fit
+        if not fit.exists():
+            raise UserError(f"{fit} does not exist", hint="build it with --format fit")
+        return fit
+    return ensure_image(plan, image_dir(plan, args.output, "fit"), "fit", args.mirror, kernel,
+                        args.rebuild)
+
+
+def _test_uboot(plan: Plan, args, setup) -> TestReport:
+    from ..runners import load_checks
+    from ..runners.accel import choose_accel
+    from ..runners.qemu_system import GuestRun, check_guest
+    from ..runners.uboot import key_dtb_for, uboot_run, uboot_settings
+    from ..sources.kernel import describe, fetch_kernel
+    uboot_settings(plan.board)  # a board without U-Boot: refused before anything is built
+    checks = load_checks(plan, "system")
+    kernel = fetch_kernel(plan.board, args.mirror)
+    fit = _fit_image(plan, args, kernel)
+    accel = choose_accel(plan.arch, args.accel)
+    key = key_dtb_for(fit)
+    log.info(f"{plan.board.name}/{plan.recipe.name}: U-Boot, {fit.name}"
+             f"{' (signed)' if key else ''} with {describe(kernel)}, {accel.name} "
+             f"({accel.reason})")
+    with uboot_run(plan.board, setup, accel, fit, key, args.verbose_kernel) as argv:
+        run = GuestRun(boot_timeout=args.timeout, verbose=args.verbose_kernel, argv=argv,
+                       timeline=bool(args.timeline))
+        return check_guest(plan.board, plan.recipe.name, setup, kernel, fit, accel, checks,
+                           fit.parent / "console.log", run)
 
 
 def _write_timeline(text: str, accel: str, path: Path, title: str) -> None:
@@ -237,6 +286,14 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         help="boot from the board's disk image (format disk.ROOT) as a virtio disk, through "
         "its initramfs, instead of from an initramfs image; sdcard: the board's SD card "
         "image, kernel and initramfs from its boot partition",
+    )
+    p.add_argument(
+        "--boot",
+        choices=("kernel", "uboot"),
+        default="kernel",
+        help="kernel: qemu loads the kernel and initramfs itself (-kernel); uboot: the "
+        "board's U-Boot (u-boot-qemu, -bios) loads, verifies and boots the image's FIT "
+        "(format fit) from a boot disk made for the run",
     )
     p.add_argument("--machine", help="override the board's qemu machine")
     p.add_argument("--cpu", help="override the board's qemu CPU")

@@ -54,6 +54,19 @@ SDCARD_FIELDS = (
             "partition (SD host drivers)"),
 )
 
+UBOOT_FIELDS = (
+    Setting("firmware", "str", None, "the U-Boot build qemu runs as its firmware (-bios), from "
+            "Debian's u-boot-qemu (/usr/lib/u-boot/qemu_arm64/u-boot.bin)"),
+    Setting("kernel_load", "str", None, "load and entry address of the kernel in the FIT "
+            "(U-Boot's kernel_addr_r)"),
+    Setting("fit_addr", "str", None, "where boot.scr loads the FIT: clear of the kernel's "
+            "load address, U-Boot and its relocated initramfs"),
+    Setting("verify", "bool", True, "this U-Boot build checks FIT signatures "
+            "(CONFIG_FIT_SIGNATURE): a signed FIT's key goes into its control dtb"),
+    Setting("disk", "str", "virtio-blk-device", "the qemu device the boot disk is attached as "
+            "(one this U-Boot has a driver for)"),
+)
+
 BOARD_SETTINGS = (
     Setting("description", "str", "", "one line about the board"),
     Setting("arch", "str", None, "Debian architecture of the userland",
@@ -71,6 +84,9 @@ BOARD_SETTINGS = (
             fields=FLASH_FIELDS),
     Setting("sdcard", "table", None, "the board's SD card layout, for the sdcard format",
             fields=SDCARD_FIELDS),
+    Setting("uboot", "table", None, "the board's U-Boot in qemu, for the fit format's load "
+            "addresses and `--boot uboot`; absent: no U-Boot build for this machine",
+            fields=UBOOT_FIELDS),
 )
 
 USER_FIELDS = (
@@ -169,6 +185,12 @@ UBI_FIELDS = (
     Setting("compressor", "str", "lzo", "mkfs.ubifs -x", choices=("lzo", "zlib", "zstd", "none")),
 )
 
+FIT_FIELDS = (
+    Setting("key", "str", None, "sign the FIT's configuration with this key: a directory "
+            "relative to the recipe holding NAME.key and NAME.crt, NAME being the directory's "
+            "name (keys/dev: keys/dev/dev.key, keys/dev/dev.crt)"),
+)
+
 RECIPE_SETTINGS = (
     Setting("description", "str", "", "one line about the image"),
     Setting("base", "str", None, "recipe this one extends (lists are appended, values replaced)"),
@@ -202,6 +224,7 @@ RECIPE_SETTINGS = (
     Setting("squashfs", "table", None, "how the squashfs format is made", fields=SQUASHFS_FIELDS),
     Setting("ubi", "table", None, "how the ubi format is made (geometry: the board's [flash])",
             fields=UBI_FIELDS),
+    Setting("fit", "table", None, "how the fit format is made", fields=FIT_FIELDS),
     Setting("max_size", "dict", {}, "size budgets by format (squashfs = \"4MiB\", ext4 = "
             "8388608): a bigger image fails the build, naming its biggest contributors"),
 )

@@ -89,6 +89,14 @@ def kernel_file(kernel: Kernel, direct: bool = True) -> Path:
     return kernel.vmlinux if direct and kernel.vmlinux is not None else kernel.image
 
 
+def kernel_cmdline(setup: QemuSetup, verbose: bool = False, append: str = "") -> str:
+    """The kernel command line of a test boot (-append, or a boot script's bootargs)."""
+    cmdline = f"console={setup.console} panic=-1"
+    if not verbose:
+        cmdline += f" {FAST_APPEND}"
+    return " ".join(x for x in (cmdline, setup.append, append) if x)
+
+
 def qemu_argv(
     setup: QemuSetup,
     kernel: Kernel,
@@ -105,10 +113,7 @@ def qemu_argv(
 ) -> List[str]:
     """The qemu-system command line that boots `initrd` with `kernel` (and `disk` attached as
     a virtio disk, the root for a disk image's initrd)."""
-    cmdline = f"console={setup.console} panic=-1"
-    if not verbose:
-        cmdline += f" {FAST_APPEND}"
-    cmdline = " ".join(x for x in (cmdline, setup.append, append) if x)
+    cmdline = kernel_cmdline(setup, verbose, append)
     argv = [setup.binary, *accel.qemu_args(), "-M", setup.machine]
     if setup.cpu:
         argv += ["-cpu", setup.cpu]
@@ -198,6 +203,7 @@ class GuestRun:
     disk: Optional[Path] = None  # a disk image attached as a virtio disk (or SD card)
     append: str = ""  # more kernel command line (an SD card's cmdline.txt)
     timeline: bool = False  # read the init's boot timeline once the checks have run
+    argv: Optional[List[str]] = None  # this command line instead (a boot through U-Boot)
 
 
 TIMELINE_FILE = "/run/lxembed/timeline"  # the Python init's boot events (docs/init.md)
@@ -221,8 +227,8 @@ def check_guest(
     report = TestReport(
         board.name, recipe, "system", accel.name, console_log=str(log_path), kernel=kernel.pin()
     )
-    argv = qemu_argv(setup, kernel, initrd, accel, verbose=run.verbose, direct=run.direct,
-                     disk=run.disk, append=run.append)
+    argv = run.argv or qemu_argv(setup, kernel, initrd, accel, verbose=run.verbose,
+                                 direct=run.direct, disk=run.disk, append=run.append)
     if shutil.which(argv[0]) is None:
         raise UserError(f"{argv[0]} is not installed", hint="apt-get install qemu-system")
     log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ from .cpio import write_cpio
 from .directory import write_dir
 from .disk import DISK_FORMATS, BootInputs, write_boot_initramfs, write_disk
 from .ext4 import Ext4Options, write_ext4
+from .fit import write_fit
 from .flash import FlashGeometry
 from .jffs2 import write_jffs2
 from .manifest import manifest
@@ -159,7 +160,7 @@ def _flash(plan, fmt: str) -> FlashGeometry:
 
 def known_formats() -> List[str]:
     archives = [f"{s}{c}" for s in _SERIALISERS for c in ("", ".zst", ".gz", ".xz")]
-    return ["dir"] + archives + sorted(_FILESYSTEMS) + list(DISK_FORMATS)
+    return ["dir"] + archives + sorted(_FILESYSTEMS) + list(DISK_FORMATS) + ["fit"]
 
 
 def check_formats(formats: Sequence[str], also: Sequence[str] = ()) -> None:
@@ -274,8 +275,29 @@ def _write_sdcard(tree: RootfsTree, output: Path, plan, name: str,
     return art
 
 
+def _write_fit(tree: RootfsTree, output: Path, plan, name: str,
+               boot: BootInputs) -> List[Artifact]:
+    """NAME.fit and, when it is signed, NAME.fit.key.dtb (the public key for U-Boot)."""
+    if boot.fit is None:
+        board = plan.board.name if plan is not None else "this board"
+        raise UserError(f"{board}: no [uboot] table: the fit format needs the board's U-Boot "
+                        "load addresses", hint="boards with one: qemu-arm64, qemu-armhf")
+    key_dtb = output / f"{name}.fit.key.dtb"
+    description = f"lxembed {plan.board.name}/{plan.recipe.name}" if plan is not None else name
+    fit = write_file_atomic(output / f"{name}.fit", lambda fh: write_fit(
+        tree, boot.modules, fh, boot.fit, _epoch(tree, plan), description, key_dtb))
+    fit.format = "fit"
+    if not key_dtb.exists():
+        return [fit]
+    key = write_file_atomic(key_dtb, lambda fh: fh.write(key_dtb.read_bytes()))
+    key.format = "fit.key.dtb"
+    return [fit, key]
+
+
 def _write_one(tree: RootfsTree, output: Path, fmt: str, plan, name: str,
                boot: Optional[BootInputs] = None) -> List[Artifact]:
+    if fmt == "fit":
+        return _write_fit(tree, output, plan, name, boot or BootInputs())
     if fmt in DISK_FORMATS:
         return _write_disk(tree, output, fmt, plan, name, boot or BootInputs())
     if fmt == "dir":
