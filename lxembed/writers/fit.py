@@ -113,7 +113,8 @@ def write_fit(tree: RootfsTree, modules: Optional[RootfsTree], out, inputs: FitI
         result = subprocess.run(argv + ["image.itb"], cwd=work, capture_output=True, text=True,
                                 env=env)
         if result.returncode != 0:
-            raise UserError(f"fit: mkimage failed: {(result.stderr or result.stdout).strip()[-400:]}")
+            why = (result.stderr or result.stdout).strip()[-400:]
+            raise UserError(f"fit: mkimage failed: {why}")
         with open(work / "image.itb", "rb") as fh:
             shutil.copyfileobj(fh, out, 1 << 20)
         if bits and key_dtb is not None:
