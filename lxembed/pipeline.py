@@ -26,7 +26,7 @@ from .sources.kernel import Kernel, fetch_kernel
 from .sources.kernel_config import KernelConfig, check_recipe, read_config, recipe_needs
 from .writers import Artifact, write_formats
 from .writers.disk import DISK_FORMATS, STORAGE_MODULES, BootInputs
-from .writers.fit import FitInputs
+from .writers.fit import FitInputs, key_bits
 from .writers.output import check_formats as check_image_formats
 from .writers.output import known_formats
 from .writers.staging import STAMP, OutputStage
@@ -66,6 +66,8 @@ def build_image(plan: Plan, output: Optional[Path] = None, formats: Sequence[str
     if kernel_config is not None:
         for note in check_recipe(kernel_config, plan.recipe):
             warn(note)
+    # The FIT's board facts and key are checked before anything is built or written.
+    fit = fit_inputs(plan, mirror) if "fit" in formats else None
     with OutputStage(output) as stage:  # checks OUTPUT before the build starts
         tree = build_tree(plan, mirror)
         add_service_containers(tree, plan, lambda cplan: build_tree(cplan, mirror))
@@ -79,7 +81,7 @@ def build_image(plan: Plan, output: Optional[Path] = None, formats: Sequence[str
         modules = (kernel_modules_tree(plan, mirror, storage)
                    if plan.board.qemu and image_formats else None)
         boot = BootInputs(modules, _boot_files(plan, mirror) if "sdcard" in formats else {},
-                          fit_inputs(plan, mirror) if "fit" in formats else None)
+                          fit)
         with step("write " + ",".join(formats)):
             artifacts = write_formats(tree, stage.path, image_formats, plan, meta, boot=boot)
             if modules is not None and segment_formats:
@@ -147,18 +149,22 @@ def _boot_files(plan: Plan, mirror: Optional[str]) -> dict:
     return files
 
 
-def fit_inputs(plan: Plan, mirror: Optional[str]) -> Optional[FitInputs]:
+def fit_inputs(plan: Plan, mirror: Optional[str]) -> FitInputs:
     """The fit format's kernel, device tree and key, from the board's [uboot] and the recipe's
-    [fit]; None for a board without U-Boot (the writer says so)."""
+    [fit]."""
     uboot = plan.board.settings.get("uboot")
     if uboot is None:
-        return None
+        raise UserError(f"{plan.board.path}: board {plan.board.name} has no [uboot] table: "
+                        "the fit format needs its U-Boot's load addresses",
+                        hint="boards with one: qemu-arm64, qemu-armhf (docs/formats.md)")
     key = (plan.recipe.settings.get("fit") or {}).get("key")
     where = plan.recipe.line_of("key", "fit") if key else ""
     key_dir = (plan.recipe.path.parent / key) if key else None
     if key_dir is not None and not key_dir.is_dir():
         raise UserError(f"{where}: [fit] key {key}: no such directory "
                         f"(relative to {plan.recipe.path.parent})")
+    if key_dir is not None:
+        key_bits(key_dir, where)  # a key pair that is not there: said before the build
     kernel = fetch_kernel(plan.board, mirror)
     dtb = (plan.board.qemu or {}).get("dtb")
     return FitInputs(kernel.image.read_bytes(), plan.arch.uboot, int(uboot["kernel_load"], 0),

@@ -66,7 +66,9 @@ def boot_script(cmdline: str, fit_addr: str, arch: str, dest: Path, own_fdt: boo
             # none. Such a FIT (qemu makes the machine's tree) hands the kernel U-Boot's own
             # control dtb: the machine's tree as qemu made it.
             f"bootm {conf}{'' if own_fdt else f' {conf} ${{fdtcontroladdr}}'}\n"
-            "echo lxembed-uboot: bootm returned\n")
+            # bootm returns only when it refused the FIT: say so and stop here rather than
+            # fall through to distro_bootcmd's network boot (qemu runs with -no-reboot).
+            "echo lxembed-uboot: the FIT was refused\nreset\n")
     src = dest.with_suffix(".cmd")
     src.write_text(text)
     result = subprocess.run([tool("mkimage"), "-A", arch, "-O", "linux", "-T", "script",
