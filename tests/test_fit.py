@@ -20,6 +20,7 @@ from lxembed.runners.accel import choose_accel
 from lxembed.runners.qemu_system import GuestRun, QemuSetup, check_guest
 from lxembed.runners.uboot import uboot_run
 from lxembed.sources.kernel import fetch_kernel
+from lxembed.writers.fit import DATA_POSITION
 
 BOARD = "qemu-arm64"
 
@@ -110,6 +111,7 @@ def test_uboot_boots_the_signed_fit_and_refuses_others(fits, tmp_path):
     assert len(good.checks) >= 5 and all(c.ok for c in good.checks)
     assert "sha256,rsa2048:dev+ OK" in text  # U-Boot checked the signature, not just hashes
     assert "Found U-Boot script /boot.scr" in text
+    assert "XIP Kernel Image" in text  # loaded where it runs: no 30 MB copy
 
     # The same U-Boot and key; a FIT signed by another key of the same name.
     other = _boot(fits["other"] / "rootfs.fit", key, tmp_path / "other.log", checks=False)
@@ -120,7 +122,7 @@ def test_uboot_boots_the_signed_fit_and_refuses_others(fits, tmp_path):
     # The good FIT with one byte of the kernel changed.
     tampered = tmp_path / "tampered.fit"
     data = bytearray((fits["a"] / "rootfs.fit").read_bytes())
-    data[0x10000] ^= 0x01  # inside the kernel image, the first data in the FIT
+    data[DATA_POSITION + 0x1000] ^= 0x01  # inside the kernel, the first image's data
     tampered.write_bytes(bytes(data))
     bad = _boot(tampered, key, tmp_path / "tampered.log", checks=False)
     text = (tmp_path / "tampered.log").read_text(errors="replace")

@@ -58,9 +58,11 @@ UBOOT_FIELDS = (
     Setting("firmware", "str", None, "the U-Boot build qemu runs as its firmware (-bios), from "
             "Debian's u-boot-qemu (/usr/lib/u-boot/qemu_arm64/u-boot.bin)"),
     Setting("kernel_load", "str", None, "load and entry address of the kernel in the FIT "
-            "(U-Boot's kernel_addr_r)"),
-    Setting("fit_addr", "str", None, "where boot.scr loads the FIT: clear of the kernel's "
-            "load address, U-Boot and its relocated initramfs"),
+            "(U-Boot's kernel_addr_r); boot.scr loads the FIT 64 KiB below it, so the kernel "
+            "is booted in place"),
+    Setting("fit_addr", "str", None, "where boot.scr loads the FIT instead (default: 64 KiB "
+            "below kernel_load): a kernel that decompresses itself over what follows it "
+            "(armhf's zImage) needs the FIT and its initramfs out of the way"),
     Setting("verify", "bool", True, "this U-Boot build checks FIT signatures "
             "(CONFIG_FIT_SIGNATURE): a signed FIT's key goes into its control dtb"),
     Setting("disk", "str", "virtio-blk-device", "the qemu device the boot disk is attached as "

@@ -23,7 +23,7 @@ from typing import Iterator, List, Optional
 from ..config import Board
 from ..errors import UserError
 from ..writers.disk import PARTITION_START, SECTOR, write_partitioned
-from ..writers.fit import tool
+from ..writers.fit import DATA_POSITION, tool
 from ..writers.sdcard import write_fat
 from .accel import Accel
 from .qemu_system import QemuSetup, _console, kernel_cmdline
@@ -147,7 +147,10 @@ def uboot_run(board: Board, setup: QemuSetup, accel: Accel, fit: Path,
                         "(verify = false): a signed FIT would boot unchecked")
     with tempfile.TemporaryDirectory(prefix="lxembed-uboot-") as tmp:
         work = Path(tmp)
-        boot_script(kernel_cmdline(setup, verbose, append), uboot["fit_addr"],
+        # The kernel's data is DATA_POSITION into the FIT: loaded here, it lies at its load
+        # address and U-Boot boots it in place.
+        fit_addr = uboot["fit_addr"] or f"0x{int(uboot['kernel_load'], 0) - DATA_POSITION:x}"
+        boot_script(kernel_cmdline(setup, verbose, append), fit_addr,
                     board.arch.uboot, work / "boot.scr", setup.dtb is not None)
         boot_disk(fit, work / "boot.scr", work / "boot.img")
         argv = uboot_argv(setup, uboot, accel, work / "boot.img", interactive=interactive)

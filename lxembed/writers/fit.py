@@ -6,7 +6,8 @@ written, as a U-Boot `/signature` node with `required = "conf"`, into FIT.key.dt
 what a board's U-Boot control dtb needs to refuse any other FIT. The initramfs is the rootfs
 cpio followed by the kernel-modules segment, the two archives today's -kernel boots hand the
 kernel. mkimage stamps `timestamp` properties from SOURCE_DATE_EPOCH and RSA PKCS#1 v1.5
-signatures are deterministic, so two builds are byte-identical.
+signatures are deterministic, so two builds are byte-identical. The data lies outside the
+tree at fixed offsets (external data), the kernel's at DATA_POSITION: see there.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ from ..tree import RootfsTree
 from .cpio import write_cpio
 
 EMPTY_DTS = "/dts-v1/;\n/ {\n};\n"
+# The images' data goes after the tree, the kernel's first, at this offset (mkimage -E -p):
+# a boot script that loads the FIT at (kernel load address - DATA_POSITION) finds the kernel
+# already where it runs, and U-Boot boots it in place instead of copying 30 MB (~0.3 s of
+# emulated memmove under TCG). The tree (descriptions, hashes, signature) fits well below it.
+DATA_POSITION = 0x10000
 
 
 @dataclass
@@ -105,7 +111,7 @@ def write_fit(tree: RootfsTree, modules: Optional[RootfsTree], out, inputs: FitI
             if modules is not None:  # the kernel unpacks concatenated archives in order
                 write_cpio(modules, fh)
         (work / "image.its").write_text(its(inputs, description, bits))
-        argv = [tool("mkimage"), "-f", "image.its"]
+        argv = [tool("mkimage"), "-f", "image.its", "-E", "-p", f"0x{DATA_POSITION:x}"]
         if bits:
             (work / "key.dtb").write_bytes(_empty_dtb(work))
             # -r: the key is `required` for configurations: U-Boot boots no unsigned FIT.
