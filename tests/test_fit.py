@@ -6,6 +6,7 @@ one byte; the mistakes a user can make, as one line and exit 2."""
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shutil
 import subprocess
@@ -85,6 +86,11 @@ def test_fit_lists_hashed_images_and_is_reproducible(fits, tmp_path):
     key = subprocess.run(["fdtget", str(fits["a"] / "rootfs.fit.key.dtb"),
                           "/signature/key-dev", "required"], capture_output=True, text=True)
     assert key.stdout.strip() == "conf"
+    # mkimage's timestamps are the build's epoch, not the time of the build.
+    epoch = json.loads((fits["a"] / "manifest.json").read_text())["source_date_epoch"]
+    stamp = subprocess.run(["fdtget", "-t", "u", str(fit), "/", "timestamp"],
+                           capture_output=True, text=True, check=True)
+    assert int(stamp.stdout) == epoch
     for name in ("rootfs.fit", "rootfs.fit.key.dtb"):
         assert (fits["a"] / name).read_bytes() == (fits["b"] / name).read_bytes(), name
     assert fit.read_bytes() != (fits["other"] / "rootfs.fit").read_bytes()

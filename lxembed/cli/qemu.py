@@ -107,6 +107,8 @@ def cmd_test(args) -> int:
     from ..config import load_plan
     from ..runners.qemu_system import failure_text
     plan = load_plan(args.board, args.recipe)
+    if args.user and args.boot == "uboot":
+        raise UserError("--boot uboot boots under qemu-system: it takes no --user")
     if args.user:
         report = _test_user(plan, args)
     else:

@@ -97,8 +97,9 @@ def its(inputs: FitInputs, description: str, bits: int = 0) -> str:
 
 
 def write_fit(tree: RootfsTree, modules: Optional[RootfsTree], out, inputs: FitInputs,
-              epoch: int, description: str, key_dtb: Optional[Path] = None) -> None:
-    """The FIT into the open file `out`; with a key, its public half into `key_dtb` too."""
+              epoch: int, description: str) -> Optional[bytes]:
+    """The FIT into the open file `out`; with a key, returns its public half: a device tree
+    holding only /signature/key-NAME."""
     bits = key_bits(inputs.key, inputs.key_line) if inputs.key is not None else 0
     env = dict(os.environ, SOURCE_DATE_EPOCH=str(epoch), LC_ALL="C", TZ="UTC")
     with tempfile.TemporaryDirectory(prefix="lxembed-fit-") as tmp:
@@ -123,8 +124,7 @@ def write_fit(tree: RootfsTree, modules: Optional[RootfsTree], out, inputs: FitI
             raise UserError(f"fit: mkimage failed: {why}")
         with open(work / "image.itb", "rb") as fh:
             shutil.copyfileobj(fh, out, 1 << 20)
-        if bits and key_dtb is not None:
-            shutil.copyfile(work / "key.dtb", key_dtb)
+        return (work / "key.dtb").read_bytes() if bits else None
 
 
 def _empty_dtb(work: Path) -> bytes:

@@ -282,14 +282,14 @@ def _write_fit(tree: RootfsTree, output: Path, plan, name: str,
         board = plan.board.name if plan is not None else "this board"
         raise UserError(f"{board}: no [uboot] table: the fit format needs the board's U-Boot "
                         "load addresses", hint="boards with one: qemu-arm64, qemu-armhf")
-    key_dtb = output / f"{name}.fit.key.dtb"
     description = f"lxembed {plan.board.name}/{plan.recipe.name}" if plan is not None else name
-    fit = write_file_atomic(output / f"{name}.fit", lambda fh: write_fit(
-        tree, boot.modules, fh, boot.fit, _epoch(tree, plan), description, key_dtb))
+    key_dtb = []
+    fit = write_file_atomic(output / f"{name}.fit", lambda fh: key_dtb.append(write_fit(
+        tree, boot.modules, fh, boot.fit, _epoch(tree, plan), description)))
     fit.format = "fit"
-    if not key_dtb.exists():
+    if key_dtb[0] is None:
         return [fit]
-    key = write_file_atomic(key_dtb, lambda fh: fh.write(key_dtb.read_bytes()))
+    key = write_file_atomic(output / f"{name}.fit.key.dtb", lambda fh: fh.write(key_dtb[0]))
     key.format = "fit.key.dtb"
     return [fit, key]
 
