@@ -45,14 +45,14 @@ def signed_recipe(where: Path, key: str) -> Path:
 
 @pytest.fixture(scope="module")
 def fits(tmp_path_factory):
-    """A signed FIT built twice, and one signed by another key of the same name."""
+    """A signed FIT built twice, one signed by another key of the same name, one unsigned."""
     tmp = tmp_path_factory.mktemp("fit")
     make_key(tmp / "keys" / "dev")
     make_key(tmp / "other" / "keys" / "dev")  # same name, other key material
     recipe = signed_recipe(tmp, "keys/dev")
     other = signed_recipe(tmp / "other", "keys/dev")
     out = {}
-    for label, rec in (("a", recipe), ("b", recipe), ("other", other)):
+    for label, rec in (("a", recipe), ("b", recipe), ("other", other), ("plain", "busybox")):
         run_lxembed("build", "-b", BOARD, "-r", str(rec), "-o", str(tmp / "out" / label),
                     "--format", "fit", check=True)
         out[label] = tmp / "out" / label
@@ -124,6 +124,12 @@ def test_uboot_boots_the_signed_fit_and_refuses_others(fits, tmp_path):
     text = (tmp_path / "other.log").read_text(errors="replace")
     assert not other.ok and "Failed to verify required signature" in text
     assert "Starting kernel" not in text and "lxembed-uboot: the FIT was refused" in text
+
+    # An unsigned FIT: the key is required.
+    plain = _boot(fits["plain"] / "rootfs.fit", key, tmp_path / "plain.log", checks=False)
+    text = (tmp_path / "plain.log").read_text(errors="replace")
+    assert not plain.ok and "Failed to verify required signature" in text
+    assert "Starting kernel" not in text
 
     # The good FIT with one byte of the kernel changed.
     tampered = tmp_path / "tampered.fit"
