@@ -13,6 +13,7 @@ from . import __version__
 from .config import Plan
 from .config.loader import find_overlay
 from .config.settings import parse_size
+from .config.uboot import uboot_settings
 from .containers.bundle import CONTAINER_FORMATS, resolve_bundles, write_bundles
 from .containers.device import add_service_containers
 from .errors import UserError
@@ -152,11 +153,7 @@ def _boot_files(plan: Plan, mirror: Optional[str]) -> dict:
 def fit_inputs(plan: Plan, mirror: Optional[str]) -> FitInputs:
     """The fit format's kernel, device tree and key, from the board's [uboot] and the recipe's
     [fit]."""
-    uboot = plan.board.settings.get("uboot")
-    if uboot is None:
-        raise UserError(f"{plan.board.path}: board {plan.board.name} has no [uboot] table: "
-                        "the fit format needs its U-Boot's load addresses",
-                        hint="boards with one: qemu-arm64, qemu-armhf (docs/formats.md)")
+    uboot = uboot_settings(plan.board, "the fit format")
     key = (plan.recipe.settings.get("fit") or {}).get("key")
     where = plan.recipe.line_of("key", "fit") if key else ""
     key_dir = (plan.recipe.path.parent / key) if key else None

@@ -66,7 +66,8 @@ def cmd_boot(args) -> int:
     kernel = fetch_kernel(plan.board, args.mirror)
     accel = choose_accel(plan.arch, args.accel)
     if args.boot == "uboot":
-        from ..runners.uboot import key_dtb_for, uboot_run, uboot_settings
+        from ..config.uboot import uboot_settings
+        from ..runners.uboot import key_dtb_for, uboot_run
         uboot_settings(plan.board)
         fit = _fit_image(plan, args, kernel)
         log.info(f"booting {plan.board.name}/{plan.recipe.name} through U-Boot from "
@@ -184,10 +185,11 @@ def _fit_image(plan: Plan, args, kernel) -> Path:
 
 
 def _test_uboot(plan: Plan, args, setup) -> TestReport:
+    from ..config.uboot import uboot_settings
     from ..runners import load_checks
     from ..runners.accel import choose_accel
     from ..runners.qemu_system import GuestRun, check_guest
-    from ..runners.uboot import key_dtb_for, uboot_run, uboot_settings
+    from ..runners.uboot import key_dtb_for, uboot_run
     from ..sources.kernel import describe, fetch_kernel
     uboot_settings(plan.board)  # a board without U-Boot: refused before anything is built
     checks = load_checks(plan, "system")

@@ -55,6 +55,9 @@ SDCARD_FIELDS = (
 )
 
 UBOOT_FIELDS = (
+    Setting("unsupported", "str", None, "why this board cannot boot through U-Boot (its "
+            "u-boot-qemu build lacks what lxembed needs): what `--boot uboot` and the fit "
+            "format say when refusing it"),
     Setting("firmware", "str", None, "the U-Boot build qemu runs as its firmware (-bios), from "
             "Debian's u-boot-qemu (/usr/lib/u-boot/qemu_arm64/u-boot.bin)"),
     Setting("kernel_load", "str", None, "load and entry address of the kernel in the FIT "
@@ -87,7 +90,7 @@ BOARD_SETTINGS = (
     Setting("sdcard", "table", None, "the board's SD card layout, for the sdcard format",
             fields=SDCARD_FIELDS),
     Setting("uboot", "table", None, "the board's U-Boot in qemu, for the fit format's load "
-            "addresses and `--boot uboot`; absent: no U-Boot build for this machine",
+            "addresses and `--boot uboot`; absent (or `unsupported`): it has none",
             fields=UBOOT_FIELDS),
 )
 

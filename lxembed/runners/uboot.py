@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Iterator, List, Optional
 
 from ..config import Board
+from ..config.uboot import uboot_settings
 from ..errors import UserError
 from ..writers.disk import PARTITION_START, SECTOR, write_partitioned
 from ..writers.fit import DATA_POSITION, tool
@@ -29,29 +30,12 @@ from .accel import Accel
 from .qemu_system import QemuSetup, _console, kernel_cmdline
 
 FIT_NAME = "boot.fit"
-# What a user reads when a board has no U-Boot build (docs/qemu.md says the same, longer).
-NO_UBOOT = {
-    "qemu-x86_64": "u-boot-qemu's qemu-x86_64 build checks no FIT signatures and lxembed does "
-                   "not yet boot x86 FITs",
-    "qemu-i386": "u-boot-qemu's qemu-x86 build checks no FIT signatures and lxembed does not "
-                 "yet boot x86 FITs",
-    "qemu-mipsel": "u-boot-qemu's malta build has no FIT support and no boot command",
-    "qemu-mips64el": "u-boot-qemu's malta build has no FIT support and no boot command",
-}
 
 
-def uboot_settings(board: Board) -> dict:
-    """The board's [uboot] table, or one line saying it has none."""
-    uboot = board.settings.get("uboot")
-    if uboot is None:
-        why = NO_UBOOT.get(board.name, "no U-Boot build for its qemu machine")
-        raise UserError(f"{board.path}: board {board.name} has no [uboot] table: --boot uboot "
-                        f"cannot run it ({why})", hint="boards with U-Boot: qemu-arm64, "
-                        "qemu-armhf; boot this one directly (without --boot)")
+def check_firmware(board: Board, uboot: dict) -> None:
     if not Path(uboot["firmware"]).is_file():
         raise UserError(f"{board.path}: U-Boot firmware {uboot['firmware']} is not installed",
                         hint="apt-get install u-boot-qemu")
-    return uboot
 
 
 def boot_script(cmdline: str, fit_addr: str, arch: str, dest: Path, own_fdt: bool) -> None:
@@ -142,6 +126,7 @@ def uboot_run(board: Board, setup: QemuSetup, accel: Accel, fit: Path,
     """The qemu command line that boots `fit` through the board's U-Boot, with its boot disk
     and control dtb alive until the block ends."""
     uboot = uboot_settings(board)
+    check_firmware(board, uboot)
     if key_dtb is not None and not uboot["verify"]:
         raise UserError(f"{board.path}: this board's U-Boot checks no FIT signatures "
                         "(verify = false): a signed FIT would boot unchecked")

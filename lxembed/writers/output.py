@@ -281,7 +281,7 @@ def _write_fit(tree: RootfsTree, output: Path, plan, name: str,
     if boot.fit is None:
         board = plan.board.name if plan is not None else "this board"
         raise UserError(f"{board}: no [uboot] table: the fit format needs the board's U-Boot "
-                        "load addresses", hint="boards with one: qemu-arm64, qemu-armhf")
+                        "load addresses", hint="docs/formats.md: which boards have one")
     description = f"lxembed {plan.board.name}/{plan.recipe.name}" if plan is not None else name
     key_dtb = []
     fit = write_file_atomic(output / f"{name}.fit", lambda fh: key_dtb.append(write_fit(
