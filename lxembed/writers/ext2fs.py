@@ -1,0 +1,275 @@
+"""Fill a filesystem made by mke2fs with the tree, in process, through e2fsprogs' libext2fs.
+
+`mke2fs -d` reads a staging directory, and a rootless build cannot give that directory root
+owners or device nodes: every inode then needed a debugfs fix-up, and writing and re-reading
+20,000 staged files cost more than mke2fs itself. Here the calls that `mke2fs -d` makes
+(misc/create_inode.c: new_inode, link, mkdir, symlink, file_write) are made on the tree's own
+entries, and each inode is written once, whole, with the tree's mode, owner and times. The
+library is the one mke2fs, debugfs and e2fsck use (libext2fs.so.2, a stable ABI).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import struct
+from typing import Dict
+
+from ..errors import UserError
+from ..tree import BLOCK, CHAR, DIR, FIFO, FILE, HARDLINK, SYMLINK, Entry, RootfsTree
+
+_FLAG_RW, _FLAG_64BITS = 0x01, 0x20000  # 64BITS: the 64bit feature needs 64-bit bitmaps
+_FILE_WRITE = 0x0001
+_FT = {FILE: 1, DIR: 2, CHAR: 3, BLOCK: 4, FIFO: 5, SYMLINK: 7}  # EXT2_FT_*
+_EXTENTS_FL = 0x00080000
+_ROOT_INO = 2
+_DIR_NO_SPACE = "No free space in the directory"  # EXT2_ET_DIR_NO_SPACE's message
+_EXTRA_ISIZE = 32  # sizeof(struct ext2_inode_large) - 128 in 1.47, what mke2fs writes
+
+# struct ext2_inode_large up to i_crtime_extra. libext2fs hands inodes over in host byte
+# order, hence "=": mode, uid, size, atime, ctime, mtime, dtime, gid, links, blocks, flags.
+_HEAD = struct.Struct("=HHIIIIIHHII")
+_UID_GID_HIGH = struct.Struct("=HH")  # l_i_uid_high, l_i_gid_high at 120
+# i_extra_isize, i_checksum_hi, i_ctime/mtime/atime_extra, i_crtime, i_crtime_extra at 128
+_EXTRA = struct.Struct("=HHIIIII")
+# An empty extent tree in i_block: on-disk (little-endian) in every byte order.
+_EXTENT_HEADER = struct.pack("<HHHHI", 0xF30A, 0, 4, 0, 0)
+
+
+class Ext2Error(Exception):
+    """A libext2fs call failed; str() is e2fsprogs' own message."""
+
+
+def _lib():
+    global _LIB
+    if _LIB is None:
+        name = ctypes.util.find_library("ext2fs") or "libext2fs.so.2"
+        try:
+            lib = ctypes.CDLL(name)
+            com_err = ctypes.CDLL(ctypes.util.find_library("com_err") or "libcom_err.so.2")
+        except OSError:
+            raise UserError("ext4: libext2fs (e2fsprogs' library) is not installed",
+                            hint="apt-get install e2fsprogs") from None
+        lib.initialize_ext2_error_table()  # so that error codes read as e2fsprogs' messages
+        com_err.error_message.restype = ctypes.c_char_p
+        com_err.error_message.argtypes = [ctypes.c_long]
+        lib.error_message = com_err.error_message
+        for fn in ("ext2fs_open", "ext2fs_read_bitmaps", "ext2fs_new_inode", "ext2fs_link",
+                   "ext2fs_expand_dir", "ext2fs_mkdir", "ext2fs_symlink",
+                   "ext2fs_read_inode_full", "ext2fs_write_inode_full", "ext2fs_file_open",
+                   "ext2fs_file_write", "ext2fs_file_close", "ext2fs_close_free",
+                   "ext2fs_lookup"):
+            getattr(lib, fn).restype = ctypes.c_long  # errcode_t
+        _LIB = lib
+    return _LIB
+
+
+_LIB = None
+_u32 = ctypes.c_uint32
+
+
+def _split_time(t: int):
+    """(32-bit seconds, *_extra) as ext4 stores a time: two epoch bits carry it past 2038."""
+    low = t & 0xFFFFFFFF
+    signed = low - (1 << 32) if low & 0x80000000 else low
+    return low, ((t - signed) >> 32) & 3
+
+
+class Ext2Fs:
+    """An ext2/3/4 image opened read-write; close() writes bitmaps and superblock out."""
+
+    def __init__(self, image: str, fake_time: int):
+        self.lib = _lib()
+        self.fs = ctypes.c_void_p()
+        manager = ctypes.c_void_p.in_dll(self.lib, "unix_io_manager")
+        # ext2fs_open reads the clock for what it stamps (write time) from the environment.
+        saved = os.environ.get("E2FSPROGS_FAKE_TIME")
+        os.environ["E2FSPROGS_FAKE_TIME"] = str(fake_time)
+        try:
+            self._check(self.lib.ext2fs_open(os.fsencode(image), _FLAG_RW | _FLAG_64BITS, 0, 0,
+                                             manager, ctypes.byref(self.fs)), image)
+        finally:
+            if saved is None:
+                del os.environ["E2FSPROGS_FAKE_TIME"]
+            else:
+                os.environ["E2FSPROGS_FAKE_TIME"] = saved
+        self._check(self.lib.ext2fs_read_bitmaps(self.fs), image)
+        self.inode = ctypes.create_string_buffer(256)
+
+    def _check(self, err: int, what) -> None:
+        if err:
+            message = self.lib.error_message(err).decode(errors="replace")
+            raise Ext2Error(f"{what}: {message}")
+
+    def close(self, flush: bool = True) -> None:
+        """Write bitmaps, group descriptors and superblock out; or only let go (on an error:
+        the image is thrown away)."""
+        if flush:
+            self._check(self.lib.ext2fs_close_free(ctypes.byref(self.fs)), "closing the image")
+        else:
+            self.lib.ext2fs_free(self.fs)
+
+    def lookup(self, parent: int, name: bytes, what: str) -> int:
+        ino = _u32()
+        self._check(self.lib.ext2fs_lookup(self.fs, _u32(parent), name, len(name), None,
+                                           ctypes.byref(ino)), what)
+        return ino.value
+
+    def new_inode(self, parent: int, st_mode: int) -> int:
+        ino = _u32()
+        self._check(self.lib.ext2fs_new_inode(self.fs, _u32(parent), ctypes.c_int(st_mode),
+                                              None, ctypes.byref(ino)), "allocating an inode")
+        return ino.value
+
+    def link(self, parent: int, name: bytes, ino: int, kind: str, what: str) -> None:
+        for attempt in (0, 1):
+            err = self.lib.ext2fs_link(self.fs, _u32(parent), name, _u32(ino), _FT[kind])
+            if err and attempt == 0 and self._no_space(err):
+                self._check(self.lib.ext2fs_expand_dir(self.fs, _u32(parent)), what)
+                continue
+            self._check(err, what)
+            return
+
+    def _no_space(self, err: int) -> bool:
+        return self.lib.error_message(err).decode(errors="replace") == _DIR_NO_SPACE
+
+    def mkdir(self, parent: int, name: bytes, what: str) -> int:
+        ino = self.new_inode(parent, 0o40755)
+        for attempt in (0, 1):
+            err = self.lib.ext2fs_mkdir(self.fs, _u32(parent), _u32(ino), name)
+            if err and attempt == 0 and self._no_space(err):
+                self._check(self.lib.ext2fs_expand_dir(self.fs, _u32(parent)), what)
+                continue
+            self._check(err, what)
+            return ino
+
+    def symlink(self, parent: int, name: bytes, target: bytes, what: str) -> int:
+        ino = self.new_inode(parent, 0o120777)
+        # No name: linked below, where a full directory is expanded (ext2fs_symlink would
+        # leave that to its caller after undoing its allocations).
+        self._check(self.lib.ext2fs_symlink(self.fs, _u32(parent), _u32(ino), None, target),
+                    what)
+        self.link(parent, name, ino, SYMLINK, what)
+        return ino
+
+    def read_inode(self, ino: int) -> None:
+        self._check(self.lib.ext2fs_read_inode_full(self.fs, _u32(ino), self.inode, 256),
+                    f"inode {ino}")
+
+    def write_inode(self, ino: int) -> None:
+        self._check(self.lib.ext2fs_write_inode_full(self.fs, _u32(ino), self.inode, 256),
+                    f"inode {ino}")
+
+    def set_attributes(self, ino: int, e: Entry) -> None:
+        """The tree's mode, owner and times on an inode the library made (its size, blocks,
+        flags and i_block kept)."""
+        self.read_inode(ino)
+        mode, _, size, _, _, _, _, _, links, blocks, flags = _HEAD.unpack_from(self.inode)
+        size |= struct.unpack_from("=I", self.inode, 108)[0] << 32
+        self._fill(ino, e, (mode & 0o170000) | (e.mode & 0o7777), size, links, blocks, flags)
+
+    def _fill(self, ino: int, e: Entry, st_mode: int, size: int, links: int, blocks: int,
+              flags: int, i_block: bytes = b"", new: bool = False) -> None:
+        """Write inode `ino` whole: every time is the tree's mtime (crtime too), no nanoseconds."""
+        buf = self.inode
+        if new:
+            ctypes.memset(buf, 0, 256)
+            buf[40:40 + len(i_block)] = i_block
+        t, extra = _split_time(e.mtime)
+        _HEAD.pack_into(buf, 0, st_mode, e.uid & 0xFFFF, size & 0xFFFFFFFF, t, t, t, 0,
+                        e.gid & 0xFFFF, links, blocks, flags)
+        struct.pack_into("=I", buf, 108, size >> 32)
+        _UID_GID_HIGH.pack_into(buf, 120, e.uid >> 16, e.gid >> 16)
+        _EXTRA.pack_into(buf, 128, _EXTRA_ISIZE, 0, extra, extra, extra, t, extra)
+        self.write_inode(ino)
+
+    def new_file(self, parent: int, name: bytes, e: Entry, what: str) -> int:
+        """A regular file, as do_write_internal makes it: an empty extent tree, then its data."""
+        ino = self.new_inode(parent, 0o100644)
+        self.link(parent, name, ino, FILE, what)
+        self._alloc_stats(ino)
+        self._fill(ino, e, 0o100000 | (e.mode & 0o7777), len(e.data), 1, 0, _EXTENTS_FL,
+                   _EXTENT_HEADER, new=True)
+        if e.data:
+            handle, written = ctypes.c_void_p(), ctypes.c_uint()
+            self._check(self.lib.ext2fs_file_open(self.fs, _u32(ino), _FILE_WRITE,
+                                                  ctypes.byref(handle)), what)
+            try:
+                self._check(self.lib.ext2fs_file_write(handle, e.data, len(e.data),
+                                                       ctypes.byref(written)), what)
+            finally:
+                err = self.lib.ext2fs_file_close(handle)  # allocates and writes the blocks
+            self._check(err, what)
+        return ino
+
+    def new_node(self, parent: int, name: bytes, e: Entry, what: str) -> int:
+        """A device node or FIFO, as do_mknod_internal makes them."""
+        ino = self.new_inode(parent, 0o10755)
+        self.link(parent, name, ino, e.type, what)
+        self._alloc_stats(ino)
+        kind = {CHAR: 0o20000, BLOCK: 0o60000, FIFO: 0o10000}[e.type]
+        device = b""
+        if e.type != FIFO:
+            if e.major < 256 and e.minor < 256:
+                words = (e.major * 256 + e.minor, 0)
+            else:  # the "new" encoding, as the kernel's new_encode_dev()
+                words = (0, (e.minor & 0xFF) | (e.major << 8) | ((e.minor & ~0xFF) << 12))
+            device = struct.pack("=II", *words)
+        self._fill(ino, e, kind | (e.mode & 0o7777), 0, 1, 0, 0, device, new=True)
+        return ino
+
+    def _alloc_stats(self, ino: int) -> None:
+        self.lib.ext2fs_inode_alloc_stats2(self.fs, _u32(ino), 1, 0)
+
+    def add_link(self, parent: int, name: bytes, ino: int, kind: str, what: str) -> None:
+        """A hard link: one more name, one more link count."""
+        self.link(parent, name, ino, kind, what)
+        self.read_inode(ino)
+        links = struct.unpack_from("=H", self.inode, 26)[0]
+        struct.pack_into("=H", self.inode, 26, links + 1)
+        self.write_inode(ino)
+
+
+def populate(image: str, tree: RootfsTree, fake_time: int) -> None:
+    """Every entry of `tree` into the empty filesystem `image`, in the tree's (sorted) order.
+
+    Raises Ext2Error with e2fsprogs' message ("Could not allocate block ...") when it fails.
+    """
+    fs = Ext2Fs(image, fake_time)
+    inodes: Dict[str, int] = {"/": _ROOT_INO}
+    kinds: Dict[str, str] = {"/": DIR}
+    links = []
+    try:
+        for path, e in tree:
+            if path == "/":
+                fs.set_attributes(_ROOT_INO, e)
+                continue
+            parent_path, _, base = path.rpartition("/")
+            parent = inodes[parent_path or "/"]
+            name = os.fsencode(base)
+            if e.type == HARDLINK:
+                links.append((parent, name, path, e))  # its target may sort after it
+                continue
+            if e.type == DIR:
+                if path == "/lost+found":  # mke2fs made it, with its preallocated blocks
+                    ino = fs.lookup(_ROOT_INO, name, path)
+                else:
+                    ino = fs.mkdir(parent, name, path)
+                fs.set_attributes(ino, e)
+            elif e.type == FILE:
+                ino = fs.new_file(parent, name, e, path)
+            elif e.type == SYMLINK:
+                ino = fs.symlink(parent, name, os.fsencode(e.target), path)
+                fs.set_attributes(ino, e)
+            else:
+                ino = fs.new_node(parent, name, e, path)
+            inodes[path], kinds[path] = ino, e.type
+        for parent, name, path, e in links:
+            if e.target not in inodes:
+                raise UserError(f"ext4: hard link {path} -> {e.target}: no such entry")
+            fs.add_link(parent, name, inodes[e.target], kinds[e.target], path)
+    except BaseException:
+        fs.close(flush=False)
+        raise
+    fs.close()
