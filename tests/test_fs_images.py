@@ -94,6 +94,42 @@ def test_ext4_owners_modes_nodes_and_links_come_from_the_tree(tmp_path):
     assert fsck.returncode == 0, fsck.stdout
 
 
+def test_ext4_takes_what_a_staged_directory_could_not_carry(tmp_path):
+    """Owners past 65535, times past 2038, new-style device numbers, any byte in a name, a
+    lost+found of the tree's own, a directory grown past its first blocks: all from the tree."""
+    tree = sample_tree()
+    odd = '/odd/a "quoted" \\ name\nwith a newline'
+    tree.write(odd, b"odd", uid=70000, gid=80000, mode=0o640, mtime=3000000000)
+    tree.add("/dev/big", Entry(CHAR, 0o620, uid=5, major=300, minor=70000))
+    tree.mkdir("/lost+found", mode=0o700, uid=7)
+    for i in range(600):  # 600 entries of 120 bytes: the directory needs ~18 blocks
+        tree.write(f"/many/{i:03d}" + "n" * 100, b"%d" % i, mode=0o600)
+    tree.add("/a/link", Entry(HARDLINK, 0o644, target="/many/599" + "n" * 100))
+    paths = [tmp_path / "a.ext4", tmp_path / "b.ext4"]
+    for path in paths:
+        with open(path, "wb") as fh:
+            write_ext4(tree, fh, 3100000000, "x")
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    image = paths[0]
+    fsck = subprocess.run(["e2fsck", "-fn", str(image)], capture_output=True, text=True)
+    assert fsck.returncode == 0, fsck.stdout
+    # debugfs reads one line per request: the name with a newline is reached by its inode.
+    (ino,) = re.findall(r"^\s*(\d+) .*quoted\" \\x5c name\\x0awith a newline$",
+                        debugfs(image, "ls -l /odd"), re.M)
+    stat = debugfs(image, f"stat <{ino}>")
+    assert re.search(r"User: 70000\s+Group: 80000", stat) and "Mode:  0640" in stat
+    for field in ("ctime", "atime", "mtime", "crtime"):  # 3000000000: one epoch bit past 2038
+        assert re.search(rf"\b{field}: 0xb2d05e00:00000001 -- .* 2065", stat), field
+    assert debugfs(image, f"cat <{ino}>") == "odd"
+    assert "Device major/minor number: 300:70000" in debugfs(image, "stat /dev/big")
+    assert ext4_ls(image, "/dev")["big"] == ("20620", 5, 0)
+    assert ext4_ls(image, "/")["lost+found"] == ("40700", 7, 0)
+    many = ext4_ls(image, "/many")
+    assert len(many) == 602 and many["123" + "n" * 100] == ("100600", 0, 0)
+    assert debugfs(image, f'cat "/many/{42:03d}{"n" * 100}"') == "42"
+    assert re.search(r"Links: 2\b", debugfs(image, "stat /a/link"))
+
+
 def test_ext4_is_bit_identical_whatever_the_host_clock_and_environment(tmp_path, monkeypatch):
     tree = sample_tree()
     first = write_formats(tree, tmp_path / "a", ["ext4"])[0]

@@ -266,9 +266,14 @@ def populate(image: str, tree: RootfsTree, fake_time: int) -> None:
                 ino = fs.new_node(parent, name, e, path)
             inodes[path], kinds[path] = ino, e.type
         for parent, name, path, e in links:
-            if e.target not in inodes:
-                raise UserError(f"ext4: hard link {path} -> {e.target}: no such entry")
-            fs.add_link(parent, name, inodes[e.target], kinds[e.target], path)
+            target, seen = e.target, {path}
+            while target not in inodes and target not in seen and tree.get(target) is not None \
+                    and tree.get(target).type == HARDLINK:  # a link to a link: to its inode
+                seen.add(target)
+                target = tree.get(target).target
+            if target not in inodes:
+                raise UserError(f"ext4: hard link {path} -> {e.target}: no such file")
+            fs.add_link(parent, name, inodes[target], kinds[target], path)
     except BaseException:
         fs.close(flush=False)
         raise
