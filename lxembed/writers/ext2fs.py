@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import os
 import struct
 from typing import Dict
@@ -41,6 +42,29 @@ class Ext2Error(Exception):
     """A libext2fs call failed; str() is e2fsprogs' own message."""
 
 
+_P, _U32, _INT, _STR = ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_char_p
+_OUT, _OUT_U32 = ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_uint32)
+# The prototypes of lib/ext2fs/ext2fs.h (1.47) that are used here: name -> argument types.
+# Declared, so that ctypes converts in C and refuses a wrong argument instead of guessing.
+_PROTOTYPES = {
+    "ext2fs_open": (_STR, _INT, _INT, ctypes.c_uint, _P, _OUT),
+    "ext2fs_read_bitmaps": (_P,),
+    "ext2fs_new_inode": (_P, _U32, _INT, _P, _OUT_U32),
+    "ext2fs_link": (_P, _U32, _STR, _U32, _INT),
+    "ext2fs_expand_dir": (_P, _U32),
+    "ext2fs_mkdir": (_P, _U32, _U32, _STR),
+    "ext2fs_symlink": (_P, _U32, _U32, _STR, _STR),
+    "ext2fs_lookup": (_P, _U32, _STR, _INT, _STR, _OUT_U32),
+    "ext2fs_read_inode_full": (_P, _U32, _STR, _INT),
+    "ext2fs_write_inode_full": (_P, _U32, _STR, _INT),
+    "ext2fs_file_open": (_P, _U32, _INT, _OUT),
+    "ext2fs_file_write": (_P, _STR, ctypes.c_uint, ctypes.POINTER(ctypes.c_uint)),
+    "ext2fs_file_close": (_P,),
+    "ext2fs_close_free": (_OUT,),
+}
+_LIB = None
+
+
 def _lib():
     global _LIB
     if _LIB is None:
@@ -55,18 +79,15 @@ def _lib():
         com_err.error_message.restype = ctypes.c_char_p
         com_err.error_message.argtypes = [ctypes.c_long]
         lib.error_message = com_err.error_message
-        for fn in ("ext2fs_open", "ext2fs_read_bitmaps", "ext2fs_new_inode", "ext2fs_link",
-                   "ext2fs_expand_dir", "ext2fs_mkdir", "ext2fs_symlink",
-                   "ext2fs_read_inode_full", "ext2fs_write_inode_full", "ext2fs_file_open",
-                   "ext2fs_file_write", "ext2fs_file_close", "ext2fs_close_free",
-                   "ext2fs_lookup"):
+        for fn, argtypes in _PROTOTYPES.items():
+            getattr(lib, fn).argtypes = argtypes
             getattr(lib, fn).restype = ctypes.c_long  # errcode_t
+        for fn, argtypes in (("ext2fs_inode_alloc_stats2", (_P, _U32, _INT, _INT)),
+                             ("ext2fs_free", (_P,))):
+            getattr(lib, fn).argtypes = argtypes
+            getattr(lib, fn).restype = None
         _LIB = lib
     return _LIB
-
-
-_LIB = None
-_u32 = ctypes.c_uint32
 
 
 def _split_time(t: int):
@@ -111,22 +132,22 @@ class Ext2Fs:
             self.lib.ext2fs_free(self.fs)
 
     def lookup(self, parent: int, name: bytes, what: str) -> int:
-        ino = _u32()
-        self._check(self.lib.ext2fs_lookup(self.fs, _u32(parent), name, len(name), None,
+        ino = _U32()
+        self._check(self.lib.ext2fs_lookup(self.fs, parent, name, len(name), None,
                                            ctypes.byref(ino)), what)
         return ino.value
 
     def new_inode(self, parent: int, st_mode: int) -> int:
-        ino = _u32()
-        self._check(self.lib.ext2fs_new_inode(self.fs, _u32(parent), ctypes.c_int(st_mode),
+        ino = _U32()
+        self._check(self.lib.ext2fs_new_inode(self.fs, parent, st_mode,
                                               None, ctypes.byref(ino)), "allocating an inode")
         return ino.value
 
     def link(self, parent: int, name: bytes, ino: int, kind: str, what: str) -> None:
         for attempt in (0, 1):
-            err = self.lib.ext2fs_link(self.fs, _u32(parent), name, _u32(ino), _FT[kind])
+            err = self.lib.ext2fs_link(self.fs, parent, name, ino, _FT[kind])
             if err and attempt == 0 and self._no_space(err):
-                self._check(self.lib.ext2fs_expand_dir(self.fs, _u32(parent)), what)
+                self._check(self.lib.ext2fs_expand_dir(self.fs, parent), what)
                 continue
             self._check(err, what)
             return
@@ -137,9 +158,9 @@ class Ext2Fs:
     def mkdir(self, parent: int, name: bytes, what: str) -> int:
         ino = self.new_inode(parent, 0o40755)
         for attempt in (0, 1):
-            err = self.lib.ext2fs_mkdir(self.fs, _u32(parent), _u32(ino), name)
+            err = self.lib.ext2fs_mkdir(self.fs, parent, ino, name)
             if err and attempt == 0 and self._no_space(err):
-                self._check(self.lib.ext2fs_expand_dir(self.fs, _u32(parent)), what)
+                self._check(self.lib.ext2fs_expand_dir(self.fs, parent), what)
                 continue
             self._check(err, what)
             return ino
@@ -148,17 +169,17 @@ class Ext2Fs:
         ino = self.new_inode(parent, 0o120777)
         # No name: linked below, where a full directory is expanded (ext2fs_symlink would
         # leave that to its caller after undoing its allocations).
-        self._check(self.lib.ext2fs_symlink(self.fs, _u32(parent), _u32(ino), None, target),
+        self._check(self.lib.ext2fs_symlink(self.fs, parent, ino, None, target),
                     what)
         self.link(parent, name, ino, SYMLINK, what)
         return ino
 
     def read_inode(self, ino: int) -> None:
-        self._check(self.lib.ext2fs_read_inode_full(self.fs, _u32(ino), self.inode, 256),
+        self._check(self.lib.ext2fs_read_inode_full(self.fs, ino, self.inode, 256),
                     f"inode {ino}")
 
     def write_inode(self, ino: int) -> None:
-        self._check(self.lib.ext2fs_write_inode_full(self.fs, _u32(ino), self.inode, 256),
+        self._check(self.lib.ext2fs_write_inode_full(self.fs, ino, self.inode, 256),
                     f"inode {ino}")
 
     def set_attributes(self, ino: int, e: Entry) -> None:
@@ -193,7 +214,7 @@ class Ext2Fs:
                    _EXTENT_HEADER, new=True)
         if e.data:
             handle, written = ctypes.c_void_p(), ctypes.c_uint()
-            self._check(self.lib.ext2fs_file_open(self.fs, _u32(ino), _FILE_WRITE,
+            self._check(self.lib.ext2fs_file_open(self.fs, ino, _FILE_WRITE,
                                                   ctypes.byref(handle)), what)
             try:
                 self._check(self.lib.ext2fs_file_write(handle, e.data, len(e.data),
@@ -220,7 +241,7 @@ class Ext2Fs:
         return ino
 
     def _alloc_stats(self, ino: int) -> None:
-        self.lib.ext2fs_inode_alloc_stats2(self.fs, _u32(ino), 1, 0)
+        self.lib.ext2fs_inode_alloc_stats2(self.fs, ino, 1, 0)
 
     def add_link(self, parent: int, name: bytes, ino: int, kind: str, what: str) -> None:
         """A hard link: one more name, one more link count."""
@@ -236,7 +257,18 @@ def populate(image: str, tree: RootfsTree, fake_time: int) -> None:
 
     Raises Ext2Error with e2fsprogs' message ("Could not allocate block ...") when it fails.
     """
-    fs = Ext2Fs(image, fake_time)
+    # Cyclic collections would walk the tree's entries again and again while nothing here
+    # makes a cycle: off for the fill.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        _populate(Ext2Fs(image, fake_time), tree)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _populate(fs: Ext2Fs, tree: RootfsTree) -> None:
     inodes: Dict[str, int] = {"/": _ROOT_INO}
     kinds: Dict[str, str] = {"/": DIR}
     links = []
