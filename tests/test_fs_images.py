@@ -130,6 +130,20 @@ def test_ext4_takes_what_a_staged_directory_could_not_carry(tmp_path):
     assert re.search(r"Links: 2\b", debugfs(image, "stat /a/link"))
 
 
+@pytest.mark.parametrize("change,message", [
+    (lambda t: t.write("/" + "a" * 256, b""), "a name longer than 255 bytes"),
+    (lambda t: t.add("/l", Entry(HARDLINK, 0o644, target="/home/app")), "hard link /l"),
+    (lambda t: t.symlink("/s", "x" * 5000), "/s: Invalid argument"),
+])
+def test_ext4_refuses_what_ext4_cannot_hold_in_one_line(tmp_path, change, message):
+    tree = sample_tree()
+    change(tree)
+    with pytest.raises(UserError, match=message) as err:
+        with open(tmp_path / "img", "wb") as fh:
+            write_ext4(tree, fh, EPOCH, "x")
+    assert "\n" not in str(err.value)
+
+
 def test_ext4_is_bit_identical_whatever_the_host_clock_and_environment(tmp_path, monkeypatch):
     tree = sample_tree()
     first = write_formats(tree, tmp_path / "a", ["ext4"])[0]

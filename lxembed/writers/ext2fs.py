@@ -280,6 +280,8 @@ def _populate(fs: Ext2Fs, tree: RootfsTree) -> None:
             parent_path, _, base = path.rpartition("/")
             parent = inodes[parent_path or "/"]
             name = os.fsencode(base)
+            if len(name) > 255:  # libext2fs would write a dirent with the length cut to 8 bits
+                raise UserError(f"ext4: {path}: a name longer than 255 bytes")
             if e.type == HARDLINK:
                 links.append((parent, name, path, e))  # its target may sort after it
                 continue
@@ -303,7 +305,7 @@ def _populate(fs: Ext2Fs, tree: RootfsTree) -> None:
                     and tree.get(target).type == HARDLINK:  # a link to a link: to its inode
                 seen.add(target)
                 target = tree.get(target).target
-            if target not in inodes:
+            if target not in inodes or kinds[target] == DIR:
                 raise UserError(f"ext4: hard link {path} -> {e.target}: no such file")
             fs.add_link(parent, name, inodes[target], kinds[target], path)
     except BaseException:
