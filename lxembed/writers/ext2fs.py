@@ -28,12 +28,13 @@ _ROOT_INO = 2
 _DIR_NO_SPACE = "No free space in the directory"  # EXT2_ET_DIR_NO_SPACE's message
 _EXTRA_ISIZE = 32  # sizeof(struct ext2_inode_large) - 128 in 1.47, what mke2fs writes
 
-# struct ext2_inode_large up to i_crtime_extra. libext2fs hands inodes over in host byte
-# order, hence "=": mode, uid, size, atime, ctime, mtime, dtime, gid, links, blocks, flags.
-_HEAD = struct.Struct("=HHIIIIIHHII")
-_UID_GID_HIGH = struct.Struct("=HH")  # l_i_uid_high, l_i_gid_high at 120
-# i_extra_isize, i_checksum_hi, i_ctime/mtime/atime_extra, i_crtime, i_crtime_extra at 128
-_EXTRA = struct.Struct("=HHIIIII")
+# struct ext2_inode_large (256 bytes, the inode size mke2fs is given). libext2fs hands inodes
+# over in host byte order, hence "=". Fields: mode, uid, size, atime, ctime, mtime, dtime, gid,
+# links, blocks, flags, osd1, i_block[15], generation, file_acl, size_high, faddr, blocks_hi,
+# file_acl_high, uid_high, gid_high, checksum_lo, reserved, extra_isize, checksum_hi,
+# ctime_extra, mtime_extra, atime_extra, crtime, crtime_extra; the rest zero.
+_INODE = struct.Struct("=HHIIIIIHHIII60sIIIIHHHHHHHHIIIII104x")
+_HEAD = struct.Struct("=HHI")  # mode, uid, size: what set_attributes reads back
 # An empty extent tree in i_block: on-disk (little-endian) in every byte order.
 _EXTENT_HEADER = struct.pack("<HHHHI", 0xF30A, 0, 4, 0, 0)
 
@@ -92,6 +93,8 @@ def _lib():
 
 def _split_time(t: int):
     """(32-bit seconds, *_extra) as ext4 stores a time: two epoch bits carry it past 2038."""
+    if 0 <= t < 0x80000000:
+        return t, 0
     low = t & 0xFFFFFFFF
     signed = low - (1 << 32) if low & 0x80000000 else low
     return low, ((t - signed) >> 32) & 3
@@ -117,6 +120,10 @@ class Ext2Fs:
                 os.environ["E2FSPROGS_FAKE_TIME"] = saved
         self._check(self.lib.ext2fs_read_bitmaps(self.fs), image)
         self.inode = ctypes.create_string_buffer(256)
+        # Out-arguments made once: the hot path then allocates no ctypes objects.
+        self._ino, self._file, self._written = _U32(), ctypes.c_void_p(), ctypes.c_uint()
+        self._ino_ref, self._file_ref, self._written_ref = (
+            ctypes.byref(self._ino), ctypes.byref(self._file), ctypes.byref(self._written))
 
     def _check(self, err: int, what) -> None:
         if err:
@@ -138,19 +145,16 @@ class Ext2Fs:
         return ino.value
 
     def new_inode(self, parent: int, st_mode: int) -> int:
-        ino = _U32()
-        self._check(self.lib.ext2fs_new_inode(self.fs, parent, st_mode,
-                                              None, ctypes.byref(ino)), "allocating an inode")
-        return ino.value
+        self._check(self.lib.ext2fs_new_inode(self.fs, parent, st_mode, None, self._ino_ref),
+                    "allocating an inode")
+        return self._ino.value
 
     def link(self, parent: int, name: bytes, ino: int, kind: str, what: str) -> None:
-        for attempt in (0, 1):
+        err = self.lib.ext2fs_link(self.fs, parent, name, ino, _FT[kind])
+        if err and self._no_space(err):  # as create_inode.c: grow the directory, once
+            self._check(self.lib.ext2fs_expand_dir(self.fs, parent), what)
             err = self.lib.ext2fs_link(self.fs, parent, name, ino, _FT[kind])
-            if err and attempt == 0 and self._no_space(err):
-                self._check(self.lib.ext2fs_expand_dir(self.fs, parent), what)
-                continue
-            self._check(err, what)
-            return
+        self._check(err, what)
 
     def _no_space(self, err: int) -> bool:
         return self.lib.error_message(err).decode(errors="replace") == _DIR_NO_SPACE
@@ -182,45 +186,45 @@ class Ext2Fs:
         self._check(self.lib.ext2fs_write_inode_full(self.fs, ino, self.inode, 256),
                     f"inode {ino}")
 
-    def set_attributes(self, ino: int, e: Entry) -> None:
-        """The tree's mode, owner and times on an inode the library made (its size, blocks,
-        flags and i_block kept)."""
-        self.read_inode(ino)
-        mode, _, size, _, _, _, _, _, links, blocks, flags = _HEAD.unpack_from(self.inode)
-        size |= struct.unpack_from("=I", self.inode, 108)[0] << 32
-        self._fill(ino, e, (mode & 0o170000) | (e.mode & 0o7777), size, links, blocks, flags)
-
     def _fill(self, ino: int, e: Entry, st_mode: int, size: int, links: int, blocks: int,
-              flags: int, i_block: bytes = b"", new: bool = False) -> None:
-        """Write inode `ino` whole: every time is the tree's mtime (crtime too), no nanoseconds."""
-        buf = self.inode
-        if new:
-            ctypes.memset(buf, 0, 256)
-            buf[40:40 + len(i_block)] = i_block
-        t, extra = _split_time(e.mtime)
-        _HEAD.pack_into(buf, 0, st_mode, e.uid & 0xFFFF, size & 0xFFFFFFFF, t, t, t, 0,
-                        e.gid & 0xFFFF, links, blocks, flags)
-        struct.pack_into("=I", buf, 108, size >> 32)
-        _UID_GID_HIGH.pack_into(buf, 120, e.uid >> 16, e.gid >> 16)
-        _EXTRA.pack_into(buf, 128, _EXTRA_ISIZE, 0, extra, extra, extra, t, extra)
+              flags: int, i_block: bytes) -> None:
+        """Write inode `ino` whole: every time is the tree's mtime (crtime too), no nanoseconds,
+        owners with their high 16 bits, the extra fields as long as mke2fs makes them (32)."""
+        t, x = _split_time(e.mtime)
+        _INODE.pack_into(self.inode, 0, st_mode, e.uid & 0xFFFF, size & 0xFFFFFFFF, t, t, t, 0,
+                         e.gid & 0xFFFF, links, blocks, flags, 0, i_block, 0, 0, size >> 32,
+                         0, 0, 0, e.uid >> 16, e.gid >> 16, 0, 0, _EXTRA_ISIZE, 0, x, x, x, t, x)
         self.write_inode(ino)
 
+    def set_attributes(self, ino: int, e: Entry) -> None:
+        """The tree's mode, owner and times on an inode the library made (a directory, a
+        symlink): its size, blocks, links, flags and i_block kept."""
+        self.read_inode(ino)
+        mode, _, size = _HEAD.unpack_from(self.inode)
+        links, blocks, flags = struct.unpack_from("=HII", self.inode, 26)
+        i_block = self.inode.raw[40:100]
+        size |= struct.unpack_from("=I", self.inode, 108)[0] << 32
+        self._fill(ino, e, (mode & 0o170000) | (e.mode & 0o7777), size, links, blocks, flags,
+                   i_block)
+
     def new_file(self, parent: int, name: bytes, e: Entry, what: str) -> int:
-        """A regular file, as do_write_internal makes it: an empty extent tree, then its data."""
-        ino = self.new_inode(parent, 0o100644)
+        """A regular file, as do_write_internal makes it: an empty extent tree, then its data.
+        The hot path of a big tree: each call here costs once per file."""
+        lib, fs, ino_ref = self.lib, self.fs, self._ino_ref
+        err = lib.ext2fs_new_inode(fs, parent, 0o100644, None, ino_ref)
+        if err:
+            self._check(err, what)
+        ino = self._ino.value
         self.link(parent, name, ino, FILE, what)
-        self._alloc_stats(ino)
-        self._fill(ino, e, 0o100000 | (e.mode & 0o7777), len(e.data), 1, 0, _EXTENTS_FL,
-                   _EXTENT_HEADER, new=True)
-        if e.data:
-            handle, written = ctypes.c_void_p(), ctypes.c_uint()
-            self._check(self.lib.ext2fs_file_open(self.fs, ino, _FILE_WRITE,
-                                                  ctypes.byref(handle)), what)
-            try:
-                self._check(self.lib.ext2fs_file_write(handle, e.data, len(e.data),
-                                                       ctypes.byref(written)), what)
-            finally:
-                err = self.lib.ext2fs_file_close(handle)  # allocates and writes the blocks
+        lib.ext2fs_inode_alloc_stats2(fs, ino, 1, 0)
+        data = e.data
+        self._fill(ino, e, 0o100000 | (e.mode & 0o7777), len(data), 1, 0, _EXTENTS_FL,
+                   _EXTENT_HEADER)
+        if data:
+            self._check(lib.ext2fs_file_open(fs, ino, _FILE_WRITE, self._file_ref), what)
+            err = lib.ext2fs_file_write(self._file, data, len(data), self._written_ref)
+            # The close allocates and writes the last block: always made, first error wins.
+            err = lib.ext2fs_file_close(self._file) or err
             self._check(err, what)
         return ino
 
@@ -237,7 +241,7 @@ class Ext2Fs:
             else:  # the "new" encoding, as the kernel's new_encode_dev()
                 words = (0, (e.minor & 0xFF) | (e.major << 8) | ((e.minor & ~0xFF) << 12))
             device = struct.pack("=II", *words)
-        self._fill(ino, e, kind | (e.mode & 0o7777), 0, 1, 0, 0, device, new=True)
+        self._fill(ino, e, kind | (e.mode & 0o7777), 0, 1, 0, 0, device)
         return ino
 
     def _alloc_stats(self, ino: int) -> None:
