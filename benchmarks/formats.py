@@ -10,7 +10,7 @@ lxembed remembers level-19 zstd output by content (an unchanged image is not com
 so after the first run cpio.zst and tar.zst cost only the serialisation.
 
 Then ext4 alone, for busybox and for a 20,000-file tree (made here, deterministically: files of
-a package-like size mix in 200 directories, symlinks, hard links, owners other than root):
+a package-like size mix in 400 directories, symlinks, hard links, owners other than root):
 lxembed's whole ext4 write (mke2fs, filling the image from the tree, e2fsck -fn) against
 `mke2fs -d` on the same tree written as a directory, the two alternated run by run, and the
 ratio (goal: at most 1.5), in wall time and in CPU time (steadier on a shared machine).
@@ -77,7 +77,7 @@ def median_seconds(fn) -> float:
 
 
 def many_files_tree(count: int = 20000) -> RootfsTree:
-    """`count` files in 200 directories, sizes like a distribution's /usr, a few symlinks,
+    """`count` files in 400 directories, sizes like a distribution's /usr, a few symlinks,
     hard links and non-root owners; the same bytes every run."""
     rnd = random.Random(21)
     sizes = (0, 90, 400, 1500, 3000, 6000, 12000, 40000, 150000)
