@@ -4,6 +4,7 @@ filesystem's own tools; the slow tests build the busybox recipe for real boards.
 from __future__ import annotations
 
 import json
+import os
 import re
 import struct
 import subprocess
@@ -12,7 +13,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_lxembed
+from conftest import ROOT, make_deb, run_lxembed
 
 from lxembed.errors import UserError
 from lxembed.tree import BLOCK, CHAR, FIFO, HARDLINK, Entry, RootfsTree
@@ -174,6 +175,23 @@ def test_ext4_fixed_size_and_a_tree_that_does_not_fit(tmp_path):
     with pytest.raises(UserError, match="does not fit in 2097152 bytes"):
         with open(tmp_path / "small", "wb") as fh:
             write_ext4(tree, fh, EPOCH, "x", Ext4Options(size=2 << 20))
+
+
+def test_an_ext4_too_small_is_one_line_and_writes_nothing(tmp_path):
+    """From the command line: exit 2, one error line, no output directory (a local .deb and a
+    hardware board: no network)."""
+    make_deb(tmp_path / "data.deb", [("./opt/", "dir", None),
+                                     ("./opt/blob", "file", bytes(range(256)) * 8192)])
+    for size in ("1MiB", "64KiB"):  # the content does not fit; mke2fs cannot even start
+        (tmp_path / "r.toml").write_text(f'description = "x"\ndebs = ["data.deb"]\n'
+                                         f'[ext4]\nsize = "{size}"\n')
+        result = subprocess.run([sys.executable, "-m", "lxembed", "build", "-b", "mt7621-router",
+                                 "-r", "r.toml", "-o", "out", "-f", "ext4"], capture_output=True,
+                                text=True, cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        errors = [ln for ln in result.stderr.splitlines() if ln.startswith("lxembed: error: ")]
+        assert len(errors) == 1 and "ext4: the tree does not fit in" in errors[0], result.stderr
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["data.deb", "r.toml"]
 
 
 def test_ext4_headroom_is_free_space(tmp_path):

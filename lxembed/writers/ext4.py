@@ -4,11 +4,12 @@
 fills it straight from the tree (ext2fs.py): every inode is written once with the tree's mode,
 owner and times, device nodes included, and no host file is staged or read, so nothing about
 the host (owner, ctime, nanoseconds, xattrs) reaches the image. That costs about what
-`mke2fs -d` costs on an already written directory; the former staging copy plus one debugfs
-command per inode field cost ten times more. bookworm's e2fsprogs 1.47.0 is reproducible only
-with E2FSPROGS_FAKE_TIME set, a fixed UUID (-U) and a fixed directory hash seed; both are derived
-from `identity` (board, recipe, image name) and the epoch. mke2fs reads its own config file,
-never the host's /etc/mke2fs.conf, so another machine's defaults cannot change the bytes.
+`mke2fs -d` costs on an already written directory; the former staging copy plus eleven
+debugfs commands per inode (each a path lookup) cost ten to thirty times more. bookworm's
+e2fsprogs 1.47.0 is reproducible only with E2FSPROGS_FAKE_TIME set, a fixed UUID (-U) and a
+fixed directory hash seed; both are derived from `identity` (board, recipe, image name) and the
+epoch. mke2fs reads its own config file, never the host's /etc/mke2fs.conf, so another
+machine's defaults cannot change the bytes.
 `e2fsck -fn` checks every image before it is handed out.
 """
 
@@ -151,7 +152,7 @@ def _tools() -> dict:
 
 def _scratch_dir(size: int) -> Optional[str]:
     """RAM (/dev/shm) for the scratch image when it fits twice over: it is read once, copied
-    out and deleted, and on a disk its writes cost a third of the whole write; else the
+    out and deleted, and on a disk its writes cost a quarter of the whole write; else the
     default temporary directory. A tmpfs holds only the blocks written, never the free space.
     """
     try:
@@ -161,6 +162,14 @@ def _scratch_dir(size: int) -> Optional[str]:
     if st.f_bavail * st.f_frsize >= 2 * size and os.access("/dev/shm", os.W_OK | os.X_OK):
         return "/dev/shm"
     return None
+
+
+def _raise_if_full(detail: str, size: int) -> None:
+    full = ("Could not allocate", "No free space", "No space left", "Not enough space")
+    if any(text in detail for text in full):
+        raise UserError(f"ext4: the tree does not fit in {size} bytes ({detail[-200:]})",
+                        hint="raise [ext4] size, or leave it unset to size the image from its "
+                             "content")
 
 
 def write_ext4(tree: RootfsTree, out, epoch: int, identity: str,
@@ -184,15 +193,17 @@ def write_ext4(tree: RootfsTree, out, epoch: int, identity: str,
                 *(["-O", features] if features else []), str(image), f"{size // 1024}k"]
         result = subprocess.run(argv, capture_output=True, text=True, env=env)
         if result.returncode != 0:
-            detail = (result.stderr or result.stdout).strip()
+            # One line: mke2fs's message, without its notes and the scratch path.
+            detail = "; ".join(
+                line.strip().replace(str(image), "the image")
+                for line in (result.stderr + result.stdout).splitlines()
+                if line.strip() and not line.startswith(("Warning: the fs_type", "Creating ")))
+            _raise_if_full(detail, size)
             raise UserError(f"ext4: mke2fs failed: {detail[-600:]}")
         try:
             populate(str(image), tree, fake_time)
         except Ext2Error as err:
-            if "Could not allocate" in str(err) or "No free space" in str(err):
-                raise UserError(f"ext4: the tree does not fit in {size} bytes ({err})",
-                                hint="raise [ext4] size, or leave it unset to size the image "
-                                     "from its content") from None
+            _raise_if_full(str(err), size)
             raise UserError(f"ext4: {err}") from None
         check = subprocess.run([tools["e2fsck"], "-fn", str(image)], capture_output=True,
                                text=True, env=env)
