@@ -118,7 +118,10 @@ class Ext2Fs:
                 del os.environ["E2FSPROGS_FAKE_TIME"]
             else:
                 os.environ["E2FSPROGS_FAKE_TIME"] = saved
-        self._check(self.lib.ext2fs_read_bitmaps(self.fs), image)
+        err = self.lib.ext2fs_read_bitmaps(self.fs)
+        if err:
+            self.close(flush=False)
+            self._check(err, image)
         self.inode = ctypes.create_string_buffer(256)
         # Out-arguments made once: the hot path then allocates no ctypes objects.
         self._ino, self._file, self._written = _U32(), ctypes.c_void_p(), ctypes.c_uint()
@@ -161,13 +164,12 @@ class Ext2Fs:
 
     def mkdir(self, parent: int, name: bytes, what: str) -> int:
         ino = self.new_inode(parent, 0o40755)
-        for attempt in (0, 1):
+        err = self.lib.ext2fs_mkdir(self.fs, parent, ino, name)
+        if err and self._no_space(err):  # ext2fs_mkdir undid its allocations: again, once
+            self._check(self.lib.ext2fs_expand_dir(self.fs, parent), what)
             err = self.lib.ext2fs_mkdir(self.fs, parent, ino, name)
-            if err and attempt == 0 and self._no_space(err):
-                self._check(self.lib.ext2fs_expand_dir(self.fs, parent), what)
-                continue
-            self._check(err, what)
-            return ino
+        self._check(err, what)
+        return ino
 
     def symlink(self, parent: int, name: bytes, target: bytes, what: str) -> int:
         ino = self.new_inode(parent, 0o120777)
@@ -289,6 +291,9 @@ def _populate(fs: Ext2Fs, tree: RootfsTree) -> None:
             if e.type == HARDLINK:
                 links.append((parent, name, path, e))  # its target may sort after it
                 continue
+            if path == "/lost+found" and e.type != DIR:
+                raise UserError("ext4: /lost+found is a directory on ext4 (e2fsck's); the tree "
+                                f"has a {e.type} there")
             if e.type == DIR:
                 if path == "/lost+found":  # mke2fs made it, with its preallocated blocks
                     ino = fs.lookup(_ROOT_INO, name, path)
