@@ -153,6 +153,8 @@ def init_config(plan: Plan, spec: Optional[ContainerSpec] = None,
         config["modules"] = list(r["modules"])
         config["network"] = {"interfaces": [_interface(i) for i in interfaces]}
         config["rescue_shell"] = True
+        if r.get("watchdog"):
+            config["watchdog"] = dict(r["watchdog"])
     return config
 
 

@@ -87,6 +87,8 @@ def uboot_argv(setup: QemuSetup, uboot: dict, accel: Accel, disk: Path,
              "-device", f"{uboot['disk']},drive=boot"]
     if network and setup.nic != "none":
         argv += ["-netdev", "user,id=n0", "-device", f"{setup.nic},netdev=n0,romfile="]
+    if setup.watchdog:  # as a -kernel boot has it: the control dtb is dumped with it too
+        argv += ["-device", setup.watchdog, "-action", "watchdog=reset"]
     return argv + setup.extra_args
 
 
