@@ -41,6 +41,6 @@ def test_a_fed_watchdog_keeps_the_device_up_and_a_hung_one_resets_it(tmp_path):
     assert '"timeout": 4' in session.results["init-json"][1]
     assert session.exit_status is not None, f"qemu did not end: {session.error}\n{console[-2000:]}"
     assert "Power down" not in session.shutdown and "poweroff" not in session.shutdown
-    # Not at once (a crash), but once the last feed is 4 s old.
-    assert 3.0 < session.poweroff_seconds < 25.0, session.poweroff_seconds
+    # Not at once (a crash), but once the last feed is 4 s old: it came at most 1.33 s before.
+    assert 2.5 < session.poweroff_seconds < 25.0, session.poweroff_seconds
     assert time.monotonic() - start < 120
