@@ -29,8 +29,30 @@ def test_only_what_the_init_loads(image):
     assert "/usr/bin/python3.11" in paths and "/usr/lib/lxembed/lxinit.pyc" in paths
     stdlib = [p for p in paths if p.startswith("/usr/lib/python3.11/")]
     assert not [p for p in stdlib if p.endswith(".py")], "stdlib must be sourceless .pyc"
-    assert any(p.endswith("ctypes/__init__.pyc") for p in stdlib)
+    # The init calls libc through _ctypes alone: the ctypes package (and the struct and types
+    # it imports) costs boot time and is left out; the C modules it does use are there.
+    dynload = {p.rsplit("/", 1)[1].split(".")[0] for p in stdlib if "/lib-dynload/" in p}
+    assert dynload == {"_ctypes", "_json"}, dynload
+    assert not any("/ctypes/" in p or p.endswith(("/struct.pyc", "/types.pyc")) for p in stdlib)
     assert not any("/asyncio/" in p or "/email/" in p or "/unittest/" in p for p in stdlib)
+    encodings = {p.rsplit("/", 1)[1] for p in stdlib if "/encodings/" in p}
+    assert encodings == {"__init__.pyc", "aliases.pyc", "utf_8.pyc"}, encodings
+
+
+def test_init_bytecode_is_optimized(image):
+    """The init is compiled as -OO (no docstrings, no asserts): it must not need either."""
+    import ast
+
+    from lxembed.rootfs.python_init import INIT_SOURCE
+
+    tree = ast.parse(INIT_SOURCE.read_text())
+    asserts = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Assert)]
+    docs = [n.lineno for n in ast.walk(tree)
+            if isinstance(n, ast.Attribute) and n.attr == "__doc__"]
+    assert not asserts and not docs, (asserts, docs)
+    _, out, _ = image
+    data = (out / "rootfs/usr/lib/lxembed/lxinit.pyc").read_bytes()
+    assert b"Run as ``python3 -I -S lxinit.py" not in data  # the module docstring is gone
     config = json.loads((out / "rootfs/etc/lxembed/init.json").read_text())
     assert config["network"]["interfaces"][0] == {"name": "eth0", "dhcp": True}
 

@@ -38,10 +38,10 @@ try:
     import _json
 except ImportError:
     _json = None
-try:
-    import ctypes
+try:  # libc calls through ctypes' C half: the ctypes package costs 0.05-0.1 s to import
+    import _ctypes  # when emulated (its types, struct, and its classes made at import)
 except ImportError:  # a stripped image: no mounts or reboot(2), but still a working init
-    ctypes = None
+    _ctypes = None
 try:
     import fcntl
 except ImportError:
@@ -169,18 +169,40 @@ exit 0
 
 # -- helpers: libc, processes, users, the config -------------------------------------------
 
-_LIBC = []
+if _ctypes is not None:
+    # What `ctypes.CDLL(None, use_errno=True)` is made of, defined as ctypes itself defines it:
+    # the int and unsigned long argument types and a C function returning int with errno saved.
+    class c_int(_ctypes._SimpleCData):
+        _type_ = "i"
+
+    class c_ulong(_ctypes._SimpleCData):
+        _type_ = "L"
+
+    class _LibcFunction(_ctypes.CFuncPtr):
+        _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+        _restype_ = c_int
+
+    class _Program:
+        """The dlopen(NULL) handle (the program and libc), where CFuncPtr looks symbols up."""
+
+        _handle = None
+else:
+    c_int = c_ulong = None
+
+_LIBC = {}
 
 
 def libc_call(name, *args):
     """Call a libc function through ctypes; its result, or OSError from errno when it is -1."""
-    if not _LIBC:
-        _LIBC.append(ctypes.CDLL(None, use_errno=True) if ctypes else None)
-    if _LIBC[0] is None:
+    if _ctypes is None:
         raise OSError(errno.ENOSYS, "ctypes is not available")
-    ret = getattr(_LIBC[0], name)(*args)
+    if name not in _LIBC:
+        if _Program._handle is None:
+            _Program._handle = _ctypes.dlopen(None)
+        _LIBC[name] = _LibcFunction((name, _Program))
+    ret = _LIBC[name](*args)
     if ret == -1:
-        err = ctypes.get_errno()
+        err = _ctypes.get_errno()
         raise OSError(err, "%s: %s" % (name, os.strerror(err)))
     return ret
 
@@ -190,7 +212,7 @@ def _c_str(s):
 
 
 def mount(source, target, fstype, flags=0, data=None):
-    args = (_c_str(source), _c_str(target), _c_str(fstype), ctypes.c_ulong(flags), _c_str(data))
+    args = (_c_str(source), _c_str(target), _c_str(fstype), c_ulong(flags), _c_str(data))
     libc_call("mount", *args)
 
 
@@ -782,7 +804,7 @@ class SystemSetup:
 
     def run(self):
         if self.rt.mode == "subreaper":
-            one = ctypes.c_ulong(1) if ctypes else 1
+            one = c_ulong(1) if c_ulong else 1
             step("PR_SET_CHILD_SUBREAPER", libc_call, "prctl", PR_SET_CHILD_SUBREAPER, one)
             return  # not PID 1: the host is not ours to mount or configure
         self.timed("mounts", "mounting", self.mount_basics)
@@ -976,7 +998,7 @@ def finish(rt, action, status, idle):
     say(action)
     console().drain()
     # In a PID namespace reboot(2) kills us with SIGINT (halt) or SIGHUP (reboot): LXC's cue.
-    step("reboot(2)", libc_call, "reboot", ctypes.c_int(RB[action]) if ctypes else 0)
+    step("reboot(2)", libc_call, "reboot", c_int(RB[action]) if c_int else 0)
     if rt.mode == "container":
         return status
     while True:
