@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import signal
 import subprocess
@@ -37,11 +38,12 @@ def test_only_what_the_init_loads(image):
     assert not any("/asyncio/" in p or "/email/" in p or "/unittest/" in p for p in stdlib)
     encodings = {p.rsplit("/", 1)[1] for p in stdlib if "/encodings/" in p}
     assert encodings == {"__init__.pyc", "aliases.pyc", "utf_8.pyc"}, encodings
+    config = json.loads((out / "rootfs/etc/lxembed/init.json").read_text())
+    assert config["network"]["interfaces"][0] == {"name": "eth0", "dhcp": True}
 
 
 def test_init_bytecode_is_optimized(image):
     """The init is compiled as -OO (no docstrings, no asserts): it must not need either."""
-    import ast
 
     from lxembed.rootfs.python_init import INIT_SOURCE
 
@@ -53,8 +55,6 @@ def test_init_bytecode_is_optimized(image):
     _, out, _ = image
     data = (out / "rootfs/usr/lib/lxembed/lxinit.pyc").read_bytes()
     assert b"Run as ``python3 -I -S lxinit.py" not in data  # the module docstring is gone
-    config = json.loads((out / "rootfs/etc/lxembed/init.json").read_text())
-    assert config["network"]["interfaces"][0] == {"name": "eth0", "dhcp": True}
 
 
 def test_init_runs_under_qemu_user(image, tmp_path):
