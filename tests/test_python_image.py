@@ -88,3 +88,22 @@ def test_image_size(image):
     cpio = next(a for a in info["artifacts"] if a["format"] == "cpio.zst")
     # Measured in benchmarks/init.py; this bound only catches a regression (stdlib creeping in).
     assert cpio["bytes"] < 4_600_000, (board, cpio["bytes"])
+
+
+def test_encodings_are_the_images_own(image):
+    """encodings.aliases keeps the names of the codecs shipped (utf_8) and nothing else; the
+    codecs Python looks up at start and the C fast paths (ascii, latin-1) still work."""
+    board, out, _ = image
+    arch = load_board(board).arch
+    root = out / "rootfs"
+    code = ("import codecs, encodings.aliases as a\n"
+            "print(sorted(set(a.aliases.values())), len(a.aliases))\n"
+            "print(codecs.lookup('utf8').name, codecs.lookup('U8').name)\n"
+            "print('é'.encode('latin-1'), 'x'.encode('ascii'))\n"
+            "try:\n    codecs.lookup('cp1252')\nexcept LookupError:\n    print('no cp1252')\n")
+    result = subprocess.run([arch.qemu_user_path, "-L", str(root),
+                             str(root / "usr/bin/python3.11"), "-IS", "-c", code],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "['utf_8'] 6", "utf-8 utf-8", "b'\\xe9' b'x'", "no cp1252"], result.stdout
