@@ -158,8 +158,10 @@ def boot_once(board: str, recipe: str, work: Path, log_path: Path, services: int
                 result.wall = ready - start
                 console.sync(timeout)
                 status, out = console.run("cat /proc/uptime", timeout)
-                if status == 0:  # the guest clock at the marker: now minus the host time since
-                    result.uptime = float(out.split()[0]) - (time.monotonic() - ready)
+                # A service's line ("[s7] up") may land among the output: take the uptime's own.
+                m = re.search(r"^(\d+\.\d+) \d+\.\d+\s*$", out or "", re.M)
+                if status == 0 and m:  # the guest clock at the marker: now minus the host time
+                    result.uptime = float(m.group(1)) - (time.monotonic() - ready)
                 result.marks = guest_marks(console, timeout)
                 status, out = console.run("grep VmRSS /proc/1/status", timeout)
                 m = re.search(r"VmRSS:\s+(\d+) kB", out or "")
