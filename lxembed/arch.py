@@ -43,6 +43,7 @@ class Arch:
     nic_modules: tuple = field(default=())  # kernel modules for that NIC, in load order
     ld_so: tuple = field(default=())  # dynamic loader paths (PT_INTERP) of this arch
     mips_nan: Optional[str] = None  # MIPS only: NaN encoding, "legacy" or "2008"
+    incus: str = ""  # Incus's (and LXD's) architecture name, metadata.yaml's `architecture`
 
     @property
     def qemu_user_path(self) -> str:
@@ -73,35 +74,36 @@ ARCHES = {
         Arch("amd64", "x86_64-linux-gnu", 64, "little", EM_X86_64, None, None, ("x86_64",),
              "qemu-x86_64", "qemu-system-x86_64", "pc", "max", "ttyS0", "amd64",
              "linux-image-amd64", "amd64", "amd64", None, "x86_64",
-             "virtio-net-pci", _VIRTIO_PCI_X86, ("/lib64/ld-linux-x86-64.so.2",)),
+             "virtio-net-pci", _VIRTIO_PCI_X86, ("/lib64/ld-linux-x86-64.so.2",), incus="x86_64"),
         Arch("i386", "i386-linux-gnu", 32, "little", EM_386, None, None, ("i686", "i586", "i386"),
              "qemu-i386", "qemu-system-i386", "pc", "max", "ttyS0", "i386",
              "linux-image-686", "686", "386", None, "i686",
-             "virtio-net-pci", _VIRTIO_PCI_X86, ("/lib/ld-linux.so.2",)),
+             "virtio-net-pci", _VIRTIO_PCI_X86, ("/lib/ld-linux.so.2",), incus="i686"),
         Arch("arm64", "aarch64-linux-gnu", 64, "little", EM_AARCH64, None, None, ("aarch64",),
              "qemu-aarch64", "qemu-system-aarch64", "virt", "cortex-a57", "ttyAMA0", "arm64",
              "linux-image-arm64", "arm64", "arm64", None, "aarch64",
-             "virtio-net-pci", _VIRTIO_PCI_ARM, ("/lib/ld-linux-aarch64.so.1",)),
+             "virtio-net-pci", _VIRTIO_PCI_ARM, ("/lib/ld-linux-aarch64.so.1",), incus="aarch64"),
         Arch("armhf", "arm-linux-gnueabihf", 32, "little", EM_ARM, "hard", None,
              ("armv7l", "armv8l"),
              "qemu-arm", "qemu-system-arm", "virt,highmem=off", "cortex-a15", "ttyAMA0", "armhf",
              "linux-image-armmp", "armmp", "arm", "v7", "armhf",
-             "virtio-net-pci", _VIRTIO_PCI_ARM, ("/lib/ld-linux-armhf.so.3",)),
+             "virtio-net-pci", _VIRTIO_PCI_ARM, ("/lib/ld-linux-armhf.so.3",), incus="armv7l"),
         # armel userland runs on the armhf (armmp) kernel on qemu's virt machine.
         Arch("armel", "arm-linux-gnueabi", 32, "little", EM_ARM, "soft", None,
              ("armv7l", "armv5tel", "armv8l"),
              "qemu-arm", "qemu-system-arm", "virt,highmem=off", "cortex-a15", "ttyAMA0", "armhf",
              "linux-image-armmp", "armmp", "arm", "v5", "armel",
-             "virtio-net-pci", _VIRTIO_PCI_ARM, ("/lib/ld-linux.so.3",)),
+             "virtio-net-pci", _VIRTIO_PCI_ARM, ("/lib/ld-linux.so.3",),
+             incus="armv6l"),  # Incus's "armel": the oldest ARM it knows
         Arch("mipsel", "mipsel-linux-gnu", 32, "little", EM_MIPS, None, "o32", ("mips",),
              "qemu-mipsel", "qemu-system-mipsel", "malta", None, "ttyS0", "mipsel",
              "linux-image-4kc-malta", "4kc-malta", "mipsle", None, "mipsel",
-             "pcnet", ("mii", "pcnet32"), ("/lib/ld.so.1",), "legacy"),
+             "pcnet", ("mii", "pcnet32"), ("/lib/ld.so.1",), "legacy", incus="mips"),
         Arch("mips64el", "mips64el-linux-gnuabi64", 64, "little", EM_MIPS, None, "n64",
              ("mips64",),
              "qemu-mips64el", "qemu-system-mips64el", "malta", "5KEc", "ttyS0", "mips64el",
              "linux-image-5kc-malta", "5kc-malta", "mips64le", None, "mips64el",
-             "pcnet", ("mii", "pcnet32"), ("/lib64/ld.so.1",), "legacy"),
+             "pcnet", ("mii", "pcnet32"), ("/lib64/ld.so.1",), "legacy", incus="mips64"),
     )
 }
 

@@ -46,7 +46,7 @@ def check_formats(formats: Sequence[str]) -> None:
 def artifact_path(output: Path, fmt: str) -> Path:
     """Where a format lands in an output directory."""
     if fmt in CONTAINER_FORMATS:
-        return output / fmt
+        return output / CONTAINER_FORMATS[fmt]
     return output / ("rootfs" if fmt == "dir" else f"rootfs.{fmt}")
 
 

@@ -12,10 +12,11 @@ job=${1:-demo}
 # starts libvirtd itself), archive keys, cpio/zstd for tests. busybox-static and procps on the
 # host: bind-host containers run the host's busybox and ps. libxml2-utils: virt-xml-validate.
 # nftables and dnsmasq-base: `lxembed net` applies its rules with nft and serves DHCP with dnsmasq.
+# skopeo, umoci, podman, runc, buildah: the OCI image tests and benchmark read what lxembed writes.
 packages="python3 python3-venv python3-pip qemu-user-static qemu-system-arm qemu-system-mips
   qemu-system-x86 lxc crun iproute2 iputils-ping debian-archive-keyring apt-utils cpio zstd
   xz-utils squashfs-tools e2fsprogs mtd-utils fdisk dosfstools mtools uidmap busybox-static
-  procps util-linux nftables dnsmasq-base
+  procps util-linux nftables dnsmasq-base skopeo umoci podman runc buildah
   libvirt-daemon libvirt-daemon-driver-lxc libvirt-clients libxml2-utils"
 missing=$(for p in $packages; do dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null |
   grep -q "install ok installed" || echo "$p"; done)

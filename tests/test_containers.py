@@ -291,6 +291,40 @@ def test_oci_config(tmp_path):
     assert "CAP_SYS_BOOT" in caps and "CAP_SYS_MODULE" not in caps
 
 
+def _kernel_capability_names() -> set:
+    """What procd's make_capabilities_h.sh makes of <linux/capability.h>: the names ujail knows."""
+    header = Path("/usr/include/linux/capability.h")
+    if not header.exists():
+        pytest.skip("no kernel headers (linux-libc-dev)")
+    names = set()
+    for line in header.read_text().splitlines():
+        words = line.split()
+        if len(words) == 3 and words[0] == "#define" and words[1].startswith("CAP_") \
+                and words[2].isdigit() and words[1] != "CAP_LAST_CAP":
+            names.add(words[1])
+    return names
+
+
+def test_a_uxc_bundle_is_what_procds_ujail_accepts(tmp_path):
+    # procd's jail/jail.c parseOCI: ociVersion must begin "1.0"; process, root and mounts are
+    # required; jail/capabilities.c: an absent set is ALL capabilities, an unknown name fails.
+    spec = container_spec(make_plan(tmp_path, BIND + 'oci_target = "uxc"\n'))
+    doc = oci_config(spec)
+    assert doc["ociVersion"].startswith("1.0")
+    assert doc["process"] and doc["root"]["path"] and doc["mounts"]
+    sets = doc["process"]["capabilities"]
+    assert set(sets) == {"bounding", "effective", "permitted", "inheritable", "ambient"}
+    assert sets["inheritable"] == [] and sets["ambient"] == []
+    known = _kernel_capability_names()
+    assert set(sets["bounding"]) <= known, set(sets["bounding"]) - known
+    assert "CAP_SYS_MODULE" not in sets["bounding"]  # cap_drop holds for uxc as well
+
+
+def test_uxc_is_one_of_two_targets(tmp_path):
+    with pytest.raises(UserError, match=r"oci_target.*one of.*runtime.*uxc"):
+        container_spec(make_plan(tmp_path, BIND + 'oci_target = "procd"\n'))
+
+
 def test_apparmor_unconfined_is_no_oci_key(tmp_path):
     """crun refuses process.apparmorProfile on a host without AppArmor, even "unconfined"."""
     spec = container_spec(make_plan(tmp_path, BIND + 'apparmor = "unconfined"\n'))
@@ -522,7 +556,8 @@ def test_lxc_and_oci_stay_formats(tmp_path, capsys):
     from lxembed.pipeline import check_formats
 
     check_formats(["tar", "lxc", "oci", "libvirt"])
-    with pytest.raises(UserError, match=r"unknown format lxd \(known: dir, .*lxc, oci, libvirt\)"):
+    known = r"lxc, oci, libvirt, oci-image, oci-archive, lxc-image"
+    with pytest.raises(UserError, match=rf"unknown format lxd \(known: dir, .*{known}\)"):
         check_formats(["lxc", "lxd"])
     # Many cells at once check formats the same way.
     (tmp_path / "b.toml").write_text(HOST_BOARD)

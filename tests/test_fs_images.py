@@ -4,6 +4,7 @@ filesystem's own tools; the slow tests build the busybox recipe for real boards.
 from __future__ import annotations
 
 import json
+import os
 import re
 import struct
 import subprocess
@@ -12,7 +13,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_lxembed
+from conftest import ROOT, make_deb, run_lxembed
 
 from lxembed.errors import UserError
 from lxembed.tree import BLOCK, CHAR, FIFO, HARDLINK, Entry, RootfsTree
@@ -94,6 +95,58 @@ def test_ext4_owners_modes_nodes_and_links_come_from_the_tree(tmp_path):
     assert fsck.returncode == 0, fsck.stdout
 
 
+def test_ext4_takes_what_a_staged_directory_could_not_carry(tmp_path):
+    """Owners past 65535, times past 2038, new-style device numbers, any byte in a name, a
+    lost+found of the tree's own, a directory grown past its first blocks: all from the tree."""
+    tree = sample_tree()
+    odd = '/odd/a "quoted" \\ name\nwith a newline'
+    tree.write(odd, b"odd", uid=70000, gid=80000, mode=0o640, mtime=3000000000)
+    tree.add("/dev/big", Entry(CHAR, 0o620, uid=5, major=300, minor=70000))
+    tree.mkdir("/lost+found", mode=0o700, uid=7)
+    for i in range(600):  # 600 entries of 120 bytes: the directory needs ~18 blocks
+        tree.write(f"/many/{i:03d}" + "n" * 100, b"%d" % i, mode=0o600)
+    tree.add("/a/link", Entry(HARDLINK, 0o644, target="/many/599" + "n" * 100))
+    tree.add("/a/link2", Entry(HARDLINK, 0o644, target="/a/link"))  # a link to a link
+    paths = [tmp_path / "a.ext4", tmp_path / "b.ext4"]
+    for path in paths:
+        with open(path, "wb") as fh:
+            write_ext4(tree, fh, 3100000000, "x")
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    image = paths[0]
+    fsck = subprocess.run(["e2fsck", "-fn", str(image)], capture_output=True, text=True)
+    assert fsck.returncode == 0, fsck.stdout
+    # debugfs reads one line per request: the name with a newline is reached by its inode.
+    (ino,) = re.findall(r"^\s*(\d+) .*quoted\" \\x5c name\\x0awith a newline$",
+                        debugfs(image, "ls -l /odd"), re.M)
+    stat = debugfs(image, f"stat <{ino}>")
+    assert re.search(r"User: 70000\s+Group: 80000", stat) and "Mode:  0640" in stat
+    for field in ("ctime", "atime", "mtime", "crtime"):  # 3000000000: one epoch bit past 2038
+        assert re.search(rf"\b{field}: 0xb2d05e00:00000001 -- .* 2065", stat), field
+    assert debugfs(image, f"cat <{ino}>") == "odd"
+    assert "Device major/minor number: 300:70000" in debugfs(image, "stat /dev/big")
+    assert ext4_ls(image, "/dev")["big"] == ("20620", 5, 0)
+    assert ext4_ls(image, "/")["lost+found"] == ("40700", 7, 0)
+    many = ext4_ls(image, "/many")
+    assert len(many) == 602 and many["123" + "n" * 100] == ("100600", 0, 0)
+    assert debugfs(image, f'cat "/many/{42:03d}{"n" * 100}"') == "42"
+    assert re.search(r"Links: 3\b", debugfs(image, "stat /a/link"))
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda t: t.write("/" + "a" * 256, b""), "a name longer than 255 bytes"),
+    (lambda t: t.add("/l", Entry(HARDLINK, 0o644, target="/home/app")), "hard link /l"),
+    (lambda t: t.symlink("/s", "x" * 5000), "/s: Invalid argument"),
+    (lambda t: t.write("/lost+found", b""), "/lost+found is a directory"),
+])
+def test_ext4_refuses_what_ext4_cannot_hold_in_one_line(tmp_path, change, message):
+    tree = sample_tree()
+    change(tree)
+    with pytest.raises(UserError, match=re.escape(message)) as err:
+        with open(tmp_path / "img", "wb") as fh:
+            write_ext4(tree, fh, EPOCH, "x")
+    assert "\n" not in str(err.value)
+
+
 def test_ext4_is_bit_identical_whatever_the_host_clock_and_environment(tmp_path, monkeypatch):
     tree = sample_tree()
     first = write_formats(tree, tmp_path / "a", ["ext4"])[0]
@@ -124,6 +177,23 @@ def test_ext4_fixed_size_and_a_tree_that_does_not_fit(tmp_path):
     with pytest.raises(UserError, match="does not fit in 2097152 bytes"):
         with open(tmp_path / "small", "wb") as fh:
             write_ext4(tree, fh, EPOCH, "x", Ext4Options(size=2 << 20))
+
+
+def test_an_ext4_too_small_is_one_line_and_writes_nothing(tmp_path):
+    """From the command line: exit 2, one error line, no output directory (a local .deb and a
+    hardware board: no network)."""
+    make_deb(tmp_path / "data.deb", [("./opt/", "dir", None),
+                                     ("./opt/blob", "file", bytes(range(256)) * 8192)])
+    for size in ("1MiB", "64KiB"):  # the content does not fit; mke2fs cannot even start
+        (tmp_path / "r.toml").write_text(f'description = "x"\ndebs = ["data.deb"]\n'
+                                         f'[ext4]\nsize = "{size}"\n')
+        result = subprocess.run([sys.executable, "-m", "lxembed", "build", "-b", "mt7621-router",
+                                 "-r", "r.toml", "-o", "out", "-f", "ext4"], capture_output=True,
+                                text=True, cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        errors = [ln for ln in result.stderr.splitlines() if ln.startswith("lxembed: error: ")]
+        assert len(errors) == 1 and "ext4: the tree does not fit in" in errors[0], result.stderr
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["data.deb", "r.toml"]
 
 
 def test_ext4_headroom_is_free_space(tmp_path):

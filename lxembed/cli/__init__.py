@@ -8,16 +8,17 @@ whole parser, and loading the pipeline for it cost 0.3 s before any work began.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from typing import List, Optional
 
 from .. import log
 from ..errors import UserError
-from . import build, containers, elf, kernel, net, qemu, size
+from . import build, containers, elf, kernel, net, product, qemu, size
 
 # One module per command group; each adds its subcommands through register(subparsers).
-COMMAND_GROUPS = (build, elf, qemu, kernel, containers, net, size)
+COMMAND_GROUPS = (build, product, elf, qemu, kernel, containers, net, size)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -26,6 +27,10 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     parser.add_argument("--debug", action="store_true",
                         help="show the Python traceback of an error (for bug reports)")
+    parser.add_argument("-C", dest="directory", metavar="DIR",
+                        help="run as if started in DIR (as git -C and make -C): its boards/, "
+                        "recipes/, overlays/ or lxembed.toml are found first, and relative "
+                        "paths are relative to it")
     sub = parser.add_subparsers(dest="command", required=True)
     for group in COMMAND_GROUPS:
         group.register(sub)
@@ -36,6 +41,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = make_parser().parse_args(argv)
     log.set_quiet(args.quiet or getattr(args, "json", False))
     try:
+        if args.directory:
+            _change_directory(args.directory)
         return args.func(args)
     except UserError as err:
         if args.debug:
@@ -57,6 +64,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("lxembed: interrupted", file=sys.stderr)
         return 130
+
+
+def _change_directory(path: str) -> None:
+    try:
+        os.chdir(path)
+    except OSError as err:
+        raise UserError(f"-C {path}: {err.strerror}") from None
 
 
 if __name__ == "__main__":

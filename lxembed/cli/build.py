@@ -1,4 +1,4 @@
-"""lxembed build | list | show | config-docs."""
+"""lxembed build | matrix | show | config-docs."""
 
 from __future__ import annotations
 
@@ -56,27 +56,6 @@ def cmd_matrix(args) -> int:
     return 0
 
 
-def cmd_list(args) -> int:
-    from ..config import list_boards, list_recipes, load_board, load_recipe
-    boards = {}
-    for name in list_boards():
-        b = load_board(name)
-        boards[name] = {"arch": b.arch.debian, "suite": b.suite, "qemu": b.qemu is not None,
-                        "description": b.settings["description"]}
-    recipes = {n: load_recipe(n).settings["description"] for n in list_recipes()}
-    if args.json:
-        print(json.dumps({"boards": boards, "recipes": recipes}, indent=2))
-        return 0
-    print("boards:")
-    for name, b in boards.items():
-        kind = "qemu" if b["qemu"] else "hardware"
-        print(f"  {name:16} {b['arch']:9} {b['suite']:9} {kind:8} {b['description']}")
-    print("recipes:")
-    for name, desc in recipes.items():
-        print(f"  {name:16} {desc}")
-    return 0
-
-
 def cmd_show(args) -> int:
     from ..config import load_plan
     plan = load_plan(args.board, args.recipe)
@@ -116,7 +95,8 @@ def register(subparsers) -> None:
                    "several cells, each goes to OUTPUT/BOARD-RECIPE")
     p.add_argument("--format", "-f", default=None,
                    help="comma-separated: dir, tar, cpio (each optionally .zst, .gz or "
-                        ".xz), squashfs; lxc, oci, libvirt (default: cpio.zst)")
+                        ".xz), squashfs...; containers: lxc, oci, libvirt, oci-image, "
+                        "oci-archive, lxc-image (default: cpio.zst)")
     p.add_argument("--json", action="store_true", help="print artifacts as JSON")
     p.set_defaults(func=cmd_build)
     p = subparsers.add_parser("matrix", help="write the board x recipe matrix as a CI "
@@ -129,9 +109,6 @@ def register(subparsers) -> None:
     p.add_argument("--apt-proxy", help="HTTP proxy the jobs route apt through "
                    "(apt-cacher-ng): a fleet of runners downloads each package once")
     p.set_defaults(func=cmd_matrix)
-    p = subparsers.add_parser("list", help="list boards and recipes")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_list)
     p = subparsers.add_parser("show", help="print the resolved configuration")
     add_target_args(p)
     p.set_defaults(func=cmd_show)

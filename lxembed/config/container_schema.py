@@ -90,6 +90,8 @@ CONTAINER_FIELDS = (
         choices=("bind-host", "self-contained"),
     ),
     Setting("name", "str", None, "container name (default: the recipe name)"),
+    Setting("image", "str", None, "image name for oci-image and oci-archive (default: "
+            "localhost/lxembed/NAME:latest)"),
     Setting(
         "init",
         "str",
@@ -122,6 +124,10 @@ CONTAINER_FIELDS = (
     Setting("limits", "table", None, "resource limits", fields=LIMIT_FIELDS),
     Setting("start", "table", None, "start at boot", fields=START_FIELDS),
     Setting("apparmor", "str", None, "AppArmor profile (lxc.apparmor.profile)"),
+    Setting("oci_target", "str", "runtime", "who runs the OCI bundle: an OCI runtime (crun, "
+            "runc), or OpenWrt's uxc/ujail (procd), which takes only ociVersion 1.0.x and "
+            "capability names its kernel headers know (up to checkpoint_restore, Linux 5.9)",
+            choices=("runtime", "uxc")),
     Setting("selinux", "str", None, "SELinux context (lxc.selinux.context)"),
     Setting("idmap", "list", [], 'user namespace maps: "u 0 100000 65536", "g 0 100000 65536"'),
     Setting(

@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Optional
 from ..arch import Arch, get_arch
 from ..errors import UserError
 from .interfaces import check_interfaces
+from .product import find_file, find_overlay, names, project_dirs  # noqa: F401 (imported from here)
 from .schema import BOARD_SETTINGS, RECIPE_SETTINGS, SERVICE_FIELDS
 from .settings import required, validate
 from .toml_lines import key_line, parse
@@ -19,47 +20,12 @@ DEVICE_NETWORK_SCRIPT = "/etc/lxembed/network.sh"
 DEFAULT_EPOCH = 1704067200  # 2024-01-01T00:00:00Z, when SOURCE_DATE_EPOCH is not set
 
 
-def project_dirs() -> List[Path]:
-    """Where boards/, recipes/ and overlays/ live: LXEMBED_PATH entries, then the project."""
-    dirs = [Path(p) for p in os.environ.get("LXEMBED_PATH", "").split(":") if p]
-    return dirs + [Path(__file__).resolve().parents[2]]
-
-
-def _find(kind: str, name: str) -> Path:
-    if name.endswith(".toml") or "/" in name:
-        path = Path(name)
-        if path.is_file():
-            return path
-        raise UserError(f"{kind[:-1]} file {name} does not exist")
-    for base in project_dirs():
-        path = base / kind / f"{name}.toml"
-        if path.is_file():
-            return path
-    known = ", ".join(_names(kind)) or "none"
-    raise UserError(f"unknown {kind[:-1]} {name!r} (known: {known})")
-
-
-def _names(kind: str) -> List[str]:
-    names = set()
-    for base in project_dirs():
-        names.update(p.stem for p in (base / kind).glob("*.toml"))
-    return sorted(names)
-
-
 def list_boards() -> List[str]:
-    return _names("boards")
+    return names("boards")
 
 
 def list_recipes() -> List[str]:
-    return _names("recipes")
-
-
-def find_overlay(name: str) -> Path:
-    for base in project_dirs():
-        path = base / "overlays" / name
-        if path.is_dir():
-            return path
-    raise UserError(f"unknown overlay {name!r} (no overlays/{name}/ directory)")
+    return names("recipes")
 
 
 @dataclass
@@ -105,7 +71,7 @@ class Plan:
 
 
 def load_board(name: str) -> Board:
-    path = _find("boards", name)
+    path = find_file("boards", name)
     data, text = parse(path)
     settings = validate(data, BOARD_SETTINGS, path, text)
     required(settings, ["arch"], path, text, "")
@@ -142,8 +108,8 @@ def _merge(base: Dict[str, Any], over: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def load_recipe(name: str, _seen: tuple = ()) -> Recipe:
-    path = _find("recipes", name)
+def load_recipe(name: str, _seen: tuple = (), _named_by: Optional[Path] = None) -> Recipe:
+    path = find_file("recipes", name, _named_by)
     if path.resolve() in _seen:
         raise UserError(f"{path}: recipe bases form a loop")
     data, text = parse(path)
@@ -155,7 +121,7 @@ def load_recipe(name: str, _seen: tuple = ()) -> Recipe:
             entry["recipe"] = str((path.parent / entry["recipe"]).resolve())
     sources = [path]
     if settings["base"]:
-        base = load_recipe(settings["base"], _seen + (path.resolve(),))
+        base = load_recipe(settings["base"], _seen + (path.resolve(),), path)
         explicit = {k: v for k, v in settings.items() if k in data}
         settings = _merge(base.settings, explicit)
         sources += base.sources

@@ -29,6 +29,9 @@ QEMU_FIELDS = (
     Setting("disk", "str", "virtio", "how `--root` attaches a disk image",
             choices=("virtio", "sd")),
     Setting("extra_args", "list", [], "extra qemu arguments"),
+    Setting("watchdog", "str", None, "the board's watchdog as a qemu device and the kernel "
+            "module that drives it (i6300esb on x86 and arm virt), with `-action watchdog=reset`; "
+            "it counts only once an image opens it (a recipe's [watchdog])"),
 )
 
 FLASH_FIELDS = (
@@ -165,6 +168,12 @@ SERVICE_CONTAINER_FIELDS = (
                   "init's ready file, or health_command) before it is restarted with backoff")
           for s in PROBE_FIELDS)
 
+WATCHDOG_FIELDS = (
+    Setting("device", "str", "/dev/watchdog", "the watchdog device the init feeds"),
+    Setting("timeout", "float", 10.0, "seconds without a feed before the hardware resets the "
+            "device (the init feeds it every third of that, from its own loop)"),
+)
+
 UBI_FIELDS = (
     Setting("compressor", "str", "lzo", "mkfs.ubifs -x", choices=("lzo", "zlib", "zstd", "none")),
 )
@@ -198,6 +207,8 @@ RECIPE_SETTINGS = (
             fields=SERVICE_CONTAINER_FIELDS),
     Setting("host_network", "table", None, "host networking, as a standalone description: "
             "docs/networking.md", fields=NETWORK_DESCRIPTION_SETTINGS),
+    Setting("watchdog", "table", None, "the Python init feeds the board's hardware watchdog; "
+            "a hung device resets", fields=WATCHDOG_FIELDS),
     Setting("ext4", "table", None, "how the ext4 format is made", fields=EXT4_FIELDS),
     Setting("squashfs", "table", None, "how the squashfs format is made", fields=SQUASHFS_FIELDS),
     Setting("ubi", "table", None, "how the ubi format is made (geometry: the board's [flash])",

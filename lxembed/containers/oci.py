@@ -1,7 +1,14 @@
-"""OCI runtime bundle config.json (runtime-spec 1.0) from a ContainerSpec, for crun and runc.
+"""OCI runtime bundle config.json (runtime-spec 1.0) from a ContainerSpec, for crun and runc,
+and for OpenWrt's uxc (procd's ujail).
 
 The same settings as the LXC config, in OCI terms. An OCI runtime makes no network devices
 (that is a CNI plugin's job), so networks other than empty/none become a warning, not config.
+
+Every capability set is written, the empty ones too: ujail (procd's jail/capabilities.c) takes
+a set that is absent as ALL capabilities, where runc and crun take it as none. What else
+ujail accepts, read from procd's jail/jail.c (parseOCI): an ociVersion beginning "1.0"; a
+`process`, a `root` and a `mounts` array, each required; capability names that its build's
+<linux/capability.h> defines (an unknown one fails the whole config).
 """
 
 from __future__ import annotations
@@ -103,10 +110,18 @@ def _device(rule: str) -> Dict[str, Any]:
     return out
 
 
+# The newest capability ujail can name: OpenWrt's kernels since 22.03 (Linux 5.10) define up to
+# CAP_CHECKPOINT_RESTORE (40), and ujail refuses a name its headers lack.
+UXC_LAST_CAPABILITY = "checkpoint_restore"
+
+
 def capabilities(spec: ContainerSpec) -> List[str]:
     """Everything but cap_drop, like LXC (which keeps all capabilities it is not told to drop)."""
     dropped = set(spec.cap_drop)
-    return [f"CAP_{c.upper()}" for c in CAPABILITIES if c not in dropped]
+    known = CAPABILITIES
+    if spec.oci_target == "uxc":
+        known = CAPABILITIES[: CAPABILITIES.index(UXC_LAST_CAPABILITY) + 1]
+    return [f"CAP_{c.upper()}" for c in known if c not in dropped]
 
 
 def oci_config(
@@ -123,7 +138,9 @@ def oci_config(
         "args": list(spec.init_cmd),
         "env": env,
         "cwd": "/",
-        "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+        # All five, explicitly (see the docstring): nothing inherited, nothing ambient.
+        "capabilities": {"bounding": caps, "effective": caps, "permitted": caps,
+                         "inheritable": [], "ambient": []},
         "noNewPrivileges": False,
     }
     if spec.nofile:

@@ -140,6 +140,7 @@ class ContainerSpec:
     start_delay: int = 0
     start_order: int = 0
     apparmor: Optional[str] = None
+    oci_target: str = "runtime"  # or "uxc": OpenWrt's procd/ujail (lxembed.containers.oci)
     selinux: Optional[str] = None
     idmap: List[Tuple[str, int, int, int]] = field(default_factory=list)
     networks: List[Network] = field(default_factory=list)
@@ -362,6 +363,7 @@ def container_spec(plan: Plan, root: Path = HOST_ROOT,
         start_delay=start["delay"],
         start_order=start["order"],
         apparmor=c["apparmor"],
+        oci_target=c["oci_target"],
         selinux=c["selinux"],
         idmap=idmap,
         networks=networks,

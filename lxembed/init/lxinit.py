@@ -210,6 +210,7 @@ DEFAULTS = {
     "switch_root": None,
     "rescue_shell": False,
     "respawn": {},
+    "watchdog": None,
     "timeline": "/run/lxembed/timeline",
     "health_file": "/run/lxembed/health.json",
     "healthy_file": "/run/lxembed/healthy",
@@ -483,6 +484,7 @@ def run_command(argv, timeout=30.0, quiet=False):
             os.kill(pid, signal.SIGKILL)
             return os.waitpid(pid, 0)[1]
         signal.sigtimedwait([signal.SIGCHLD], 0.05)  # other signals stay pending for later
+        WATCHDOG.feed()
 
 
 def step(what, fn, *args, quiet=False):
@@ -734,6 +736,55 @@ class Timeline:
 
 
 TIMELINE = Timeline()
+WDIOC_SETTIMEOUT = 0xC0045706  # _IOWR('W', 6, int): the same number on every Linux arch
+
+
+class Watchdog:
+    """The board's hardware watchdog, fed from PID 1's own loop (never from a thread or a
+    helper process): when that loop stalls — a hung set-up step, a CPU starved by a runaway
+    process — the feeding stops and the hardware resets the device, which on a new firmware
+    slot counts as a failed boot. Disarmed (magic close) only at a clean end."""
+
+    def __init__(self):
+        self.fd, self.interval, self.last = None, 5.0, 0.0
+
+    def open(self, spec):
+        path = spec.get("device") or "/dev/watchdog"
+        timeout = int(seconds(spec.get("timeout", 10), "watchdog timeout")) or 10
+        deadline = time.monotonic() + 2.0
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.02)  # devtmpfs makes the node once the driver has probed
+        self.fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            fcntl.ioctl(self.fd, WDIOC_SETTIMEOUT, bytearray(timeout.to_bytes(4, sys.byteorder)))
+        except OSError as e:
+            say("watchdog %s: cannot set a %ds timeout (%s): using the driver's" %
+                (path, timeout, e))
+        self.interval = max(0.5, timeout / 3.0)
+        self.feed()
+        say("watchdog %s: fed every %gs, resets after %ds without" % (path, self.interval, timeout))
+
+    def feed(self):
+        now = time.monotonic()
+        if self.fd is not None and now - self.last >= self.interval / 2:
+            try:
+                os.write(self.fd, b"\0")
+                self.last = now
+            except OSError:
+                pass
+
+    def disarm(self):
+        """The magic close: a driver without nowayout stops counting."""
+        if self.fd is not None:
+            try:
+                os.write(self.fd, b"V")
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = None
+
+
+WATCHDOG = Watchdog()
 ECHO_FLAG = "lxembed.timeline"  # on the kernel command line: events echoed on the console
 ECHO_PREFIX = b"lxembed-timeline: "
 
@@ -851,6 +902,9 @@ class Runtime:
     def wait(self, timeout):
         """Signals that arrive within `timeout` seconds (all those pending once one has)."""
         got = []
+        WATCHDOG.feed()  # every pass of every loop of PID 1 comes through here
+        if WATCHDOG.fd is not None:
+            timeout = min(timeout, WATCHDOG.interval)
         info = signal.sigtimedwait(self.sigset, max(0.0, timeout))
         while info is not None:
             got.append(info.si_signo)
@@ -884,6 +938,8 @@ class SystemSetup:
         if self.device:
             step("disabling ctrl-alt-del reboot", libc_call, "reboot", RB_DISABLE_CAD)
             self.timed("modules", "loading modules", self.load_modules)
+            if self.cfg["watchdog"]:
+                step("opening the watchdog", WATCHDOG.open, self.cfg["watchdog"])
             if self.cfg["switch_root"]:
                 step("switch_root", self.switch_root, self.cfg["switch_root"])
         if self.cfg["hostname"]:
@@ -1069,6 +1125,8 @@ def finish(rt, action, status, idle):
     say(action)
     console().drain()
     # In a PID namespace reboot(2) kills us with SIGINT (halt) or SIGHUP (reboot): LXC's cue.
+    if action != REBOOT:  # halted or off: nobody is left to feed it
+        WATCHDOG.disarm()
     step("reboot(2)", libc_call, "reboot", c_int(RB[action]) if c_int else 0)
     if rt.mode == "container":
         return status
@@ -1823,12 +1881,13 @@ class Supervisor:
     def shutdown(self):
         """Stop every service and every other process; return the init's exit status."""
         self.stopping = True
-        why = "the main service ended" if self.action == EXIT else self.action
-        say("%s: stopping services" % why)
+        # Health and ready file first: whoever reads the console's line below sees them.
         if self.cfg["ready_file"]:
             step("removing the ready file", os.unlink, self.cfg["ready_file"], quiet=True)
         self.guard("health", self.health.update)
         TIMELINE.event("init", "stopping")
+        why = "the main service ended" if self.action == EXIT else self.action
+        say("%s: stopping services" % why)
         # The main service first (its stop signal is the one a runtime sent the app), then the
         # rest in waves, dependants first: a service stops once nothing still running needs it;
         # the services of one wave stop together, each within its own stop_timeout.

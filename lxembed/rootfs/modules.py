@@ -210,6 +210,8 @@ def wanted_modules(plan: Plan) -> List[str]:
     qemu = plan.board.qemu or {}
     names = list(qemu.get("modules") or []) + list(plan.arch.nic_modules)
     names += list(plan.recipe.settings.get("modules") or [])
+    if plan.recipe.settings.get("watchdog") and qemu.get("watchdog"):
+        names.append(qemu["watchdog"])  # the qemu device's driver
     return list(dict.fromkeys(canonical(n) for n in names))
 
 

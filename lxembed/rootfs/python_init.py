@@ -4,9 +4,10 @@ The one place that installs lxembed/init/lxinit.py, for both places it runs from
 - an image's own cut-down python3.11: the shim is /sbin/init and the code an unchecked-hash
   .pyc, so nothing is compiled at boot (about 1 s on a mipsel board);
 - a bind-host container, run by the python3 of the root it binds: which Python that is is not
-  ours to fix, so the code is its zlib-compressed source (13 KB instead of 41: the rootfs stays
-  under 100 KB) under /.lxembed. zlib and marshal are built into CPython: the shim imports
-  nothing else (a zip app would cost 6 ms per start for runpy's imports).
+  ours to fix, so the code is its zlib-compressed source, without comments and docstrings
+  (17 KB instead of 83: the rootfs stays under 100 KB) under /.lxembed. zlib and marshal are
+  built into CPython: the shim imports nothing else (a zip app would cost 6 ms per start for
+  runpy's imports).
 An image's init reads /etc/lxembed/init.json, its default; a bind-host container's is given
 --config /.lxembed/init.json (no /etc/lxembed directory: 4 KB less). Both come from
 init_config(), from the Plan (and the ContainerSpec for a container).
@@ -14,6 +15,7 @@ init_config(), from the Plan (and the ContainerSpec for a container).
 
 from __future__ import annotations
 
+import ast
 import json
 import zlib
 from pathlib import Path
@@ -81,10 +83,24 @@ def install_init(tree: RootfsTree, epoch: int, python: str, shim_path: str, code
     if form == "bytecode":
         code = compile_pyc(source, "lxinit.py")
     else:
-        code = zlib.compress(source, 9)
+        code = zlib.compress(compact_source(source), 9)
     tree.write(code_path, code, mtime=epoch, origin="lxembed init")
     tree.write(shim_path, shim(python, code_path, form).encode(), mode=0o755, mtime=epoch,
                origin="lxembed init")
+
+
+def compact_source(source: bytes) -> bytes:
+    """The init's source without comments and docstrings (ast.unparse): it is compiled by
+    whatever Python the container's root has, so it travels as source; this keeps a bind-host
+    rootfs a few blocks smaller (24.7 -> 16.6 KB compressed)."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            body[0].value.value = ""
+    return (ast.unparse(tree) + "\n").encode()
 
 
 def add_python_init(tree: RootfsTree, plan: Plan, source: PackageSource) -> None:
@@ -137,6 +153,8 @@ def init_config(plan: Plan, spec: Optional[ContainerSpec] = None,
         config["modules"] = list(r["modules"])
         config["network"] = {"interfaces": [_interface(i) for i in interfaces]}
         config["rescue_shell"] = True
+        if r.get("watchdog"):
+            config["watchdog"] = dict(r["watchdog"])
     return config
 
 

@@ -51,6 +51,7 @@ class QemuSetup:
     nic: str
     append: str
     extra_args: List[str] = field(default_factory=list)
+    watchdog: Optional[str] = None  # a qemu watchdog device, when the image feeds one
     dtb: Optional[str] = None  # a device tree from the kernel's dtb directory
     disk_interface: str = "virtio"  # how a disk image is attached: virtio or sd
     serial: int = 0  # which qemu serial port is the console
@@ -80,6 +81,7 @@ class QemuSetup:
             dtb=qemu.get("dtb"),
             disk_interface=qemu.get("disk") or "virtio",
             serial=qemu.get("serial") or 0,
+            watchdog=qemu.get("watchdog"),
         )
 
 
@@ -145,6 +147,8 @@ def qemu_argv(
     if network and setup.nic != "none":
         # romfile=: no PXE option ROM to load, nobody boots from the network here.
         argv += ["-netdev", "user,id=n0", "-device", f"{setup.nic},netdev=n0,romfile="]
+    if setup.watchdog:  # the hardware resets a guest that stops feeding it
+        argv += ["-device", setup.watchdog, "-action", "watchdog=reset"]
     return argv + setup.extra_args
 
 

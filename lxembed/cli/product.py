@@ -1,0 +1,72 @@
+"""lxembed list | new: the boards, recipes and overlays found and where each comes from; a new
+product directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def cmd_list(args) -> int:
+    from ..config import load_board, load_recipe
+    from ..config.product import catalog, search_dirs
+
+    def where(item) -> dict:
+        return {"from": item.source.origin, "path": str(item.path), "hides": item.hides}
+
+    boards = {}
+    for item in catalog("boards"):
+        b = load_board(str(item.path))
+        boards[item.name] = {"arch": b.arch.debian, "suite": b.suite, "qemu": b.qemu is not None,
+                             "description": b.settings["description"], **where(item)}
+    recipes = {item.name: {"description": load_recipe(str(item.path)).settings["description"],
+                           **where(item)} for item in catalog("recipes")}
+    overlays = {item.name: where(item) for item in catalog("overlays")}
+    search = [{"from": d.origin, "dir": str(d.path)} for d in search_dirs()]
+    if args.json:
+        print(json.dumps({"search": search, "boards": boards, "recipes": recipes,
+                          "overlays": overlays}, indent=2))
+        return 0
+
+    def origin(entry: dict) -> str:  # where from, what it is, what it hides further on
+        hides = f" (hides {', '.join(entry['hides'])})" if entry["hides"] else ""
+        return f"{entry['from']:12} {entry.get('description', '')}{hides}".rstrip()
+
+    print("searched, in order:")
+    for d in search:
+        print(f"  {d['from']:12} {d['dir']}")
+    print("boards:")
+    for name, b in boards.items():
+        kind = "qemu" if b["qemu"] else "hardware"
+        print(f"  {name:16} {b['arch']:9} {b['suite']:9} {kind:8} {origin(b)}")
+    print("recipes:")
+    for name, r in recipes.items():
+        print(f"  {name:16} {origin(r)}")
+    print("overlays:")
+    for name, o in overlays.items():
+        print(f"  {name:16} {origin(o)}")
+    return 0
+
+
+def cmd_new(args) -> int:
+    from ..config.starter import new_product
+    target = Path(args.dir)
+    name, written = new_product(target, args.name, args.board)
+    for rel in written:
+        print(target / rel)
+    print(f"next: cd {target} && lxembed test --user -b {name} -r {name}")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("list", help="list boards, recipes and overlays, and where each "
+                              "comes from (this product, LXEMBED_PATH, shipped)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_list)
+    p = subparsers.add_parser("new", help="write a starting product: a board, a recipe "
+                              "extending busybox, an overlay and a check")
+    p.add_argument("dir", metavar="DIR", help="a new or empty directory")
+    p.add_argument("--name", help="the board, recipe and overlay name (default: DIR's name)")
+    p.add_argument("--board", "-b", default="qemu-arm64",
+                   help="the board the product's board starts as a copy of (default: qemu-arm64)")
+    p.set_defaults(func=cmd_new)
