@@ -15,6 +15,9 @@ uncompressed rootfs.cpio plus the modules segment), driven over the serial conso
   Python init also the moment its code begins ("init start" of its timeline: what lies between
   is CPython's start), and from PID 1's exec to ready;
 - PID 1's VmRSS, from /proc/1/status in the guest;
+- the init's own load (unmarshal, module body, imports), in the first Python boot: `/sbin/init
+  --help` against a bare `python3 -IS -c pass`, run back to back in the guest, LOAD_ROUNDS
+  rounds of 5 each: both meet the same host load, so their difference is steadier than a boot;
 - shutdown with 10 services, in the guest: `poweroff` typed on the console until qemu exits
   (-no-reboot). The images for this are `busybox` and `busybox-python` plus 10 services each
   (busybox: `::respawn:` lines in /etc/inittab; the Python init: [[services]] that trap SIGTERM
@@ -73,6 +76,12 @@ from lxembed.runners.qemu_system import (  # noqa: E402
 from lxembed.sources.kernel import fetch_kernel  # noqa: E402
 
 SERVICES = 10
+LOAD_ROUNDS = 6
+# Five runs of a command, timed by the guest's uptime (10 ms steps: 2 ms a run).
+_TIME5 = ('t() {{ a=$(cut -d" " -f1 /proc/uptime); for i in 1 2 3 4 5; do "$@" >/dev/null 2>&1; '
+          'done; b=$(cut -d" " -f1 /proc/uptime); echo $(( (${{b/./}} - ${{a/./}}) * 2 )); }}; '
+          'for r in $(seq {rounds}); do '
+          'echo "load $(t /sbin/init --help) $(t python3 -IS -c pass)"; done')
 GOALS = {"boot_added": 0.3, "rss_mb": 10.0, "shutdown": 1.0, "image_mb": 3.0}
 # Kernel log lines of a boot (as the init's own timeline reads them): name -> text.
 KERNEL_MARKS = {
@@ -135,12 +144,14 @@ class Boot:
         self.wall: Optional[float] = None
         self.uptime: Optional[float] = None
         self.marks: Dict[str, float] = {}  # guest CLOCK_MONOTONIC: KERNEL_MARKS, init_start
+        self.loads: List[tuple] = []  # (ms of `/sbin/init --help`, ms of a bare python3) a round
         self.rss_kb: Optional[int] = None
         self.shutdown: Optional[float] = None
         self.error = ""
 
 
-def boot_once(board: str, recipe: str, work: Path, log_path: Path, services: int = 0) -> Boot:
+def boot_once(board: str, recipe: str, work: Path, log_path: Path, services: int = 0,
+              load_rounds: int = 0) -> Boot:
     plan = load_plan(board, recipe)
     setup = QemuSetup.for_board(plan.board)
     kernel = fetch_kernel(plan.board)
@@ -163,6 +174,11 @@ def boot_once(board: str, recipe: str, work: Path, log_path: Path, services: int
                 if status == 0 and m:  # the guest clock at the marker: now minus the host time
                     result.uptime = float(m.group(1)) - (time.monotonic() - ready)
                 result.marks = guest_marks(console, timeout)
+                if load_rounds:
+                    status, out = console.run(_TIME5.format(rounds=load_rounds),
+                                              timeout * load_rounds * 4)
+                    result.loads = [(int(a), int(b)) for a, b in
+                                    re.findall(r"^load (\d+) (\d+)\s*$", out or "", re.M)]
                 status, out = console.run("grep VmRSS /proc/1/status", timeout)
                 m = re.search(r"VmRSS:\s+(\d+) kB", out or "")
                 result.rss_kb = int(m.group(1)) if m else None
@@ -291,6 +307,15 @@ def largest_files(board: str, recipe: str, work: Path, top: int = 8) -> List[tup
     ]
 
 
+def _load(boots: List[Boot]) -> Optional[Dict[str, float]]:
+    """Medians of the paired load timings: the init, a bare python3, and init minus bare."""
+    loads = [x for b in boots for x in b.loads]
+    if not loads:
+        return None
+    return {"init": _median(a for a, _ in loads), "bare": _median(b for _, b in loads),
+            "added": _median(a - b for a, b in loads), "rounds": len(loads)}
+
+
 def _median(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
@@ -319,7 +344,8 @@ def run(args) -> dict:
         for v in variants:
             services = SERVICES if v.endswith("-10") else 0
             log_path = work / f"console-{v}-{i}.log"
-            boots[v].append(boot_once(args.board, recipes[v], work, log_path, services))
+            rounds = LOAD_ROUNDS if v == "python" and i == 0 else 0
+            boots[v].append(boot_once(args.board, recipes[v], work, log_path, services, rounds))
     for key, label in (("busybox", "busybox init"), ("python", "Python init")):
         ok = [b for b in boots[key] if not b.error]
         shut = [b for b in boots[key + "-10"] if not b.error]
@@ -329,6 +355,7 @@ def run(args) -> dict:
             "wall_to_ready": _median(b.wall for b in ok),
             "uptime_at_ready": _median(b.uptime for b in ok),
             "pid1_rss_kb": _median(b.rss_kb for b in ok),
+            "init_load_ms": _load(ok),
             "phases": {k: _median(phases(b)[k] for b in ok) for k in phases(Boot())},
             "shutdown_10_services": _median(b.shutdown for b in shut),
             "image": image_sizes(args.board, recipes[key], work),
@@ -384,6 +411,15 @@ def print_report(report: dict) -> None:
         ("  CPython start (to the init's code)", "", s(pp["cpython_start"]), ""),
         ("  PID 1 to ready", s(pb["pid1_to_ready"]), s(pp["pid1_to_ready"]),
          "mounts, modules, network"),
+    ]  # fmt: skip
+    load = py["init_load_ms"]
+    if load:
+        rows += [
+            ("  init --help / bare python3 (a run)", "", f"{load['init']:.0f} ms",
+             f"{load['bare']:.0f} ms bare; the init's load +{load['added']:.0f} ms "
+             f"(paired, {load['rounds']} rounds of 5)"),
+        ]
+    rows += [
         ("PID 1 VmRSS", s(bb["pid1_rss_kb"], "MB", 1024), s(py["pid1_rss_kb"], "MB", 1024),
          goal("rss_mb", "goal < 10 MB")),
         (f"shutdown, {SERVICES} services, in the guest", s(bb["shutdown_10_services"]),
