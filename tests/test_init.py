@@ -95,6 +95,49 @@ def test_runs_under_python37(start_init, tmp_path):
     assert init.wait() == 0
 
 
+def test_imports_only_c_modules_at_start():
+    """Every Python-level module is boot time under emulation: `os` (posixpath, stat,
+    _collections_abc), `ctypes` (struct, types), `signal` and `json` (enum, re) stay out. What
+    the init imports is what -X importtime names beyond a bare start (as the build's probe)."""
+
+    def imported(*args):
+        result = subprocess.run([sys.executable, "-I", "-S", "-X", "importtime", *args],
+                                capture_output=True, text=True, timeout=60, check=True)
+        return {line.split("|")[-1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:") and "imported package" not in line}
+
+    modules = imported(str(LXINIT), "--help") - imported("-c", "pass")
+    assert modules <= {"posix", "errno", "_signal", "_json", "_ctypes", "fcntl"}, modules
+    assert {"_json", "_ctypes"} <= modules  # the probe measures something
+
+
+def test_its_os_functions_behave_as_os(tmp_path):
+    """_PosixOs (what the init has instead of `import os`) against os and posixpath."""
+    import posixpath
+
+    fake = load_lxinit().os
+    for parts in [("/a", "b"), ("/a/", "b"), ("", "b"), ("a", "/b"), ("a", "b", "c"),
+                  (".", "prog"), ("/run/lxembed/log", "svc.log")]:
+        assert fake.path.join(*parts) == posixpath.join(*parts), parts
+    for path in ["/a/b", "/a/b/", "/", "//", "a", "", "/a//b", "//a", "/run/lxembed/ready"]:
+        assert fake.path.dirname(path) == posixpath.dirname(path), path
+    (tmp_path / "file").write_text("x")
+    for path in [tmp_path, tmp_path / "file", tmp_path / "nope", "bad\0path"]:
+        path = str(path)
+        assert (fake.path.exists(path), fake.path.isfile(path), fake.isdir(path)) == (
+            os.path.exists(path), os.path.isfile(path), os.path.isdir(path)), path
+    deep = str(tmp_path / "x" / "y" / "z")
+    fake.makedirs(deep, exist_ok=True)
+    fake.makedirs(deep, exist_ok=True)
+    assert os.path.isdir(deep)
+    with pytest.raises(FileExistsError):
+        fake.makedirs(deep)
+    with pytest.raises(FileExistsError):  # a file in the way is no directory, exist_ok or not
+        fake.makedirs(str(tmp_path / "file"), exist_ok=True)
+    assert fake.environ == dict(os.environ)
+    assert fake.WEXITSTATUS is os.WEXITSTATUS and fake.O_NONBLOCK == os.O_NONBLOCK
+
+
 def test_order_services_breaks_cycles_and_keeps_config_order():
     lxinit = load_lxinit()
     cfg = dict(lxinit.DEFAULTS)

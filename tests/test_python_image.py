@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import signal
 import subprocess
@@ -29,10 +30,31 @@ def test_only_what_the_init_loads(image):
     assert "/usr/bin/python3.11" in paths and "/usr/lib/lxembed/lxinit.pyc" in paths
     stdlib = [p for p in paths if p.startswith("/usr/lib/python3.11/")]
     assert not [p for p in stdlib if p.endswith(".py")], "stdlib must be sourceless .pyc"
-    assert any(p.endswith("ctypes/__init__.pyc") for p in stdlib)
+    # The init calls libc through _ctypes alone: the ctypes package (and the struct and types
+    # it imports) costs boot time and is left out; the C modules it does use are there.
+    dynload = {p.rsplit("/", 1)[1].split(".")[0] for p in stdlib if "/lib-dynload/" in p}
+    assert dynload == {"_ctypes", "_json"}, dynload
+    assert not any("/ctypes/" in p or p.endswith(("/struct.pyc", "/types.pyc")) for p in stdlib)
     assert not any("/asyncio/" in p or "/email/" in p or "/unittest/" in p for p in stdlib)
+    encodings = {p.rsplit("/", 1)[1] for p in stdlib if "/encodings/" in p}
+    assert encodings == {"__init__.pyc", "aliases.pyc", "utf_8.pyc"}, encodings
     config = json.loads((out / "rootfs/etc/lxembed/init.json").read_text())
     assert config["network"]["interfaces"][0] == {"name": "eth0", "dhcp": True}
+
+
+def test_init_bytecode_is_optimized(image):
+    """The init is compiled as -OO (no docstrings, no asserts): it must not need either."""
+
+    from lxembed.rootfs.python_init import INIT_SOURCE
+
+    tree = ast.parse(INIT_SOURCE.read_text())
+    asserts = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Assert)]
+    docs = [n.lineno for n in ast.walk(tree)
+            if isinstance(n, ast.Attribute) and n.attr == "__doc__"]
+    assert not asserts and not docs, (asserts, docs)
+    _, out, _ = image
+    data = (out / "rootfs/usr/lib/lxembed/lxinit.pyc").read_bytes()
+    assert b"Run as ``python3 -I -S lxinit.py" not in data  # the module docstring is gone
 
 
 def test_init_runs_under_qemu_user(image, tmp_path):
@@ -66,3 +88,22 @@ def test_image_size(image):
     cpio = next(a for a in info["artifacts"] if a["format"] == "cpio.zst")
     # Measured in benchmarks/init.py; this bound only catches a regression (stdlib creeping in).
     assert cpio["bytes"] < 4_600_000, (board, cpio["bytes"])
+
+
+def test_encodings_are_the_images_own(image):
+    """encodings.aliases keeps the names of the codecs shipped (utf_8) and nothing else; the
+    codecs Python looks up at start and the C fast paths (ascii, latin-1) still work."""
+    board, out, _ = image
+    arch = load_board(board).arch
+    root = out / "rootfs"
+    code = ("import codecs, encodings.aliases as a\n"
+            "print(sorted(set(a.aliases.values())), len(a.aliases))\n"
+            "print(codecs.lookup('utf8').name, codecs.lookup('U8').name)\n"
+            "print('é'.encode('latin-1'), 'x'.encode('ascii'))\n"
+            "try:\n    codecs.lookup('cp1252')\nexcept LookupError:\n    print('no cp1252')\n")
+    result = subprocess.run([arch.qemu_user_path, "-L", str(root),
+                             str(root / "usr/bin/python3.11"), "-IS", "-c", code],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "['utf_8'] 6", "utf-8 utf-8", "b'\\xe9' b'x'", "no cp1252"], result.stdout

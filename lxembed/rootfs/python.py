@@ -9,6 +9,7 @@ interpreter and extension modules come with their exact ELF closure (lxembed.elf
 from __future__ import annotations
 
 import _imp
+import ast
 import hashlib
 import importlib.util
 import json
@@ -35,6 +36,7 @@ from .emulate import qemu_user_argv
 PYTHON_PACKAGES = ("python3.11-minimal", "libpython3.11-stdlib")
 PYTHON = "/usr/bin/python3.11"
 STDLIB = "/usr/lib/python3.11"
+ALIASES = f"{STDLIB}/encodings/aliases.py"
 _IMPORT_LINE = re.compile(r"^import time:\s+\d+\s+\|\s+\d+\s+\|\s+(\S+)\s*$")
 
 
@@ -102,11 +104,16 @@ def _module_files(full: RootfsTree, modules: List[str], arch: Arch) -> List[str]
 
 
 def compile_pyc(source: bytes, path: str) -> bytes:
-    """An unchecked-hash .pyc (PEP 552): reproducible, never recompiled at boot."""
+    """An unchecked-hash .pyc (PEP 552): reproducible, never recompiled at boot.
+
+    Compiled as `python -OO` would (no docstrings, no asserts): 10 KB less of the init to
+    unpack and unmarshal at each boot. The stdlib is made to run under -OO, and the init
+    neither asserts nor reads a docstring (tests/test_python_image.py holds it to that).
+    """
     if sys.version_info[:2] != (3, 11):
         raise UserError("building Python images needs Python 3.11 on the host (bytecode must "
                         "match the target's python3.11)")
-    code = compile(source, path, "exec", dont_inherit=True, optimize=0)
+    code = compile(source, path, "exec", dont_inherit=True, optimize=2)
     flags = 0b01  # hash-based, unchecked
     return (importlib.util.MAGIC_NUMBER + flags.to_bytes(4, "little")
             + importlib.util.source_hash(source) + marshal.dumps(code))
@@ -126,6 +133,29 @@ def add_python_runtime(tree: RootfsTree, plan: Plan, source: PackageSource,
             tree.add(path, entry)
     if tree.get("/usr/bin/python3") is None:  # the name bind-host containers run it by
         tree.symlink("/usr/bin/python3", "python3.11", mtime=epoch, origin="python")
-    for path in sorted(set(files) - set(native)):
-        pyc = compile_pyc(full.read(path), path)
-        tree.write(path[:-3] + ".pyc", pyc, mtime=epoch, origin="python stdlib")
+    sources = sorted(set(files) - set(native))
+    for path in sources:
+        text = full.read(path)
+        if path == ALIASES:
+            text = used_aliases(text, sources)
+        tree.write(path[:-3] + ".pyc", compile_pyc(text, path), mtime=epoch,
+                   origin="python stdlib")
+
+
+def used_aliases(source: bytes, sources: List[str]) -> bytes:
+    """encodings/aliases.py with only the names of codecs the image has.
+
+    CPython imports it at every start (to find utf_8 by the name "utf8"): the whole table is
+    330 names, 12 KB of bytecode run under emulation on each boot. A name whose codec module
+    is not in the image fails to look up with or without its alias (the import of the module
+    fails), so what codecs.lookup() answers is unchanged.
+    """
+    table = next(node.value for node in ast.parse(source).body
+                 if isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict)
+                 and [getattr(t, "id", None) for t in node.targets] == ["aliases"])
+    codecs = {p.rsplit("/", 1)[1][:-3] for p in sources
+              if p.startswith(f"{STDLIB}/encodings/")} - {"__init__", "aliases"}
+    kept = {k: v for k, v in ast.literal_eval(table).items() if v in codecs}
+    lines = "".join(f"    {k!r}: {v!r},\n" for k, v in sorted(kept.items()))
+    return (f"# lxembed: the aliases of the codecs in this image ({', '.join(sorted(codecs))})\n"
+            f"aliases = {{\n{lines}}}\n").encode()
