@@ -27,7 +27,7 @@ from ..elf.pick import pick_files
 from ..errors import UserError
 from ..paths import cache_dir
 from ..sources.apt import PackageSource
-from ..sources.deb import extract_deb
+from ..sources.unpacked import add_package
 from ..tree import RootfsTree
 from ..writers.directory import write_dir
 from .emulate import qemu_user_argv
@@ -41,7 +41,7 @@ _IMPORT_LINE = re.compile(r"^import time:\s+\d+\s+\|\s+\d+\s+\|\s+(\S+)\s*$")
 def python_tree(source: PackageSource) -> RootfsTree:
     tree = RootfsTree()
     for deb in source.fetch(list(PYTHON_PACKAGES)):
-        extract_deb(deb.path, tree, deb.name)
+        add_package(deb, tree)
     return tree
 
 

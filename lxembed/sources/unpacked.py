@@ -1,0 +1,308 @@
+"""The unpacked-package cache: each .deb's data.tar is decompressed once; later builds read it.
+
+An entry is named by the .deb's SHA256 from the archive's index (the download cache has just
+verified the file against it), so it can only ever describe those bytes. In the entry:
+
+    index.json  every member in archive order (path, type, mode, owner, mtime, link target,
+                device numbers, where its content lies in `data`), and the size and SHA256 of
+                `data`
+    data        the regular files' contents back to back
+    digest      the SHA256 of index.json
+    stamp       (size, mtime, ctime, inode) of `data` when its SHA256 was last checked
+
+The tree is filled by the same code (sources.deb.add_entries) from a .deb, while an entry is
+being made, or from an entry: a build is the same byte for byte with the cache cold, warm or
+off. An entry is written in a temporary directory and renamed into place whole (two builds
+making the same one: the first rename wins), so a half-written entry is never read. Its files
+are read-only and only ever copied from (mmap) into the tree's own bytes. A damaged entry (a
+bad digest, cut or changed data) is removed and made again; like the .deb cache, `data` is
+hashed again only when its stamp changed. Least recently used entries (an entry's directory
+mtime is its last use) go when the cache outgrows LXEMBED_UNPACKED_CACHE_MAX (default 2G;
+0 turns the cache off).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mmap
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Dict, List, Optional, Set, Tuple
+
+from ..errors import UserError
+from ..log import warn
+from ..paths import cache_dir, file_lock
+from ..tree import FILE, Entry, RootfsTree
+from .apt import Deb
+from .deb import add_entries, deb_entries, extract_deb
+
+FORMAT = 1
+DEFAULT_MAX = 2 << 30
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
+_STALE_TMP = 3600  # a temporary directory this old belongs to a build that died
+_used: Set[str] = set()  # entries this process read or made: never evicted under it
+
+
+def cache_root() -> Path:
+    return cache_dir() / "unpacked"
+
+
+def size_limit() -> int:
+    """The cache's size limit in bytes, from LXEMBED_UNPACKED_CACHE_MAX (0: no cache)."""
+    text = os.environ.get("LXEMBED_UNPACKED_CACHE_MAX", "")
+    if not text:
+        return DEFAULT_MAX
+    m = _SIZE.match(text)
+    if not m:
+        raise UserError(f"LXEMBED_UNPACKED_CACHE_MAX: {text!r} is not a size",
+                        hint="give bytes or a size such as 500M or 4G; 0 turns the unpacked "
+                        "cache off")
+    return int(float(m.group(1)) * 1024 ** " KMGT".index(m.group(2).upper() or " "))
+
+
+def add_package(deb: Deb, tree: RootfsTree) -> int:
+    """Add a fetched package's files to the tree, through the unpacked cache when it can;
+    returns how many entries were added."""
+    limit = size_limit()
+    if not deb.sha256 or limit == 0:  # no verified key (or no cache): read the .deb itself
+        return extract_deb(deb.path, tree, deb.name)
+    root = cache_root()
+    entry_dir = root / deb.sha256
+    _used.add(deb.sha256)
+    found = _load(entry_dir, deb)
+    if found is not None:
+        records, data = found
+        try:
+            return add_entries(tree, _cached_entries(records, data, deb.name), deb.path)
+        finally:
+            data.close()
+    count = add_entries(tree, _unpacking(deb, entry_dir), deb.path)
+    _evict(root, limit)
+    return count
+
+
+# -- reading an entry ------------------------------------------------------------------------
+class _Blob:
+    """The content file of an entry, mapped (or empty): slices are copies, owned by the tree."""
+
+    def __init__(self, fd: int, size: int):
+        self.map = mmap.mmap(fd, size, prot=mmap.PROT_READ) if size else None
+
+    def __getitem__(self, piece: slice) -> bytes:
+        return self.map[piece] if self.map is not None else b""
+
+    def close(self) -> None:
+        if self.map is not None:
+            self.map.close()
+
+
+def _cached_entries(records: list, data: _Blob, origin: str) -> Iterator[Tuple[str, Entry]]:
+    for dest, kind, mode, uid, gid, mtime, target, major, minor, offset, size in records:
+        content = data[offset:offset + size] if kind == FILE else b""
+        yield dest, Entry(kind, mode, uid, gid, mtime, content, target, major, minor, origin)
+
+
+def _load(entry_dir: Path, deb: Deb) -> Optional[Tuple[list, _Blob]]:
+    """The entry's members and content, None if there is none (a damaged one is removed)."""
+    try:
+        raw = (entry_dir / "index.json").read_bytes()
+        digest = (entry_dir / "digest").read_text().strip()
+        fd = os.open(entry_dir / "data", os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if entry_dir.exists():  # a directory without its files: not made by this code whole
+            _damaged(entry_dir, deb)
+        return None  # absent (or evicted by another build meanwhile)
+    except OSError:
+        _damaged(entry_dir, deb)
+        return None
+    try:
+        index = json.loads(raw) if hashlib.sha256(raw).hexdigest() == digest else None
+        st = os.fstat(fd)
+        if (not isinstance(index, dict) or index.get("format") != FORMAT
+                or st.st_size != index.get("data_size")):
+            _damaged(entry_dir, deb)
+            return None
+        data = _Blob(fd, st.st_size)
+    except (ValueError, OSError):
+        _damaged(entry_dir, deb)
+        return None
+    finally:
+        os.close(fd)
+    stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+    if _read_stamp(entry_dir) != stamp:  # changed since last checked (or copied): hash it
+        h = hashlib.sha256()
+        if data.map is not None:
+            h.update(data.map)
+        if h.hexdigest() != index.get("data_sha256"):
+            data.close()
+            _damaged(entry_dir, deb)
+            return None
+        _write_json(entry_dir / "stamp", stamp)
+    try:
+        os.utime(entry_dir)  # last use, for the eviction
+    except OSError:
+        pass
+    return index["members"], data
+
+
+def _read_stamp(entry_dir: Path) -> Optional[list]:
+    try:
+        return json.loads((entry_dir / "stamp").read_bytes())
+    except (OSError, ValueError):
+        return None
+
+
+def _damaged(entry_dir: Path, deb: Deb) -> None:
+    warn(f"{deb.path.name}: its unpacked cache entry was damaged: unpacked again")
+    _discard(entry_dir)
+
+
+# -- making an entry -------------------------------------------------------------------------
+def _unpacking(deb: Deb, entry_dir: Path) -> Iterator[Tuple[str, Entry]]:
+    """The .deb's entries, recorded into a new cache entry as they pass; the entry is put in
+    place only once the whole data.tar was read and its check passed. Failing to write it (a
+    full disk, a read-only cache) costs speed, never the build: the entries still all pass."""
+    entry_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = entry_dir.parent / f".tmp-{entry_dir.name}-{os.getpid()}-{time.monotonic_ns()}"
+    out = None
+    try:
+        tmp.mkdir()
+        out = open(tmp / "data", "wb")
+    except OSError as err:
+        _not_kept(deb, err)
+    records: List[list] = []
+    h, offset = hashlib.sha256(), 0
+    try:
+        for dest, entry in deb_entries(deb.path, deb.name):
+            size = len(entry.data) if entry.type == FILE else 0
+            if out is not None and size:
+                try:
+                    out.write(entry.data)
+                except OSError as err:
+                    out = _not_kept(deb, err, out)
+                h.update(entry.data)
+            records.append([dest, entry.type, entry.mode, entry.uid, entry.gid, entry.mtime,
+                            entry.target, entry.major, entry.minor, offset, size])
+            offset += size
+            yield dest, entry
+        if out is not None:
+            try:
+                out.close()
+                _commit(tmp, entry_dir, deb, records, offset, h.hexdigest())
+            except OSError as err:
+                _not_kept(deb, err)
+    finally:
+        if out is not None and not out.closed:
+            try:
+                out.close()
+            except OSError:
+                pass  # the entry is not kept anyway
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _not_kept(deb: Deb, err: OSError, out=None) -> None:
+    warn(f"{deb.path.name}: not kept in the unpacked cache ({err.strerror or err})")
+    if out is not None:
+        out.close()
+
+
+def _commit(tmp: Path, entry_dir: Path, deb: Deb, records: List[list], size: int,
+            sha256: str) -> None:
+    raw = json.dumps({"format": FORMAT, "package": deb.path.name, "data_size": size,
+                      "data_sha256": sha256, "members": records},
+                     separators=(",", ":")).encode()
+    (tmp / "index.json").write_bytes(raw)
+    (tmp / "digest").write_text(hashlib.sha256(raw).hexdigest() + "\n")
+    for name in ("data", "index.json", "digest"):
+        os.chmod(tmp / name, 0o444)  # only ever read
+    st = os.stat(tmp / "data")
+    _write_json(tmp / "stamp", [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino])
+    try:
+        os.rename(tmp, entry_dir)
+    except OSError:
+        if not entry_dir.is_dir():
+            raise
+        # Another build put the same entry in place first: theirs is as good.
+
+
+def _write_json(path: Path, value) -> None:
+    tmp = path.with_name(f".{path.name}-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(value))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # the stamp saves hashing next time; the entry is good without it
+
+
+def _discard(path: Path) -> None:
+    """Take an entry out of use at once (a rename), then delete it."""
+    trash = path.parent / f".trash-{path.name}-{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        os.rename(path, trash)
+    except OSError:
+        return  # gone already (another build discarded or evicted it)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+# -- size, eviction, cleaning ----------------------------------------------------------------
+def entries(root: Optional[Path] = None) -> List[Tuple[float, int, Path]]:
+    """(last use, bytes, directory) of every entry in the cache."""
+    root = root or cache_root()
+    found = []
+    try:
+        dirs = [d for d in root.iterdir() if not d.name.startswith(".")]
+    except FileNotFoundError:
+        return []
+    for d in dirs:
+        try:
+            size = sum(f.stat().st_size for f in d.iterdir())
+            found.append((d.stat().st_mtime, size, d))
+        except OSError:
+            continue  # evicted meanwhile
+    return found
+
+
+def _evict(root: Path, limit: int) -> None:
+    """Remove the least recently used entries until the cache fits its limit (entries this
+    process uses stay, even if they alone are over it), and what dead builds left."""
+    with file_lock(root / ".lock"):
+        now = time.time()
+        for d in root.glob(".t*-*"):
+            try:
+                if d.name.startswith(".trash-") or now - d.stat().st_mtime > _STALE_TMP:
+                    shutil.rmtree(d, ignore_errors=True)
+            except OSError:
+                pass
+        found = entries(root)
+        total = sum(size for _, size, _ in found)
+        for _, size, d in sorted(found):
+            if total <= limit:
+                break
+            if d.name not in _used:
+                _discard(d)
+                total -= size
+
+
+def usage() -> Dict[str, object]:
+    """What the cache holds: where, how many entries, how many bytes, its limit."""
+    found = entries()
+    return {"path": str(cache_root()), "entries": len(found),
+            "bytes": sum(size for _, size, _ in found), "limit": size_limit()}
+
+
+def clean() -> Tuple[int, int]:
+    """Remove every entry (and leftovers of dead builds); returns (entries, bytes) removed."""
+    root = cache_root()
+    found = entries(root)
+    for _, _, d in found:
+        _discard(d)
+    if root.is_dir():
+        with file_lock(root / ".lock"):
+            for d in root.glob(".t*-*"):
+                shutil.rmtree(d, ignore_errors=True)
+    return len(found), sum(size for _, size, _ in found)
