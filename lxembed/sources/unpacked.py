@@ -14,7 +14,7 @@ The tree is filled by the same code (sources.deb.add_entries) from a .deb, while
 being made, or from an entry: a build is the same byte for byte with the cache cold, warm or
 off. An entry is written in a temporary directory and renamed into place whole (two builds
 making the same one: the first rename wins), so a half-written entry is never read. Its files
-are read-only and only ever copied from (mmap) into the tree's own bytes. A damaged entry (a
+are read-only and only ever copied from (pread) into the tree's own bytes. A damaged entry (a
 bad digest, cut or changed data) is removed and made again; like the .deb cache, `data` is
 hashed again only when its stamp changed. Least recently used entries (an entry's directory
 mtime is its last use) go when the cache outgrows LXEMBED_UNPACKED_CACHE_MAX (default 2G;
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import mmap
 import os
 import re
 import shutil
@@ -88,22 +87,35 @@ def add_package(deb: Deb, tree: RootfsTree) -> int:
 
 # -- reading an entry ------------------------------------------------------------------------
 class _Blob:
-    """The content file of an entry, mapped (or empty): slices are copies, owned by the tree."""
+    """The content file of an entry, open for reading: each piece is a copy (pread), owned
+    by the tree; the cached file is never written through it."""
 
-    def __init__(self, fd: int, size: int):
-        self.map = mmap.mmap(fd, size, prot=mmap.PROT_READ) if size else None
+    def __init__(self, fd: int, entry_dir: Path):
+        self.fd, self.entry_dir = fd, entry_dir
 
-    def __getitem__(self, piece: slice) -> bytes:
-        return self.map[piece] if self.map is not None else b""
+    def read(self, offset: int, size: int) -> bytes:
+        data = os.pread(self.fd, size, offset)
+        if len(data) != size:  # cut after it was checked: someone wrote into the cache
+            raise UserError(f"{self.entry_dir}: the unpacked cache entry changed during the "
+                            "build", hint="build again: a damaged entry is made again")
+        return data
+
+    def sha256(self) -> str:
+        h, offset = hashlib.sha256(), 0
+        while True:
+            block = os.pread(self.fd, 1 << 20, offset)
+            if not block:
+                return h.hexdigest()
+            h.update(block)
+            offset += len(block)
 
     def close(self) -> None:
-        if self.map is not None:
-            self.map.close()
+        os.close(self.fd)
 
 
 def _cached_entries(records: list, data: _Blob, origin: str) -> Iterator[Tuple[str, Entry]]:
     for dest, kind, mode, uid, gid, mtime, target, major, minor, offset, size in records:
-        content = data[offset:offset + size] if kind == FILE else b""
+        content = data.read(offset, size) if kind == FILE and size else b""
         yield dest, Entry(kind, mode, uid, gid, mtime, content, target, major, minor, origin)
 
 
@@ -120,29 +132,23 @@ def _load(entry_dir: Path, deb: Deb) -> Optional[Tuple[list, _Blob]]:
     except OSError:
         _damaged(entry_dir, deb)
         return None
+    data = _Blob(fd, entry_dir)
     try:
         index = json.loads(raw) if hashlib.sha256(raw).hexdigest() == digest else None
         st = os.fstat(fd)
-        if (not isinstance(index, dict) or index.get("format") != FORMAT
-                or st.st_size != index.get("data_size")):
-            _damaged(entry_dir, deb)
-            return None
-        data = _Blob(fd, st.st_size)
+        good = (isinstance(index, dict) and index.get("format") == FORMAT
+                and st.st_size == index.get("data_size"))
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+        if good and _read_stamp(entry_dir) != stamp:  # changed since checked, or a copy
+            good = data.sha256() == index.get("data_sha256")
+            if good:
+                _write_json(entry_dir / "stamp", stamp)
     except (ValueError, OSError):
+        good = False
+    if not good:
+        data.close()
         _damaged(entry_dir, deb)
         return None
-    finally:
-        os.close(fd)
-    stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
-    if _read_stamp(entry_dir) != stamp:  # changed since last checked (or copied): hash it
-        h = hashlib.sha256()
-        if data.map is not None:
-            h.update(data.map)
-        if h.hexdigest() != index.get("data_sha256"):
-            data.close()
-            _damaged(entry_dir, deb)
-            return None
-        _write_json(entry_dir / "stamp", stamp)
     try:
         os.utime(entry_dir)  # last use, for the eviction
     except OSError:
