@@ -29,7 +29,8 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, List, Optional, Set, Tuple
 
@@ -64,6 +65,34 @@ def size_limit() -> int:
     return int(float(m.group(1)) * 1024 ** " KMGT".index(m.group(2).upper() or " "))
 
 
+def add_packages(debs: Sequence[Deb], tree: RootfsTree,
+                 advance: Callable[[], None] = lambda: None) -> int:
+    """Add fetched packages to the tree in order; returns how many entries were added.
+
+    The packages not in the cache yet are unpacked (into the cache, and kept in memory for
+    the tree) several at a time first: xz releases the GIL while it decompresses, so a cold
+    build uses every core."""
+    limit = size_limit()
+    missing = [d for d in debs if d.sha256 and not (cache_root() / d.sha256).is_dir()]
+    ready: Dict[str, list] = {}
+    if limit and len(missing) > 1 and (os.cpu_count() or 1) > 1:
+        _used.update(d.sha256 for d in debs)
+        with ThreadPoolExecutor(max_workers=min(len(missing), os.cpu_count() or 1)) as pool:
+            for deb, entries_ in zip(missing, pool.map(_unpack_only, missing)):
+                if entries_ is not None:
+                    ready[deb.sha256] = entries_
+        _evict(cache_root(), limit)
+    count = 0
+    for deb in debs:
+        unpacked_now = ready.pop(deb.sha256, None)
+        if unpacked_now is not None:  # the same entries a cold add_package would give
+            count += add_entries(tree, iter(unpacked_now), deb.path)
+        else:
+            count += add_package(deb, tree)
+        advance()
+    return count
+
+
 def add_package(deb: Deb, tree: RootfsTree) -> int:
     """Add a fetched package's files to the tree, through the unpacked cache when it can;
     returns how many entries were added."""
@@ -83,6 +112,13 @@ def add_package(deb: Deb, tree: RootfsTree) -> int:
     count = add_entries(tree, _unpacking(deb, entry_dir), deb.path)
     _evict(root, limit)
     return count
+
+
+def _unpack_only(deb: Deb) -> Optional[List[Tuple[str, Entry]]]:
+    try:
+        return list(_unpacking(deb, cache_root() / deb.sha256))
+    except UserError:
+        return None  # a bad .deb: add_package says so, in the order the build reads them
 
 
 # -- reading an entry ------------------------------------------------------------------------
