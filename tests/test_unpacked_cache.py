@@ -71,6 +71,17 @@ def test_cold_warm_and_off_fill_the_same_tree(cache, real_debs, tmp_path, monkey
     assert all(os.stat(entry / n).st_mode & 0o222 == 0 for n in ("data", "index.json"))
 
 
+def test_files_read_late_survive_a_clean_meanwhile(cache, real_debs, tmp_path):
+    deb = real_debs["libc6"]
+    reference = _tree(deb)  # cold: made the entry
+    warm = _tree(deb)  # its files are read when first asked for
+    assert unpacked.clean()[0] == 1 and not (cache / deb.sha256).exists()
+    assert warm.entries == reference.entries  # read now, from the removed entry's open file
+    assert sum(e.size for e in warm.entries.values()) == sum(
+        len(e.data) for e in reference.entries.values() if e.type == FILE) + sum(
+        e.size for e in reference.entries.values() if e.type != FILE)
+
+
 def _flip_a_byte(entry: Path) -> None:
     data = entry / "data"
     blob = bytearray(data.read_bytes())
@@ -123,7 +134,11 @@ from lxembed.tree import RootfsTree
 name, path, sha256 = sys.argv[1:4]
 tree = RootfsTree()
 add_package(Deb(name, "", "", Path(path), sha256), tree)
-print(hashlib.sha256(repr(sorted(tree.entries.items())).encode()).hexdigest())
+h = hashlib.sha256()
+for path, e in sorted(tree.entries.items()):
+    h.update(repr((path, e.type, e.mode, e.uid, e.gid, e.mtime, e.data, e.target, e.major,
+                   e.minor, e.origin)).encode())
+print(h.hexdigest())
 """
 
 

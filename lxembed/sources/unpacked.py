@@ -31,6 +31,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import fields
 from pathlib import Path
 from typing import Dict, List, Optional, Set, Tuple
 
@@ -105,10 +106,7 @@ def add_package(deb: Deb, tree: RootfsTree) -> int:
     found = _load(entry_dir, deb)
     if found is not None:
         records, data = found
-        try:
-            return add_entries(tree, _cached_entries(records, data, deb.name), deb.path)
-        finally:
-            data.close()
+        return add_entries(tree, _cached_entries(records, data, deb.name), deb.path)
     count = add_entries(tree, _unpacking(deb, entry_dir), deb.path)
     _evict(root, limit)
     return count
@@ -124,10 +122,14 @@ def _unpack_only(deb: Deb) -> Optional[List[Tuple[str, Entry]]]:
 # -- reading an entry ------------------------------------------------------------------------
 class _Blob:
     """The content file of an entry, open for reading: each piece is a copy (pread), owned
-    by the tree; the cached file is never written through it."""
+    by the tree; the cached file is never written through it. It stays open while a file
+    of it is still unread (an open file outlives an eviction or a clean meanwhile)."""
+
+    open_count = 0
 
     def __init__(self, fd: int, entry_dir: Path):
         self.fd, self.entry_dir = fd, entry_dir
+        _Blob.open_count += 1
 
     def read(self, offset: int, size: int) -> bytes:
         data = os.pread(self.fd, size, offset)
@@ -146,13 +148,62 @@ class _Blob:
             offset += len(block)
 
     def close(self) -> None:
-        os.close(self.fd)
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            _Blob.open_count -= 1
+            os.close(fd)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # at interpreter exit: the process closes it anyway
+            pass
+
+
+class _CachedFile(Entry):
+    """A regular file from a cache entry, its content read (a copy) when first asked for:
+    the files of a package a build never reads (a picked package's other files, excluded
+    ones) cost nothing. Equal to an Entry with the same fields."""
+
+    @property
+    def data(self) -> bytes:  # type: ignore[override]
+        data = self.__dict__["_data"]
+        if data is None:
+            blob, offset, size = self.__dict__.pop("_where")
+            data = self.__dict__["_data"] = blob.read(offset, size)
+        return data
+
+    @data.setter
+    def data(self, value: bytes) -> None:
+        self.__dict__["_data"] = value
+
+    @property
+    def size(self) -> int:  # type: ignore[override]
+        if self.type == FILE and self.__dict__["_data"] is None:
+            return self.__dict__["_where"][2]
+        return super().size
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Entry) and all(
+            getattr(self, f.name) == getattr(other, f.name) for f in fields(Entry))
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+_MAX_OPEN = 256  # past this many open content files, read a package's files at once
 
 
 def _cached_entries(records: list, data: _Blob, origin: str) -> Iterator[Tuple[str, Entry]]:
+    lazy = _Blob.open_count <= _MAX_OPEN
     for dest, kind, mode, uid, gid, mtime, target, major, minor, offset, size in records:
-        content = data.read(offset, size) if kind == FILE and size else b""
-        yield dest, Entry(kind, mode, uid, gid, mtime, content, target, major, minor, origin)
+        if kind == FILE and size and lazy:
+            entry: Entry = _CachedFile(kind, mode, uid, gid, mtime, None, target, major, minor,
+                                       origin)
+            entry.__dict__["_where"] = (data, offset, size)
+        else:
+            content = data.read(offset, size) if kind == FILE and size else b""
+            entry = Entry(kind, mode, uid, gid, mtime, content, target, major, minor, origin)
+        yield dest, entry
 
 
 def _load(entry_dir: Path, deb: Deb) -> Optional[Tuple[list, _Blob]]:
