@@ -3,8 +3,9 @@
 against the same packages unpacked by hand, and mmdebstrap.
 
 For busybox, busybox-python and gateway on qemu-arm64 (cpio.zst), median of RUNS, the runs of
-every column alternating in one loop (the machine is shared: figures are comparable within
-one run of this script, not across runs):
+every column alternating in one loop, wall and CPU (user + system) seconds (the machine is
+shared: figures compare within one run of this script, not across runs; CPU time is the
+steadier of the two when other work runs):
   warm       .debs and unpacked packages cached (the everyday rebuild)
   no cache   LXEMBED_UNPACKED_CACHE_MAX=0: every .deb's data.tar decompressed again (as before
              the cache)
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -57,9 +59,17 @@ MM_HOOKS = [
 
 
 def timed(cmd, **kw) -> float:
+    return timed_cpu(cmd, **kw)[0]
+
+
+def timed_cpu(cmd, **kw) -> tuple:
+    """Wall seconds, and the CPU seconds (user + system) of the command and its children."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.monotonic()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
-    return time.monotonic() - start
+    wall = time.monotonic() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def ensure_mmdebstrap() -> None:
@@ -89,14 +99,14 @@ def debs_read(cache: Path) -> list:
     return sorted(archives / n for n in names)
 
 
-def by_hand(debs: list, tmp: Path) -> float:
+def by_hand(debs: list, tmp: Path) -> tuple:
     work = tmp / "hand"
     shutil.rmtree(work, ignore_errors=True)
     (work / "root").mkdir(parents=True)
     script = "".join(f"dpkg-deb -x {d} {work}/root && " for d in debs) + (
         f"cd {work}/root && find . | LC_ALL=C sort | cpio -o -H newc --quiet | "
         f"zstd -q -f -o {work}/rootfs.cpio.zst")
-    return timed(["sh", "-c", script])
+    return timed_cpu(["sh", "-c", script])
 
 
 def lxembed_env(tmp: Path) -> dict:
@@ -116,13 +126,14 @@ def lxembed_rows(tmp: Path, env: dict) -> list:
         debs = debs_read(cache)
         times = {"warm": [], "no cache": [], "cold": [], "by hand": []}
         for _ in range(RUNS):
-            times["warm"].append(timed(lx, cwd=ROOT, env=env))
-            times["no cache"].append(timed(lx, cwd=ROOT, env=off))
+            times["warm"].append(timed_cpu(lx, cwd=ROOT, env=env))
+            times["no cache"].append(timed_cpu(lx, cwd=ROOT, env=off))
             shutil.rmtree(cache / "unpacked")
-            times["cold"].append(timed(lx, cwd=ROOT, env=env))
+            times["cold"].append(timed_cpu(lx, cwd=ROOT, env=env))
             times["by hand"].append(by_hand(debs, tmp))
-        rows.append((recipe, len(debs), {k: statistics.median(v) for k, v in times.items()},
-                     (out / "rootfs.cpio.zst").stat().st_size))
+        medians = {k: tuple(statistics.median(x[i] for x in v) for i in (0, 1))
+                   for k, v in times.items()}
+        rows.append((recipe, len(debs), medians, (out / "rootfs.cpio.zst").stat().st_size))
         shutil.rmtree(cache / "unpacked")  # the next recipe's cold run starts empty
     return rows
 
@@ -147,14 +158,17 @@ def main() -> int:
         env = lxembed_env(Path(tmp))
         rows = lxembed_rows(Path(tmp), env)
         lx_s, mm_s, size, mm_size = mmdebstrap_row(Path(tmp), env)
-    print(f"{BOARD}, cpio.zst, median of {RUNS} runs, columns alternating in one loop\n")
+    print(f"{BOARD}, cpio.zst, median of {RUNS} runs, columns alternating in one loop; "
+          f"wall seconds, then CPU seconds (user + system)\n")
     cols = ("warm", "no cache", "cold", "by hand")
-    print(f"{'recipe':16} {'debs':>5} " + " ".join(f"{c:>9}" for c in cols)
-          + f" {'warm/no cache':>14} {'cpio.zst':>10}")
-    for recipe, ndebs, t, size_ in rows:
-        print(f"{recipe:16} {ndebs:5} " + " ".join(f"{t[c]:8.2f}s" for c in cols)
-              + f" {t['warm'] / t['no cache']:14.2f} {size_ / 1e6:9.2f}M")
-    print(f"\nqemu-x86_64 busybox: lxembed warm {lx_s:.2f}s, mmdebstrap {mm_s:.2f}s "
+    for i, what in ((0, "wall"), (1, "CPU")):
+        print(f"{what:16} {'debs':>5} " + " ".join(f"{c:>9}" for c in cols)
+              + f" {'warm/no cache':>14} {'cpio.zst':>10}")
+        for recipe, ndebs, t, size_ in rows:
+            print(f"{recipe:16} {ndebs:5} " + " ".join(f"{t[c][i]:8.2f}s" for c in cols)
+                  + f" {t['warm'][i] / t['no cache'][i]:14.2f} {size_ / 1e6:9.2f}M")
+        print()
+    print(f"qemu-x86_64 busybox: lxembed warm {lx_s:.2f}s, mmdebstrap {mm_s:.2f}s "
           f"(ratio {lx_s / mm_s:.3f}); cpio.zst {size / 1e6:.2f}M, mmdebstrap tar "
           f"{mm_size / 1e6:.2f}M")
     print("goals: warm busybox-python < 0.4 s, gateway < 1.5 s, busybox no slower than without "

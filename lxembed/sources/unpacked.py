@@ -260,10 +260,10 @@ def _unpacking(deb: Deb, entry_dir: Path) -> Iterator[Tuple[str, Entry]]:
     """The .deb's entries, recorded into a new cache entry as they pass; the entry is put in
     place only once the whole data.tar was read and its check passed. Failing to write it (a
     full disk, a read-only cache) costs speed, never the build: the entries still all pass."""
-    entry_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = entry_dir.parent / f".tmp-{entry_dir.name}-{os.getpid()}-{time.monotonic_ns()}"
     out = None
     try:
+        entry_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp.mkdir()
         out = open(tmp / "data", "wb")
     except OSError as err:
