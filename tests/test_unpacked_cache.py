@@ -201,6 +201,13 @@ def test_cache_command_shows_and_cleans(cache, real_debs):
     assert cleaned.returncode == 0 and "removed 1 entries" in cleaned.stdout, cleaned.stdout
     assert not (cache / real_debs["busybox-static"].sha256).exists()
     assert " 0 entries" in run_lxembed("cache", env=env).stdout
+    archives = cache.parent / "apt" / "bookworm-arm64" / "cache" / "archives"
+    archives.mkdir(parents=True)
+    shutil.copy(real_debs["busybox-static"].path, archives)
+    assert " 1 files" in run_lxembed("cache", env=env).stdout
+    cleaned = run_lxembed("cache", "clean", "--debs", env=env)
+    assert "removed 1 .debs" in cleaned.stdout, cleaned.stdout + cleaned.stderr
+    assert not list(archives.iterdir())
     bad = run_lxembed("cache", env=dict(env, LXEMBED_UNPACKED_CACHE_MAX="lots"))
     assert bad.returncode == 2
     assert bad.stderr.startswith("lxembed: error: LXEMBED_UNPACKED_CACHE_MAX: 'lots' is not")
