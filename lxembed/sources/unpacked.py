@@ -301,7 +301,10 @@ def _unpacking(deb: Deb, entry_dir: Path) -> Iterator[Tuple[str, Entry]]:
 def _not_kept(deb: Deb, err: OSError, out=None) -> None:
     warn(f"{deb.path.name}: not kept in the unpacked cache ({err.strerror or err})")
     if out is not None:
-        out.close()
+        try:
+            out.close()
+        except OSError:
+            pass  # the rest of the buffer could not be written either: the entry is dropped
 
 
 def _commit(tmp: Path, entry_dir: Path, deb: Deb, records: List[list], size: int,
