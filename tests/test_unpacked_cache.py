@@ -166,6 +166,23 @@ def test_killed_unpack_is_never_used(cache, real_debs):
     assert out == first and (entry / "stamp").exists()
 
 
+def test_a_full_disk_costs_the_cache_not_the_build(cache, real_debs, tmp_path):
+    deb = real_debs["libc6"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    expected, _ = _unpack_in(dict(env, LXEMBED_UNPACKED_CACHE_MAX="0"), deb).communicate()
+    small = tmp_path / "small"  # a 1 MiB file system for a 23 MB package, in a mount namespace
+    small.mkdir()
+    script = (f"mount -t tmpfs -o size=1m none {small} && "
+              f"LXEMBED_CACHE={small} exec {sys.executable} -c \"$0\" \"$@\"")
+    proc = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script,
+                           _UNPACK, deb.name, str(deb.path), deb.sha256],
+                          capture_output=True, text=True, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == expected  # every file of the package, all the same
+    said = " ".join(proc.stderr.split())  # the console wraps long lines
+    assert "not kept in the unpacked cache (No space left on device)" in said, said
+
+
 @pytest.mark.slow
 def test_two_processes_unpack_the_same_package_at_once(cache, real_debs):
     deb = real_debs["libc6"]
