@@ -93,7 +93,7 @@ def bench_cache(tmp: Path) -> Path:
 
 def debs_read(cache: Path) -> list:
     """The .debs a build read: the packages its cold run put in the unpacked cache."""
-    names = [json.loads((d / "index.json").read_bytes())["package"]
+    names = [json.loads((d / "index").read_bytes().partition(b"\n")[2])["package"]
              for d in (cache / "unpacked").iterdir() if not d.name.startswith(".")]
     archives = cache / "apt" / "bookworm-arm64" / "cache" / "archives"
     return sorted(archives / n for n in names)

@@ -61,14 +61,14 @@ def test_cold_warm_and_off_fill_the_same_tree(cache, real_debs, tmp_path, monkey
     monkeypatch.delenv("LXEMBED_UNPACKED_CACHE_MAX")
     cold = _tree(deb)
     entry = cache / deb.sha256
-    assert sorted(p.name for p in entry.iterdir()) == ["data", "digest", "index.json", "stamp"]
+    assert sorted(p.name for p in entry.iterdir()) == ["data", "index", "stamp"]
     assert not [p for p in cache.iterdir() if p.name.startswith(".tmp-")]
     deb.path.unlink()  # a warm build reads the cache only
     warm = _tree(deb)
     assert off.entries == cold.entries == warm.entries
     files = [e for e in warm.entries.values() if e.type == FILE]
     assert len(files) > 100 and sum(e.size for e in files) > 10_000_000
-    assert all(os.stat(entry / n).st_mode & 0o222 == 0 for n in ("data", "index.json"))
+    assert all(os.stat(entry / n).st_mode & 0o222 == 0 for n in ("data", "index"))
 
 
 def test_files_read_late_survive_a_clean_meanwhile(cache, real_debs, tmp_path):
@@ -93,9 +93,9 @@ def _flip_a_byte(entry: Path) -> None:
 DAMAGE = {
     "flipped byte in data": _flip_a_byte,
     "cut data": lambda e: os.truncate(e / "data", 1000),
-    "garbage index": lambda e: (os.chmod(e / "index.json", 0o644),
-                                (e / "index.json").write_text("{")),
-    "no digest": lambda e: (e / "digest").unlink(),
+    "garbage index": lambda e: (os.chmod(e / "index", 0o644), (e / "index").write_text("{")),
+    "cut index": lambda e: os.truncate(e / "index", 500),
+    "no index": lambda e: (e / "index").unlink(),
     "empty directory": lambda e: [p.unlink() for p in e.iterdir()],
 }
 
@@ -271,7 +271,7 @@ def test_damaged_entry_is_repaired_by_the_next_build(tmp_path):
     assert _build(cache, tmp_path / "a").returncode == 0
     busybox = next(d for d in (cache / "apt/bookworm-arm64/cache/archives").glob("busybox_*.deb"))
     entries = [d for d in (cache / "unpacked").iterdir() if not d.name.startswith(".")
-               and busybox.name.encode() in (d / "index.json").read_bytes()[:300]]
+               and busybox.name.encode() in (d / "index").read_bytes()[:300]]
     assert len(entries) == 1
     _flip_a_byte(entries[0])
     result = _build(cache, tmp_path / "b")

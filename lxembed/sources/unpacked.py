@@ -3,11 +3,10 @@
 An entry is named by the .deb's SHA256 from the archive's index (the download cache has just
 verified the file against it), so it can only ever describe those bytes. In the entry:
 
-    index.json  every member in archive order (path, type, mode, owner, mtime, link target,
-                device numbers, where its content lies in `data`), and the size and SHA256 of
-                `data`
+    index       its own SHA256 on the first line, then (JSON) every member in archive order
+                (path, type, mode, owner, mtime, link target, device numbers, where its
+                content lies in `data`), and the size and SHA256 of `data`
     data        the regular files' contents back to back
-    digest      the SHA256 of index.json
     stamp       (size, mtime, ctime, inode) of `data` when its SHA256 was last checked
 
 The tree is filled by the same code (sources.deb.add_entries) from a .deb, while an entry is
@@ -42,7 +41,7 @@ from ..tree import FILE, Entry, RootfsTree
 from .apt import Deb
 from .deb import add_entries, deb_entries, extract_deb
 
-FORMAT = 1
+FORMAT = 2
 DEFAULT_MAX = 2 << 30
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
 _STALE_TMP = 3600  # a temporary directory this old belongs to a build that died
@@ -82,21 +81,23 @@ def add_packages(debs: Sequence[Deb], tree: RootfsTree,
             for deb, entries_ in zip(missing, pool.map(_unpack_only, missing)):
                 if entries_ is not None:
                     ready[deb.sha256] = entries_
-        _evict(cache_root(), limit)
     count = 0
     for deb in debs:
         unpacked_now = ready.pop(deb.sha256, None)
         if unpacked_now is not None:  # the same entries a cold add_package would give
             count += add_entries(tree, iter(unpacked_now), deb.path)
         else:
-            count += add_package(deb, tree)
+            count += add_package(deb, tree, evict=False)
         advance()
+    if limit and missing:  # the cache grew
+        _evict(cache_root(), limit)
     return count
 
 
-def add_package(deb: Deb, tree: RootfsTree) -> int:
+def add_package(deb: Deb, tree: RootfsTree, evict: bool = True) -> int:
     """Add a fetched package's files to the tree, through the unpacked cache when it can;
-    returns how many entries were added."""
+    returns how many entries were added. A new entry may evict old ones (unless `evict` is
+    false: the caller does it once for many)."""
     limit = size_limit()
     if not deb.sha256 or limit == 0:  # no verified key (or no cache): read the .deb itself
         return extract_deb(deb.path, tree, deb.name)
@@ -108,7 +109,8 @@ def add_package(deb: Deb, tree: RootfsTree) -> int:
         records, data = found
         return add_entries(tree, _cached_entries(records, data, deb.name), deb.path)
     count = add_entries(tree, _unpacking(deb, entry_dir), deb.path)
-    _evict(root, limit)
+    if evict:
+        _evict(root, limit)
     return count
 
 
@@ -209,8 +211,7 @@ def _cached_entries(records: list, data: _Blob, origin: str) -> Iterator[Tuple[s
 def _load(entry_dir: Path, deb: Deb) -> Optional[Tuple[list, _Blob]]:
     """The entry's members and content, None if there is none (a damaged one is removed)."""
     try:
-        raw = (entry_dir / "index.json").read_bytes()
-        digest = (entry_dir / "digest").read_text().strip()
+        digest, _, raw = (entry_dir / "index").read_bytes().partition(b"\n")
         fd = os.open(entry_dir / "data", os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         if entry_dir.exists():  # a directory without its files: not made by this code whole
@@ -221,7 +222,7 @@ def _load(entry_dir: Path, deb: Deb) -> Optional[Tuple[list, _Blob]]:
         return None
     data = _Blob(fd, entry_dir)
     try:
-        index = json.loads(raw) if hashlib.sha256(raw).hexdigest() == digest else None
+        index = json.loads(raw) if hashlib.sha256(raw).hexdigest().encode() == digest else None
         st = os.fstat(fd)
         good = (isinstance(index, dict) and index.get("format") == FORMAT
                 and st.st_size == index.get("data_size"))
@@ -312,12 +313,13 @@ def _commit(tmp: Path, entry_dir: Path, deb: Deb, records: List[list], size: int
     raw = json.dumps({"format": FORMAT, "package": deb.path.name, "data_size": size,
                       "data_sha256": sha256, "members": records},
                      separators=(",", ":")).encode()
-    (tmp / "index.json").write_bytes(raw)
-    (tmp / "digest").write_text(hashlib.sha256(raw).hexdigest() + "\n")
-    for name in ("data", "index.json", "digest"):
+    # Few files: creating one costs more than writing megabytes on some file systems.
+    (tmp / "index").write_bytes(hashlib.sha256(raw).hexdigest().encode() + b"\n" + raw)
+    for name in ("data", "index"):
         os.chmod(tmp / name, 0o444)  # only ever read
     st = os.stat(tmp / "data")
-    _write_json(tmp / "stamp", [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino])
+    (tmp / "stamp").write_text(json.dumps([st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+                                           st.st_ino]))
     try:
         os.rename(tmp, entry_dir)
     except OSError:
