@@ -26,6 +26,8 @@ cache; cold no slower than without the cache; busybox < 1/5 of mmdebstrap.
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
 import os
 import resource
@@ -33,6 +35,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -153,7 +156,69 @@ def mmdebstrap_row(tmp: Path, env: dict) -> tuple:
     return lx_s, mm_s, (out / "rootfs.cpio.zst").stat().st_size, tarball.stat().st_size
 
 
+def oci_archive_against_buildah() -> None:
+    """container-busybox as an OCI archive: lxembed's whole warm build (tree included) against
+    buildah making an image of the very same tree (our layer, uncompressed) from a Dockerfile
+    FROM scratch + ADD, with the same Cmd, Env and StopSignal, pushed to an oci-archive."""
+    if not shutil.which("buildah"):
+        print("buildah is not installed (scripts/quickstart.sh): no OCI figure")
+        return
+    # buildah refuses a runroot path longer than 50 characters: a short one under /tmp.
+    with tempfile.TemporaryDirectory(prefix="lxbb", dir="/tmp") as tmp:
+        out = Path(tmp) / "o"
+        lx = [sys.executable, "-m", "lxembed", "-q", "build", "-b", "qemu-x86_64", "-r",
+              "container-busybox", "-o", str(out), "-f", "oci-archive"]
+        timed(lx, cwd=ROOT)
+        lx_times, digests = [], set()
+        for _ in range(RUNS):
+            lx_times.append(timed(lx, cwd=ROOT))
+            digests.add(hashlib.sha256((out / "oci-archive.tar").read_bytes()).hexdigest())
+        ctx = Path(tmp) / "ctx"
+        ctx.mkdir()
+        with tarfile.open(out / "oci-archive.tar") as tar:
+            def blob(digest: str) -> bytes:
+                return tar.extractfile("blobs/sha256/" + digest[7:]).read()
+
+            index = json.loads(tar.extractfile("index.json").read())
+            manifest = json.loads(blob(index["manifests"][0]["digest"]))
+            config = json.loads(blob(manifest["config"]["digest"]))["config"]
+            layer = gzip.decompress(blob(manifest["layers"][0]["digest"]))
+        (ctx / "rootfs.tar").write_bytes(layer)
+        env = "".join(f"ENV {k}={json.dumps(v)}\n"
+                      for k, _, v in (e.partition("=") for e in config["Env"]))
+        (ctx / "Dockerfile").write_text(
+            f"FROM scratch\nADD rootfs.tar /\n{env}STOPSIGNAL {config['StopSignal']}\n"
+            f"CMD {json.dumps(config['Cmd'])}\n")
+        buildah = ["buildah", "--root", f"{tmp}/r", "--runroot", f"{tmp}/rr",
+                   "--storage-driver", "vfs"]
+        bb_times, bb_digests = [], set()
+        for i in range(RUNS):
+            archive = Path(tmp) / f"bb{i}.tar"
+            start = time.monotonic()
+            for cmd in (["build", "--isolation", "chroot", "-q", "-t", "localhost/bench:latest",
+                         str(ctx)],
+                        ["push", "-q", "localhost/bench:latest", f"oci-archive:{archive}:latest"]):
+                subprocess.run(buildah + cmd, check=True, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+            bb_times.append(time.monotonic() - start)
+            bb_digests.add(hashlib.sha256(archive.read_bytes()).hexdigest())
+            subprocess.run(buildah + ["rmi", "-a", "-f"], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+        lx_s, bb_s = statistics.median(lx_times), statistics.median(bb_times)
+        print(f"{'oci-archive':14} {'lxembed warm':>13} {'buildah':>11} {'ratio':>7} "
+              f"{'lxembed':>10} {'buildah':>10}")
+        print(f"{'container-bb':14} {lx_s:12.3f}s {bb_s:10.3f}s {lx_s / bb_s:7.3f} "
+              f"{(out / 'oci-archive.tar').stat().st_size / 1e6:9.3f}M "
+              f"{archive.stat().st_size / 1e6:9.3f}M")
+        print(f"byte-identical over {RUNS} builds: lxembed {len(digests) == 1}, "
+              f"buildah {len(bb_digests) == 1} (lxembed's time includes making the tree; "
+              f"buildah's starts from it)")
+
+
 def main() -> int:
+    if sys.argv[1:] == ["oci"]:
+        oci_archive_against_buildah()
+        return 0
     with tempfile.TemporaryDirectory(prefix="lxembed-bench-") as tmp:
         env = lxembed_env(Path(tmp))
         rows = lxembed_rows(Path(tmp), env)
@@ -173,6 +238,7 @@ def main() -> int:
           f"{mm_size / 1e6:.2f}M")
     print("goals: warm busybox-python < 0.4 s, gateway < 1.5 s, busybox no slower than without "
           "the cache; cold no slower than no cache; busybox ratio to mmdebstrap <= 0.2")
+    oci_archive_against_buildah()
     return 0
 
 
