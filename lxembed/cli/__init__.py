@@ -15,10 +15,10 @@ from typing import List, Optional
 
 from .. import log
 from ..errors import UserError
-from . import build, containers, elf, kernel, net, product, qemu, size
+from . import build, cache, containers, elf, kernel, net, product, qemu, size
 
 # One module per command group; each adds its subcommands through register(subparsers).
-COMMAND_GROUPS = (build, product, elf, qemu, kernel, containers, net, size)
+COMMAND_GROUPS = (build, product, elf, qemu, kernel, containers, net, size, cache)
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -17,6 +17,7 @@ from ..net.model import NetworkModel, load_description
 from ..net.rules import check as check_rules
 from ..sources.apt import PackageSource
 from ..sources.deb import extract_deb
+from ..sources.unpacked import add_packages
 from ..tree import RootfsTree
 from .busybox import add_applet_links
 from .overlay import add_overlay
@@ -33,9 +34,7 @@ def build_tree(plan: Plan, mirror: Optional[str] = None) -> RootfsTree:
         if recipe["packages"]:
             debs = source.fetch(recipe["packages"])
             with progress("extract", len(debs)) as advance:
-                for deb in debs:
-                    extract_deb(deb.path, tree, deb.name)
-                    advance()
+                add_packages(debs, tree, advance)
         for deb in recipe["debs"]:
             extract_deb(_local_deb(plan, deb), tree)
         if recipe["pick"]:
@@ -105,8 +104,7 @@ def _local_deb(plan: Plan, name: str) -> Path:
 
 def _add_picked(tree: RootfsTree, plan: Plan, source: PackageSource) -> None:
     full = RootfsTree()
-    for deb in source.fetch(plan.recipe.settings["pick_packages"]):
-        extract_deb(deb.path, full, deb.name)
+    add_packages(source.fetch(plan.recipe.settings["pick_packages"]), full)
     picked = pick_files(full, plan.recipe.settings["pick"], plan.recipe.settings["data"], plan.arch)
     for path, entry in picked:
         if path != "/":

@@ -28,7 +28,7 @@ from ..elf.pick import pick_files
 from ..errors import UserError
 from ..paths import cache_dir
 from ..sources.apt import PackageSource
-from ..sources.deb import extract_deb
+from ..sources.unpacked import add_packages
 from ..tree import RootfsTree
 from ..writers.directory import write_dir
 from .emulate import qemu_user_argv
@@ -42,8 +42,7 @@ _IMPORT_LINE = re.compile(r"^import time:\s+\d+\s+\|\s+\d+\s+\|\s+(\S+)\s*$")
 
 def python_tree(source: PackageSource) -> RootfsTree:
     tree = RootfsTree()
-    for deb in source.fetch(list(PYTHON_PACKAGES)):
-        extract_deb(deb.path, tree, deb.name)
+    add_packages(source.fetch(list(PYTHON_PACKAGES)), tree)
     return tree
 
 

@@ -18,7 +18,7 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from ..errors import UserError
 from ..log import progress, warn
@@ -343,3 +343,28 @@ class VerifiedFiles:
         tmp.write_text(json.dumps(known, indent=0, sort_keys=True))
         os.replace(tmp, self.path)
         self.added = {}
+
+
+# -- lxembed cache: what the download caches hold --------------------------------------------------
+def download_caches() -> List[Dict[str, object]]:
+    """Each (suite, arch) download cache: its directory, how many .debs, how many bytes."""
+    found = []
+    for archives in sorted((cache_dir() / "apt").glob("*/cache/archives")):
+        sizes = [p.stat().st_size for p in archives.glob("*.deb")]
+        found.append({"path": str(archives), "debs": len(sizes), "bytes": sum(sizes)})
+    return found
+
+
+def clean_download_caches() -> Tuple[int, int]:
+    """Remove every downloaded .deb (indexes and resolutions stay: a later build downloads
+    what it needs again), each cache under its lock; returns (files, bytes) removed."""
+    files = size = 0
+    for archives in sorted((cache_dir() / "apt").glob("*/cache/archives")):
+        root = archives.parents[1]
+        with file_lock(root / "lock"):
+            for deb in archives.glob("*.deb"):
+                size += deb.stat().st_size
+                deb.unlink()
+                files += 1
+            (root / "verified.json").unlink(missing_ok=True)
+    return files, size

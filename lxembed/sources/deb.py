@@ -95,13 +95,12 @@ def tar_entry(tar: tarfile.TarFile, member: tarfile.TarInfo, origin: str) -> Opt
     return entry
 
 
-def extract_deb(path: Path, tree: RootfsTree, origin: str = "") -> int:
-    """Add every entry of a .deb's data.tar to the tree; returns how many were added.
+def deb_entries(path: Path, origin: str) -> Iterator[Tuple[str, Entry]]:
+    """(path in the image, entry) for each member of a .deb's data.tar, in archive order.
 
-    Paths with '..', and symlinks whose relative target climbs out of the root, are refused.
+    Paths with '..' are refused, naming the .deb; the stream's check is verified when the
+    iteration ends (see open_data_tar).
     """
-    origin = origin or Path(path).name
-    count = 0
     with open_data_tar(path) as tar:
         for member in tar:
             try:
@@ -111,8 +110,18 @@ def extract_deb(path: Path, tree: RootfsTree, origin: str = "") -> int:
             except UserError as err:
                 raise UserError(f"{path}: {err}") from None
             entry = tar_entry(tar, member, origin)  # a read error names the .deb already
-            if entry is None:
-                continue
+            if entry is not None:
+                yield dest, entry
+
+
+def add_entries(tree: RootfsTree, entries: Iterator[Tuple[str, Entry]], path: Path) -> int:
+    """Add (path, entry) pairs of one package to the tree; returns how many were added.
+
+    Symlinks whose relative target climbs out of the root are refused, naming the .deb.
+    """
+    count = 0
+    try:
+        for dest, entry in entries:
             try:
                 if entry.type == DIR and dest == "/":
                     continue
@@ -124,4 +133,17 @@ def extract_deb(path: Path, tree: RootfsTree, origin: str = "") -> int:
             except UserError as err:
                 raise UserError(f"{path}: {err}") from None
             count += 1
+    finally:
+        close = getattr(entries, "close", None)
+        if close is not None:  # leave the .deb's stream now, not when collected
+            close()
     return count
+
+
+def extract_deb(path: Path, tree: RootfsTree, origin: str = "") -> int:
+    """Add every entry of a .deb's data.tar to the tree; returns how many were added.
+
+    Paths with '..', and symlinks whose relative target climbs out of the root, are refused.
+    """
+    origin = origin or Path(path).name
+    return add_entries(tree, deb_entries(path, origin), path)
