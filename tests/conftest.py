@@ -78,3 +78,20 @@ def make_deb(path: Path, entries) -> Path:
 @pytest.fixture
 def cli():
     return run_lxembed
+
+
+@pytest.fixture
+def start_init(tmp_path):
+    """start_init(config, env=None, ...) -> InitProcess (tests/init_helpers.py); everything it
+    left is killed after the test."""
+    from init_helpers import InitProcess
+    started = []
+
+    def start(config, **kwargs):
+        init = InitProcess(tmp_path, config, **kwargs)
+        started.append(init)
+        return init
+
+    yield start
+    for init in started:
+        init.cleanup()

@@ -18,7 +18,6 @@ import time
 import pytest
 from init_helpers import (
     LXINIT,
-    InitProcess,
     alive,
     children_of,
     proc_stat,
@@ -26,21 +25,6 @@ from init_helpers import (
     service,
     wait_until,
 )
-
-
-@pytest.fixture
-def start_init(tmp_path):
-    """start_init(config, env=None, ...) -> InitProcess; everything it left is killed after."""
-    started = []
-
-    def start(config, **kwargs):
-        init = InitProcess(tmp_path, config, **kwargs)
-        started.append(init)
-        return init
-
-    yield start
-    for init in started:
-        init.cleanup()
 
 
 def load_lxinit():

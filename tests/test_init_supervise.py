@@ -21,24 +21,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from init_helpers import LXINIT, InitProcess, alive, children_of, records, service, wait_until
+from init_helpers import LXINIT, alive, children_of, records, service, wait_until
 
 from lxembed.reports.timeline import spans, timeline_svg
-
-
-@pytest.fixture
-def start_init(tmp_path):
-    """start_init(config, ...) -> InitProcess; whatever it left is killed after the test."""
-    started = []
-
-    def start(config, **kwargs):
-        init = InitProcess(tmp_path, config, **kwargs)
-        started.append(init)
-        return init
-
-    yield start
-    for init in started:
-        init.cleanup()
 
 
 def events(tmp_path: Path) -> list[dict]:
