@@ -13,15 +13,13 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Dict, List
 
-from ..paths import cache_dir
 from ..tree import RootfsTree
-from .output import Artifact, replace_dir_atomic
+from .output import Artifact, compressed_memo, replace_dir_atomic
 from .tar import write_tar
 
 MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -95,22 +93,14 @@ def _gzip_cached(raw: bytes) -> bytes:
     No file name and mtime 0 in the header: the output depends only on the input and the level,
     so the memo cannot change what a build produces.
     """
-    key = hashlib.sha256(raw + b"gzip%d" % GZIP_LEVEL).hexdigest()
-    memo = cache_dir() / "gzip" / key[:2] / f"{key}.gz"
-    try:
-        return memo.read_bytes()
-    except FileNotFoundError:
-        pass
-    gz = io.BytesIO()
-    with gzip.GzipFile(filename="", mode="wb", fileobj=gz, mtime=0,
-                       compresslevel=GZIP_LEVEL) as out:
-        out.write(raw)
-    data = gz.getvalue()
-    memo.parent.mkdir(parents=True, exist_ok=True)
-    tmp = memo.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, memo)
-    return data
+    def compress(data: bytes) -> bytes:
+        gz = io.BytesIO()
+        with gzip.GzipFile(filename="", mode="wb", fileobj=gz, mtime=0,
+                           compresslevel=GZIP_LEVEL) as out:
+            out.write(data)
+        return gz.getvalue()
+
+    return compressed_memo(raw, f"gzip{GZIP_LEVEL}", "gz", compress)
 
 
 def _blob_path(digest: str) -> str:

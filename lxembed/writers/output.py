@@ -97,13 +97,21 @@ def _zstd_cached(raw: bytes) -> bytes:
     One-shot compression puts the content size in the frame header; the output depends only on
     the input and the level, so the cache cannot change what a build produces.
     """
-    key = hashlib.sha256(raw + b"zstd%d" % ZSTD_LEVEL).hexdigest()
-    memo = cache_dir() / "zstd" / key[:2] / f"{key}.zst"
+    return compressed_memo(raw, f"zstd{ZSTD_LEVEL}", "zst",
+                           zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress)
+
+
+def compressed_memo(raw: bytes, method: str, suffix: str,
+                    compress: Callable[[bytes], bytes]) -> bytes:
+    """`compress(raw)`, remembered in the cache by the hash of the input and `method` (the
+    compressor and its level): only for a compressor whose output depends on nothing else."""
+    key = hashlib.sha256(raw + method.encode()).hexdigest()
+    memo = cache_dir() / method.rstrip("0123456789") / key[:2] / f"{key}.{suffix}"
     try:
         return memo.read_bytes()
     except FileNotFoundError:
         pass
-    data = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(raw)
+    data = compress(raw)
     memo.parent.mkdir(parents=True, exist_ok=True)
     tmp = memo.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_bytes(data)
