@@ -1932,14 +1932,8 @@ class Supervisor:
     def send_stop(self, svc, pid):
         """A container's halt signal goes to its init (what lxc-stop does); a service's
         SIGTERM to its process group."""
-        if svc.container:
-            cinit = self.health.container_init(svc)
-            if cinit is not None:
-                try:
-                    os.kill(cinit, svc.stop_signal)
-                    return
-                except OSError:
-                    pass
+        if self.signal_container(svc, svc.stop_signal):
+            return
         self.signal_group(pid, signal.SIGTERM)
         if svc.console:  # an interactive shell ignores SIGTERM; a hangup ends it
             self.signal_group(pid, signal.SIGHUP)
@@ -1947,14 +1941,20 @@ class Supervisor:
     def kill_service(self, svc, pid):
         """SIGKILL: a container's init (its PID namespace ends, and its lxc-start monitor
         cleans up and exits), else the service's process group."""
+        if not self.signal_container(svc, signal.SIGKILL):
+            self.signal_group(pid, signal.SIGKILL)
+
+    def signal_container(self, svc, sig):
+        """`sig` to a container's init; False when there is none (not a container, or LXC has
+        not started it yet)."""
         cinit = self.health.container_init(svc) if svc.container else None
-        if cinit is not None:
-            try:
-                os.kill(cinit, signal.SIGKILL)
-                return
-            except OSError:
-                pass
-        self.signal_group(pid, signal.SIGKILL)
+        if cinit is None:
+            return False
+        try:
+            os.kill(cinit, sig)
+            return True
+        except OSError:
+            return False
 
     def signal_group(self, pid, sig):
         try:
