@@ -24,6 +24,21 @@ def run_lxembed(*args: str, check: bool = False, env: dict = None,
     return result
 
 
+HOST_BOARD = 'arch = "amd64"\nsuite = "bookworm"\n'  # a board file the build tests write
+
+
+def build_cli(tmp_path: Path, recipe: str, board: str = HOST_BOARD, fmt: str = "lxc"):
+    """`lxembed build` of a recipe text on a board text, as a user runs it (in process):
+    (exit code, output dir)."""
+    from lxembed.cli import main
+    (tmp_path / "b.toml").write_text(board)
+    (tmp_path / "bad.toml").write_text(recipe)
+    out = tmp_path / "out"
+    code = main(["-q", "build", "-b", str(tmp_path / "b.toml"), "-r", str(tmp_path / "bad.toml"),
+                 "-o", str(out), "-f", fmt])
+    return code, out
+
+
 def wait_for(predicate, timeout: float, step: float = 0.02) -> bool:
     """Poll `predicate` until it is true or `timeout` seconds pass; its last answer."""
     end = time.monotonic() + timeout

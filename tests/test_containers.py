@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import HOST_BOARD, build_cli
 
 from lxembed.arch import get_arch
 from lxembed.cli import main
@@ -33,7 +34,6 @@ from lxembed.writers.directory import write_dir
 
 EPOCH = 1704067200
 # A board with no [qemu] table: no kernel, so no modules are downloaded.
-HOST_BOARD = 'arch = "amd64"\nsuite = "bookworm"\n'
 ARM_BOARD = 'arch = "arm64"\nsuite = "bookworm"\n'
 
 
@@ -44,15 +44,6 @@ def make_plan(tmp_path: Path, recipe: str, board: str = HOST_BOARD, name: str = 
         load_board(str(tmp_path / "b.toml")), load_recipe(str(tmp_path / f"{name}.toml")), EPOCH
     )
 
-
-def build_cli(tmp_path: Path, recipe: str, board: str = HOST_BOARD, fmt: str = "lxc"):
-    """`lxembed build` as a user runs it: (exit code, stderr lines, output dir)."""
-    (tmp_path / "b.toml").write_text(board)
-    (tmp_path / "bad.toml").write_text(recipe)
-    out = tmp_path / "out"
-    code = main(["-q", "build", "-b", str(tmp_path / "b.toml"), "-r", str(tmp_path / "bad.toml"),
-                 "-o", str(out), "-f", fmt])
-    return code, out
 
 
 def assert_one_line_error(capsys, code, out, tmp_path, line, message):

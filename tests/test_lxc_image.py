@@ -16,28 +16,18 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import wait_for
+from conftest import HOST_BOARD, build_cli, wait_for
 
 from lxembed.arch import ARCHES
-from lxembed.cli import main
 from lxembed.config import load_plan
 from lxembed.pipeline import build_image
 
-HOST_BOARD = 'arch = "amd64"\nsuite = "bookworm"\n'
 # Incus's architecture names (shared/osarch: the names, not the aliases, which Incus maps to
 # them) and the moments a template may run (doc/reference/image_format.md).
 INCUS_ARCHES = {"i686", "x86_64", "armv6l", "armv7l", "armv8l", "aarch64", "ppc", "ppc64",
                 "ppc64le", "s390x", "mips", "mips64", "riscv32", "riscv64", "loongarch64"}
 INCUS_WHEN = {"create", "copy", "start"}
 
-
-def _build_cli(tmp_path: Path, recipe: str) -> tuple:
-    (tmp_path / "b.toml").write_text(HOST_BOARD)
-    (tmp_path / "bad.toml").write_text(recipe)
-    out = tmp_path / "out"
-    code = main(["-q", "build", "-b", str(tmp_path / "b.toml"), "-r", str(tmp_path / "bad.toml"),
-                 "-o", str(out), "-f", "lxc-image"])
-    return code, out
 
 
 @pytest.mark.parametrize("recipe,line,message", [
@@ -47,7 +37,7 @@ def _build_cli(tmp_path: Path, recipe: str) -> tuple:
      'lxc_version = "2.0"\n', 5, "lxc-image is for LXC 3.0 and later"),
 ])
 def test_bad_input_one_line_nothing_written(tmp_path, capsys, recipe, line, message):
-    code, out = _build_cli(tmp_path, recipe)
+    code, out = build_cli(tmp_path, recipe, fmt="lxc-image")
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert err[0].startswith(f"lxembed: error: {tmp_path}/bad.toml:{line}: "), err

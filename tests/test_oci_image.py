@@ -14,27 +14,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from conftest import HOST_BOARD, build_cli, wait_for
 
 import lxembed.arch
-from lxembed.cli import main
 from lxembed.config import load_plan
 from lxembed.containers.image import _REFERENCE
 from lxembed.pipeline import build_image
 
 REF = "localhost/lxembed/container-busybox:latest"
-HOST_BOARD = 'arch = "amd64"\nsuite = "bookworm"\n'
 SELF = 'hostname = "img"\npackages = ["busybox-static"]\ninit = "busybox"\n[container]\n'
 
-
-def _build_cli(tmp_path: Path, recipe: str, board: str = HOST_BOARD,
-               fmt: str = "oci-archive") -> tuple:
-    (tmp_path / "b.toml").write_text(board)
-    (tmp_path / "bad.toml").write_text(recipe)
-    out = tmp_path / "out"
-    code = main(["-q", "build", "-b", str(tmp_path / "b.toml"), "-r", str(tmp_path / "bad.toml"),
-                 "-o", str(out), "-f", fmt])
-    return code, out
 
 
 @pytest.mark.parametrize("ref,ok", [
@@ -63,7 +52,7 @@ def test_reference_grammar(ref, ok):
      "image 'localhost/lxembed/web_:latest' is not an image reference"),
 ])
 def test_bad_input_one_line_nothing_written(tmp_path, capsys, recipe, fmt, where, message):
-    code, out = _build_cli(tmp_path, recipe, fmt=fmt)
+    code, out = build_cli(tmp_path, recipe, fmt=fmt)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert err[0].startswith(f"lxembed: error: {tmp_path}/{where}") and message in err[0], err
@@ -75,7 +64,8 @@ def test_architecture_without_an_oci_name(tmp_path, capsys, monkeypatch):
     """Every shipped architecture has a GOARCH name; one without is refused, not guessed."""
     monkeypatch.setitem(lxembed.arch.ARCHES, "i386",
                         replace(lxembed.arch.ARCHES["i386"], oci="", oci_variant=None))
-    code, out = _build_cli(tmp_path, SELF, board='arch = "i386"\nsuite = "bookworm"\n')
+    code, out = build_cli(tmp_path, SELF, fmt="oci-archive",
+                          board='arch = "i386"\nsuite = "bookworm"\n')
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1, err
     assert err[0] == (f"lxembed: error: {tmp_path}/b.toml: architecture i386 has no OCI "
