@@ -15,12 +15,13 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from ..config import Plan, load_recipe
 from ..config.schema import PROBE_FIELDS
 from ..errors import UserError
 from ..net.hooks import lxc_hook_scripts
+from ..net.model import NetworkModel
 from ..net.ports import hook_files
 from ..rootfs.build import device_description
 from ..rootfs.python_init import IMAGE_CODE, shim, write_init_config
@@ -52,19 +53,19 @@ def add_service_containers(tree: RootfsTree, plan: Plan, build_tree) -> List[str
             spec = container_spec(cplan, root=Path(probe), root_arch=plan.arch)
             spec.name = entry["name"]
             specs.append((entry, cplan, spec))
+    network = device_description(plan)  # read once for every container's hooks
     for _, cplan, spec in specs:
-        _add_one(tree, plan, cplan, spec, build_tree(cplan))
+        _add_one(tree, plan, cplan, spec, build_tree(cplan), network)
     services = [container_service(entry, spec, plan.recipe.settings["services"])
                 for entry, _, spec in specs]
     write_init_config(tree, plan, more_services=services)
     return [spec.name for _, _, spec in specs]
 
 
-def _device_hooks(plan: Plan, spec: ContainerSpec) -> Dict[str, bytes]:
+def _device_hooks(spec: ContainerSpec, model: Optional[NetworkModel]) -> Dict[str, bytes]:
     """The container's LXC hooks; for a port of the device's own network, whose table the
     device loads at boot with its network, the hooks that leave the table alone."""
     scripts = hook_scripts(spec)
-    model = device_description(plan)
     for net in spec.networks if model is not None else ():
         if not net.hooks:
             continue
@@ -114,7 +115,7 @@ def _probe_root(tree: RootfsTree, root: Path) -> None:
 
 
 def _add_one(tree: RootfsTree, plan: Plan, cplan: Plan, spec: ContainerSpec,
-             own_tree: RootfsTree) -> None:
+             own_tree: RootfsTree, network: Optional[NetworkModel]) -> None:
     base = f"{LXC_PATH}/{spec.name}"
     ctree = container_tree(own_tree, cplan, spec)
     if spec.mode == "bind-host" and spec.init == "python" and tree.get(IMAGE_CODE) is not None:
@@ -132,6 +133,6 @@ def _add_one(tree: RootfsTree, plan: Plan, cplan: Plan, spec: ContainerSpec,
     text = lxc_config(spec, f"{base}/rootfs", plan.board.name, cplan.recipe.name)
     tree.write(f"{base}/config", text.encode(), mtime=plan.epoch,
                origin=f"container {spec.name}")
-    for path, script in _device_hooks(plan, spec).items():  # its port's MAC, by LXC hooks
+    for path, script in _device_hooks(spec, network).items():  # its port's MAC, by LXC hooks
         tree.write(f"{base}/{path}", script, mode=0o755, mtime=plan.epoch,
                    origin=f"container {spec.name}")
