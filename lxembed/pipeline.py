@@ -11,6 +11,7 @@ from typing import Iterable, List, Optional
 
 from . import __version__
 from .config import Plan
+from .config.firmware import FirmwareSettings, firmware_settings
 from .config.loader import find_overlay
 from .config.settings import parse_size
 from .config.uboot import uboot_settings
@@ -27,6 +28,7 @@ from .sources.kernel import Kernel, fetch_kernel
 from .sources.kernel_config import KernelConfig, check_recipe, read_config, recipe_needs
 from .writers import Artifact, write_formats
 from .writers.disk import DISK_FORMATS, STORAGE_MODULES, BootInputs
+from .writers.firmware import FIRMWARE_MODULES
 from .writers.fit import FitInputs, key_bits
 from .writers.output import check_formats as check_image_formats
 from .writers.output import known_formats
@@ -68,7 +70,8 @@ def build_image(plan: Plan, output: Optional[Path] = None, formats: Sequence[str
         for note in check_recipe(kernel_config, plan.recipe):
             warn(note)
     # The FIT's board facts and key are checked before anything is built or written.
-    fit = fit_inputs(plan, mirror) if "fit" in formats else None
+    fit = fit_inputs(plan, mirror) if "fit" in formats or "firmware" in formats else None
+    firmware = firmware_for(plan) if "firmware" in formats else None
     with OutputStage(output) as stage:  # checks OUTPUT before the build starts
         tree = build_tree(plan, mirror)
         add_service_containers(tree, plan, lambda cplan: build_tree(cplan, mirror))
@@ -76,13 +79,14 @@ def build_image(plan: Plan, output: Optional[Path] = None, formats: Sequence[str
                 "suite": plan.board.suite, "source_date_epoch": plan.epoch}
         # A qemu board's kernel modules: a second segment that boots appended to the rootfs;
         # a disk holds them in its root partition and its boot initramfs.
-        segment_formats = [f for f in image_formats if f not in DISK_FORMATS and f != "fit"]
-        storage = [m for f in formats if f in DISK_FORMATS
+        segment_formats = [f for f in image_formats
+                           if f not in DISK_FORMATS and f not in ("fit", "firmware")]
+        storage = [m for f in formats if f in DISK_FORMATS or f == "firmware"
                    for m in _storage_modules(plan, f)]
         modules = (kernel_modules_tree(plan, mirror, storage)
                    if plan.board.qemu and image_formats else None)
         boot = BootInputs(modules, _boot_files(plan, mirror) if "sdcard" in formats else {},
-                          fit)
+                          fit, firmware)
         with step("write " + ",".join(formats)):
             artifacts = write_formats(tree, stage.path, image_formats, plan, meta, boot=boot)
             if modules is not None and segment_formats:
@@ -128,6 +132,8 @@ def check_budgets(plan: Plan, tree, artifacts: Sequence[Artifact]) -> None:
 
 def _storage_modules(plan: Plan, fmt: str) -> List[str]:
     """The modules a disk format's boot initramfs loads to reach its root."""
+    if fmt == "firmware":
+        return list(FIRMWARE_MODULES)
     if fmt == "sdcard":
         sdcard = plan.board.settings.get("sdcard") or {}
         return list(sdcard.get("modules") or []) + list(STORAGE_MODULES["ext4"][2:])
@@ -169,6 +175,13 @@ def fit_inputs(plan: Plan, mirror: Optional[str]) -> FitInputs:
                      where)
 
 
+def firmware_for(plan: Plan) -> FirmwareSettings:
+    """The firmware format's settings; its board facts and key checked before any build."""
+    fw = firmware_settings(plan)
+    key_bits(fw.key, plan.recipe.line_of("key", "firmware"))
+    return fw
+
+
 def build_key(plan: Plan, kernel: Optional[Kernel] = None) -> str:
     """Everything a build's bytes depend on: the inputs' content, the epoch, lxembed itself."""
     h = hashlib.sha256(json.dumps({"lxembed": __version__, "epoch": plan.epoch,
@@ -189,9 +202,11 @@ def _inputs(plan: Plan) -> Iterable[Path]:
     yield from (Path(d) for d in plan.recipe.settings["debs"])
     for name in plan.recipe.settings["overlays"]:
         yield from sorted(p for p in find_overlay(name).rglob("*") if p.is_file())
-    key = (plan.recipe.settings.get("fit") or {}).get("key")
-    if key:  # a signed FIT changes with its key
-        yield from sorted(p for p in (plan.recipe.path.parent / key).glob("*") if p.is_file())
+    for table in ("fit", "firmware"):  # a signed FIT or bundle changes with its key
+        key = (plan.recipe.settings.get(table) or {}).get("key")
+        if key:
+            yield from sorted(p for p in (plan.recipe.path.parent / key).glob("*")
+                              if p.is_file())
     yield from sorted(_PACKAGE.rglob("*.py"))
 
 

@@ -73,6 +73,12 @@ UBOOT_FIELDS = (
             "(CONFIG_FIT_SIGNATURE): a signed FIT's key goes into its control dtb"),
     Setting("disk", "str", "virtio-blk-device", "the qemu device the boot disk is attached as "
             "(one this U-Boot has a driver for)"),
+    Setting("interface", "str", "virtio", "U-Boot's name of that disk's interface (`virtio "
+            "read`, `load virtio 0:3`)"),
+    Setting("linux_disk", "str", "/dev/vda", "Linux's name of the same disk; partition N is "
+            "this plus N (the firmware format's root= and /etc/fw_env.config)"),
+    Setting("scratch_addr", "str", "0x48000000", "RAM the firmware's boot script may use for "
+            "its boot-state buffers (256 KiB)"),
 )
 
 BOARD_SETTINGS = (
@@ -205,6 +211,21 @@ FIT_FIELDS = (
             "name (keys/dev: keys/dev/dev.key, keys/dev/dev.crt)"),
 )
 
+FIRMWARE_FIELDS = (
+    Setting("version", "str", "0", "the firmware's version: in /etc/lxembed/firmware.json, the "
+            "update bundle and `lxembed inspect`"),
+    Setting("key", "str", None, "sign the update bundle with this key (required: a device takes "
+            "only signed updates): a directory relative to the recipe holding NAME.key and "
+            "NAME.crt, as [fit] key; its certificate goes into the image as the update keyring"),
+    Setting("slot_size", "size", "128MiB", "each root slot (A and B): fixed for the device's "
+            "life, so leave room for the updates to come"),
+    Setting("data_size", "size", "64MiB", "the data partition: the overlay's upper layer"),
+    Setting("tries", "int", 3, "boot attempts a slot gets before U-Boot falls back to the "
+            "other (1 to 9)"),
+    Setting("trial_timeout", "float", 120.0, "seconds a slot booted on trial (after an update) "
+            "has to become healthy before the init reboots it, counting a failed attempt"),
+)
+
 RECIPE_SETTINGS = (
     Setting("description", "str", "", "one line about the image"),
     Setting("base", "str", None, "recipe this one extends (lists are appended, values replaced)"),
@@ -241,6 +262,8 @@ RECIPE_SETTINGS = (
     Setting("ubi", "table", None, "how the ubi format is made (geometry: the board's [flash])",
             fields=UBI_FIELDS),
     Setting("fit", "table", None, "how the fit format is made", fields=FIT_FIELDS),
+    Setting("firmware", "table", None, "the A/B firmware format: slots, data partition, boot "
+            "attempts, update signing (docs/firmware.md)", fields=FIRMWARE_FIELDS),
     Setting("max_size", "dict", {}, "size budgets by format (squashfs = \"4MiB\", ext4 = "
             "8388608): a bigger image fails the build, naming its biggest contributors"),
 )

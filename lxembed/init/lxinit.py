@@ -131,6 +131,7 @@ As PID 1 other arguments are ignored (the kernel passes init its stray command-l
 otherwise they are an error, so that a stray run never starts an init.
 """ % DEFAULT_CONFIG
 HALT, POWEROFF, REBOOT = "halt", "poweroff", "reboot"
+TRIAL_FLAG = "lxembed.trial"  # on the kernel command line: this slot boots on trial (U-Boot)
 EXIT = "exit"  # the main service ended: the init exits with its status
 # Signal names by number; of two names the first in sorted order wins (SIGABRT, not SIGIOT), as
 # in signal.Signals.
@@ -211,6 +212,7 @@ DEFAULTS = {
     "rescue_shell": False,
     "respawn": {},
     "watchdog": None,
+    "firmware": None,
     "timeline": "/run/lxembed/timeline",
     "health_file": "/run/lxembed/health.json",
     "healthy_file": "/run/lxembed/healthy",
@@ -1568,6 +1570,7 @@ class Health:
                      quiet=True)
         if healthy:
             say("healthy")
+            sup.firmware_healthy()
         elif was and not sup.stopping:
             say("unhealthy: %s" % ", ".join(bad))
 
@@ -1605,6 +1608,33 @@ class Supervisor:
         self.main_status = None  # the main service's exit status, once it has ended
         self.errors = {}  # error text -> when it was last reported
         self.health = Health(self)
+        self.trial_deadline, self.marked_good = None, False
+
+    # -- firmware: a slot booted on trial must get healthy in time; a healthy one is marked good
+
+    def start_trial(self):
+        fw = self.cfg["firmware"]
+        if fw and self.rt.mode == "device" and TRIAL_FLAG in kernel_cmdline():
+            limit = seconds(fw.get("trial_timeout", 120), "trial_timeout")
+            self.trial_deadline = time.monotonic() + limit
+            say("booted on trial: healthy within %gs, or a reboot counts a failed attempt" % limit)
+
+    def check_trial(self):
+        if self.trial_deadline is not None and time.monotonic() >= self.trial_deadline:
+            self.trial_deadline = None
+            TIMELINE.event("init", "trial-failed")
+            say("not healthy in time on trial: rebooting")
+            self.action = REBOOT
+
+    def firmware_healthy(self):
+        """The device is healthy: the trial (if any) is over and the running slot is good."""
+        self.trial_deadline = None
+        fw = self.cfg["firmware"]
+        if fw and fw.get("mark_good") and not self.marked_good and self.rt.mode == "device":
+            self.marked_good = True
+            pid = os.fork()
+            if pid == 0:
+                exec_child(fw["mark_good"], {"PATH": DEFAULT_PATH})
 
     # -- services
 
@@ -1870,7 +1900,10 @@ class Supervisor:
             # Probes first: a service they find ready lets its dependants start in this pass.
             self.guard("probing", self.health.probe_due)
             self.guard("starting services", self.start_due)
+            self.guard("trial", self.check_trial)
             waits = [s.restart_at for s in self.order if s.state == "waiting"]
+            if self.trial_deadline is not None:
+                waits.append(self.trial_deadline)
             waits += self.health.due_times()
             timeout = min(waits) - time.monotonic() if waits else self.wait_cap
             if not self.guard("waiting", self.pump, timeout):
@@ -2019,6 +2052,7 @@ class Init:
         if cfg["ready_file"]:  # a stale marker from the last boot must not claim readiness
             step("removing the old ready file", os.unlink, cfg["ready_file"], quiet=True)
         step("loading services", sup.load_services)
+        step("firmware trial", sup.start_trial)
         sup.loop()
         status = sup.shutdown()
         return finish(rt, sup.action, status, sup.idle)

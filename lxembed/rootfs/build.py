@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..config import Plan
+from ..config.firmware import firmware_settings
 from ..config.loader import DEVICE_NETWORK_SCRIPT, find_overlay
 from ..config.toml_lines import parse
 from ..elf.closure import check_tree_arch
@@ -20,6 +21,7 @@ from ..sources.deb import extract_deb
 from ..sources.unpacked import add_packages
 from ..tree import RootfsTree
 from .busybox import add_applet_links
+from .firmware import add_firmware_tools
 from .overlay import add_overlay
 from .python_init import add_python_init
 from .skeleton import add_skeleton
@@ -44,6 +46,9 @@ def build_tree(plan: Plan, mirror: Optional[str] = None) -> RootfsTree:
     if tree.get("/bin/busybox") is not None:
         with step("busybox applets"):
             add_applet_links(tree, plan.arch, epoch)
+    if recipe.get("firmware") is not None:  # before the applet links: its mke2fs wins
+        with step("firmware tools"):
+            add_firmware_tools(tree, plan, source, firmware_settings(plan))
     if recipe["init"] == "python":
         with step("python init"):
             add_python_init(tree, plan, source)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Protocol, Sequence
 
 from ..config import Plan
+from ..config.firmware import FIRMWARE_COMMAND
 from ..config.schema import INTERFACE_FIELDS, PROBE_FIELDS, SERVICE_FIELDS
 from ..errors import UserError
 from ..sources.apt import PackageSource
@@ -137,6 +138,12 @@ def _service(svc: Dict[str, Any]) -> Dict[str, Any]:
     return item
 
 
+def init_firmware_config(table: Dict[str, Any]) -> Dict[str, Any]:
+    """The init's "firmware" key from the recipe's [firmware] (lxinit.py: mark good, trial)."""
+    return {"mark_good": [FIRMWARE_COMMAND, "mark-good"],
+            "trial_timeout": float(table["trial_timeout"])}
+
+
 def init_config(plan: Plan, spec: Optional[ContainerSpec] = None,
                 more_services: Sequence[Dict[str, Any]] = ()) -> Dict[str, Any]:
     """The JSON the init reads (docs/init.md), for an image, or a container when `spec` is set.
@@ -157,6 +164,8 @@ def init_config(plan: Plan, spec: Optional[ContainerSpec] = None,
         config["rescue_shell"] = True
         if r.get("watchdog"):
             config["watchdog"] = dict(r["watchdog"])
+        if r.get("firmware"):
+            config["firmware"] = init_firmware_config(r["firmware"])
     return config
 
 

@@ -75,15 +75,20 @@ def boot_disk(fit: Path, script: Path, dest: Path) -> None:
 
 
 def uboot_argv(setup: QemuSetup, uboot: dict, accel: Accel, disk: Path,
-               interactive: bool = False, network: bool = True) -> List[str]:
-    """qemu with U-Boot as its firmware and the boot disk; no -kernel: U-Boot loads it."""
+               interactive: bool = False, network: bool = True,
+               device: bool = False) -> List[str]:
+    """qemu with U-Boot as its firmware and the boot disk; no -kernel: U-Boot loads it.
+    `device`: the disk is a device's own (written in place) and the guest reboots in the same
+    qemu, as a board does: what a firmware's boot counting and updates need."""
     argv = [setup.binary, *accel.qemu_args(), "-M", setup.machine]
     if setup.cpu:
         argv += ["-cpu", setup.cpu]
-    argv += ["-m", str(setup.memory), "-smp", str(setup.smp), "-nodefaults", "-no-reboot",
+    argv += ["-m", str(setup.memory), "-smp", str(setup.smp), "-nodefaults",
+             *([] if device else ["-no-reboot"]),
              "-display", "none", *_console(interactive, None), "-bios", uboot["firmware"],
              # snapshot=on: a runner never changes an image, the disk included.
-             "-drive", f"file={disk},format=raw,if=none,id=boot,snapshot=on",
+             "-drive", f"file={disk},format=raw,if=none,id=boot"
+             f"{'' if device else ',snapshot=on'}",
              "-device", f"{uboot['disk']},drive=boot"]
     if network and setup.nic != "none":
         argv += ["-netdev", "user,id=n0", "-device", f"{setup.nic},netdev=n0,romfile="]
@@ -143,6 +148,26 @@ def uboot_run(board: Board, setup: QemuSetup, accel: Accel, fit: Path,
         argv = uboot_argv(setup, uboot, accel, work / "boot.img", interactive=interactive)
         control_dtb(argv, key_dtb, work / "control.dtb")
         yield argv + ["-dtb", str(work / "control.dtb")]
+
+
+@contextlib.contextmanager
+def device_run(board: Board, setup: QemuSetup, accel: Accel, disk: Path,
+               key_dtb: Optional[Path] = None, interactive: bool = False) -> Iterator[List[str]]:
+    """The qemu command line that boots a firmware disk through the board's U-Boot, the disk
+    itself being the device's storage: the caller passes a copy (a runner never changes an
+    image) or a device disk it keeps between runs."""
+    uboot = uboot_settings(board, "a firmware boot")
+    check_firmware(board, uboot)
+    with tempfile.TemporaryDirectory(prefix="lxembed-uboot-") as tmp:
+        argv = uboot_argv(setup, uboot, accel, disk, interactive=interactive, device=True)
+        control_dtb(argv, key_dtb, Path(tmp, "control.dtb"))
+        yield argv + ["-dtb", str(Path(tmp, "control.dtb"))]
+
+
+def copy_disk(image: Path, dest: Path) -> Path:
+    """A sparse copy of a disk image: the device a run may change."""
+    subprocess.run(["cp", "--sparse=always", str(image), str(dest)], check=True)
+    return dest
 
 
 def key_dtb_for(fit: Path) -> Optional[Path]:

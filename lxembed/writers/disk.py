@@ -82,6 +82,7 @@ class BootInputs:
     modules: Optional[RootfsTree] = None  # the kernel's modules: root partition and initramfs
     files: Dict[str, bytes] = field(default_factory=dict)  # a boot partition's firmware, kernel
     fit: Optional[object] = None  # the fit format's kernel, device tree and key (FitInputs)
+    firmware: Optional[object] = None  # the firmware format's settings (FirmwareSettings)
 
 
 def merged(tree: RootfsTree, modules: Optional[RootfsTree]) -> RootfsTree:

@@ -24,6 +24,7 @@ from .cpio import write_cpio
 from .directory import write_dir
 from .disk import DISK_FORMATS, BootInputs, write_boot_initramfs, write_disk
 from .ext4 import Ext4Options, write_ext4
+from .firmware import write_firmware_disk, write_slot
 from .fit import write_fit
 from .flash import FlashGeometry
 from .jffs2 import write_jffs2
@@ -60,6 +61,16 @@ class _HashingFile:
 
     def tell(self) -> int:
         return self.size
+
+    def skip(self, n: int) -> None:
+        """`n` zero bytes, left as a hole in the file (hashed all the same)."""
+        zeros = bytes(min(n, 1 << 22))
+        left = n
+        while left:
+            self.sha.update(zeros[:min(left, len(zeros))])
+            left -= min(left, len(zeros))
+        self.size += n
+        self.fh.seek(n, 1)
 
     def flush(self) -> None:
         self.fh.flush()
@@ -168,7 +179,7 @@ def _flash(plan, fmt: str) -> FlashGeometry:
 
 def known_formats() -> List[str]:
     archives = [f"{s}{c}" for s in _SERIALISERS for c in ("", ".zst", ".gz", ".xz")]
-    return ["dir"] + archives + sorted(_FILESYSTEMS) + list(DISK_FORMATS) + ["fit"]
+    return ["dir"] + archives + sorted(_FILESYSTEMS) + list(DISK_FORMATS) + ["fit", "firmware"]
 
 
 def check_formats(formats: Sequence[str], also: Sequence[str] = ()) -> None:
@@ -187,6 +198,7 @@ def write_file_atomic(path: Path, writer: Callable) -> Artifact:
         with os.fdopen(fd, "wb") as raw:
             fh = _HashingFile(raw)
             writer(fh)
+            raw.truncate(fh.size)  # a hole at the end (skip) is still the file's length
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
@@ -302,8 +314,37 @@ def _write_fit(tree: RootfsTree, output: Path, plan, name: str,
     return [fit, key]
 
 
+def _write_firmware(tree: RootfsTree, output: Path, plan, name: str,
+                    boot: BootInputs) -> List[Artifact]:
+    """NAME.firmware (the A/B disk), NAME.swu (the update bundle of the same image) and, when
+    the FIT is signed, NAME.fit.key.dtb (U-Boot's key)."""
+    fw, fit = boot.firmware, boot.fit
+    epoch, identity = _epoch(tree, plan), _identity(plan, name)
+    description = f"lxembed {plan.board.name}/{plan.recipe.name} {fw.version}"
+    with tempfile.TemporaryDirectory(prefix="lxembed-slot-", dir=output) as tmp:
+        slot = Path(tmp, "slot.ext4")
+        key_dtb = write_slot(tree, boot.modules, fit, fw, epoch, identity, description, slot)
+        disk = write_file_atomic(output / f"{name}.firmware", lambda fh: write_firmware_disk(
+            slot, fw, plan.arch.uboot, fit.fdt is not None, identity, epoch, fh))
+        disk.format = "firmware"
+        artifacts = [disk]
+        try:
+            from .swu import write_bundle_for  # noqa: PLC0415  (optional until merged)
+        except ImportError:
+            write_bundle_for = None
+        if write_bundle_for is not None:
+            artifacts += write_bundle_for(slot, fw, plan, output, name, epoch)
+    if key_dtb is not None:
+        key = write_file_atomic(output / f"{name}.fit.key.dtb", lambda fh: fh.write(key_dtb))
+        key.format = "fit.key.dtb"
+        artifacts.append(key)
+    return artifacts
+
+
 def _write_one(tree: RootfsTree, output: Path, fmt: str, plan, name: str,
                boot: Optional[BootInputs] = None) -> List[Artifact]:
+    if fmt == "firmware":
+        return _write_firmware(tree, output, plan, name, boot or BootInputs())
     if fmt == "fit":
         return _write_fit(tree, output, plan, name, boot or BootInputs())
     if fmt in DISK_FORMATS:
