@@ -8,9 +8,11 @@ byte-identical; bad inputs are one line and nothing written."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -252,3 +254,60 @@ def test_key_not_matching_certificate(work, tmp_path):
         write_swu(SwuInputs(image, "1", BOARD, {"A": "/dev/a", "B": "/dev/b"},
                             tmp / "dev.key", tmp / "other.crt"), tmp_path / "out.swu")
     assert list(tmp_path.iterdir()) == []
+
+
+def _device_recipe(tmp: Path, env_device: str) -> Path:
+    """busybox plus what lxembed.rootfs.swupdate says a device needs, as a recipe file."""
+    from lxembed.rootfs.swupdate import PACKAGES
+    picks_glob = [p.replace("aarch64-linux-gnu", "*") for p in picks(ARCHES["arm64"])]
+    files = device_files(BOARD, (tmp / "dev.crt").read_bytes(), env_device)
+    lines = ['base = "busybox"', f"pick = {picks_glob!r}".replace("'", '"'),
+             f"pick_packages = {list(PACKAGES)!r}".replace("'", '"'), "", "[files]"]
+    lines += [f'"{path}" = """{content.decode()}"""' for path, content in files.items()]
+    recipe = tmp / "swupdate-device.toml"
+    recipe.write_text("\n".join(lines) + "\n")
+    return recipe
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="qemu-user runs need root")
+def test_arm64_device_installs_under_qemu_user(work, tmp_path):
+    """The arm64 picks (swupdate, its ELF closure, the dlopen()ed libubootenv, fw_printenv)
+    install a bundle of the image's own root for real under qemu-user: the slot and the
+    environment are files in the sandbox's /tmp, the environment made by mkenvimage."""
+    from conftest import run_lxembed
+
+    from lxembed.runners.qemu_user import BinfmtHandler, run_in_tree
+
+    tmp, _, _, _ = work
+    out = tmp_path / "out"
+    run_lxembed("build", "-b", BOARD, "-r", str(_device_recipe(tmp, "/tmp/env.img")),
+                "-o", str(out), "--format", "dir,ext4", check=True)
+    rootfs, image = out / "rootfs", out / "rootfs.ext4"
+    bundle = write_swu(SwuInputs(image, "2.0", BOARD, {"A": "/tmp/slot-a", "B": "/tmp/slot-b"},
+                                 tmp / "dev.key", tmp / "dev.crt"), tmp_path / "update.swu")
+    # The runner mounts the tree read-only with a fresh /tmp: the bundle, an environment of
+    # two copies and another key's certificate go in beside the image's files.
+    (tmp_path / "env.txt").write_text("BOOT_ORDER=A B\nBOOT_A_LEFT=3\nBOOT_B_LEFT=3\n")
+    subprocess.run(["mkenvimage", "-r", "-s", hex(ENV_COPY_SIZE), "-o", str(tmp_path / "copy"),
+                    str(tmp_path / "env.txt")], check=True)
+    (rootfs / "env.img").write_bytes((tmp_path / "copy").read_bytes() * 2)
+    (rootfs / "update.swu").write_bytes(bundle.path.read_bytes())
+    (rootfs / "other.pem").write_bytes((tmp / "other.crt").read_bytes())
+    install = " ".join(install_command("/update.swu", "B"))
+    refused = " ".join(install_command("/update.swu", "B", cert="/other.pem"))
+    prepare = "cp /env.img /tmp/env.img && : > /tmp/slot-a && : > /tmp/slot-b && "
+    with BinfmtHandler(ARCHES["arm64"]):
+        status, refusal_output = run_in_tree(rootfs, prepare + refused, timeout=600)
+        assert status == 1, refusal_output[-3000:]
+        start = time.monotonic()
+        status, output = run_in_tree(rootfs, f"{prepare}{install} >/tmp/log 2>&1 || cat /tmp/log;"
+                                     " fw_printenv; md5sum /tmp/slot-a /tmp/slot-b", timeout=600)
+        seconds = time.monotonic() - start
+    assert status == 0, output[-3000:]
+    print(f"arm64 install under qemu-user: {bundle.bytes} bytes bundle, {bundle.image_bytes} "
+          f"bytes image, {seconds:.2f} s")
+    assert f"{hashlib.md5(image.read_bytes()).hexdigest()}  /tmp/slot-b" in output, output
+    assert "d41d8cd98f00b204e9800998ecf8427e  /tmp/slot-a" in output  # untouched (empty)
+    assert {"BOOT_ORDER=B A", "BOOT_B_LEFT=3", "lxembed_trial=B"} <= set(output.splitlines())
+    assert refusal(refusal_output).startswith("not signed by this device's key")

@@ -39,6 +39,12 @@ from . import output as _output  # module, not names: output.py may import this 
 
 SOFTWARE_SET = "stable"  # the `-e SET,MODE` set; the mode is the target slot's name
 IMAGE_NAME = "rootfs.ext4.zst"
+# zstd for the image: level 9 with long-distance matching over a 16 MiB window. Measured on an
+# 82 MiB arm64 root holding swupdate's closure: 23.6 MB in 1.9 s, against 20.4 MB in 44 s at
+# level 19 and 25.6 MB in 0.7 s at level 3 (each build of a changed root pays it once). The
+# device needs the window (16 MiB) as memory to decompress; swupdate accepts up to 128 MiB.
+ZSTD_LEVEL = 9
+ZSTD_WINDOW_LOG = 24
 HW_REVISION = "1.0"  # /etc/hwrevision's revision field; the board name is what matters
 _CPIO_CRC = b"070702"
 # A libconfig setting name: what a board name must be to name a node of sw-description.
@@ -159,11 +165,13 @@ def sign(description: bytes, key: Path, cert: Path, where: str = "swu") -> bytes
 
 
 def compress(raw: bytes) -> bytes:
-    """zstd at lxembed's level, one thread (the same bytes every time), remembered by hash."""
-    level = _output.ZSTD_LEVEL
+    """zstd, one thread (the same bytes every time), remembered by the input's hash."""
+    params = zstandard.ZstdCompressionParameters.from_level(
+        ZSTD_LEVEL, window_log=ZSTD_WINDOW_LOG, enable_ldm=True, write_checksum=True,
+        threads=0)
     return _output.compressed_memo(
-        raw, f"zstd{level}", "zst",
-        lambda data: zstandard.ZstdCompressor(level=level, write_checksum=True).compress(data))
+        raw, f"zstd{ZSTD_LEVEL}w{ZSTD_WINDOW_LOG}", "zst",
+        lambda data: zstandard.ZstdCompressor(compression_params=params).compress(data))
 
 
 def _cpio_entry(out: BinaryIO, ino: int, name: str, data: bytes, mtime: int) -> None:
