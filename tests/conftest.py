@@ -110,3 +110,13 @@ def start_init(tmp_path):
     yield start
     for init in started:
         init.cleanup()
+
+
+def make_key(keydir: Path) -> None:
+    """A throwaway RSA key pair in KEYDIR/NAME.key, KEYDIR/NAME.crt (NAME: the directory)."""
+    keydir.mkdir(parents=True)
+    name = keydir.name
+    subprocess.run(["openssl", "req", "-batch", "-new", "-x509", "-newkey", "rsa:2048",
+                    "-nodes", "-keyout", str(keydir / f"{name}.key"),
+                    "-out", str(keydir / f"{name}.crt"), "-subj", f"/CN={name}",
+                    "-days", "3650"], check=True, capture_output=True)

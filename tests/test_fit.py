@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import run_lxembed
+from conftest import make_key, run_lxembed
 
 from lxembed.config import load_plan
 from lxembed.runners import load_checks
@@ -24,16 +24,6 @@ from lxembed.sources.kernel import fetch_kernel
 from lxembed.writers.fit import DATA_POSITION
 
 BOARD = "qemu-arm64"
-
-
-def make_key(keydir: Path) -> None:
-    """A throwaway RSA key pair in KEYDIR/NAME.key, KEYDIR/NAME.crt (NAME: the directory)."""
-    keydir.mkdir(parents=True)
-    name = keydir.name
-    subprocess.run(["openssl", "req", "-batch", "-new", "-x509", "-newkey", "rsa:2048",
-                    "-nodes", "-keyout", str(keydir / f"{name}.key"),
-                    "-out", str(keydir / f"{name}.crt"), "-subj", f"/CN={name}",
-                    "-days", "3650"], check=True, capture_output=True)
 
 
 def signed_recipe(where: Path, key: str) -> Path:

@@ -11,6 +11,7 @@ reboots a slot on trial that is not healthy within [firmware] trial_timeout (doc
 from __future__ import annotations
 
 import json
+import shlex
 
 from ..config import Plan
 from ..config.firmware import FIRMWARE_COMMAND
@@ -18,14 +19,11 @@ from ..elf.pick import pick_files
 from ..sources.apt import PackageSource
 from ..sources.unpacked import add_packages
 from ..tree import RootfsTree
+from .swupdate import FW_ENV_CONFIG, PACKAGES, device_files, install_command, picks
 
-TOOLS = {"swupdate": ["/usr/bin/swupdate"],
-         "libubootenv-tool": ["/usr/bin/fw_printenv", "/usr/bin/fw_setenv"],
-         "e2fsprogs": ["/sbin/mke2fs"]}
 COMMAND = FIRMWARE_COMMAND
-KEYRING = "/etc/lxembed/update.crt"
 INFO = "/etc/lxembed/firmware.json"
-ENV_CONFIG = "/etc/fw_env.config"
+MKE2FS = "/sbin/mke2fs"  # e2fsprogs': the first boot's data partition gets ext4 with a journal
 
 SCRIPT = r"""#!/bin/sh
 # lxembed-firmware (generated): the device's side of its A/B firmware (docs/firmware.md).
@@ -60,7 +58,8 @@ mark-good)
 	else
 		msg="slot $slot, version $version, marked good"
 	fi
-	printf 'BOOT_ORDER %s %s\nBOOT_%s_LEFT %s\nlxembed_trial none\nlxembed_rollback %s\n' \
+	# libubootenv's script: NAME=VALUE lines, written as one change (one copy, one flags step).
+	printf 'BOOT_ORDER=%s %s\nBOOT_%s_LEFT=%s\nlxembed_trial=none\nlxembed_rollback=%s\n' \
 		"$slot" "$other" "$slot" "$TRIES" "$rollback" > /tmp/.lxembed-good
 	if fw_setenv -c "$CONF" -s /tmp/.lxembed-good; then
 		echo "$me: $msg" > /dev/console
@@ -72,10 +71,10 @@ mark-good)
 install)
 	if [ ! -f "$2" ]; then echo "$me: install: no bundle file ${2:-given}" >&2; exit 2; fi
 	log=/tmp/lxembed-install.log
-	if swupdate -v -i "$2" -k @KEYRING@ -e "stable,$other" > "$log" 2>&1; then
+	if @INSTALL@ > "$log" 2>&1; then
 		echo "$me: installed $2 into slot $other: it boots next, on trial (reboot to start it)"
 	else
-		why=$(grep -E 'ERROR|error' "$log" | tail -n 1 | sed 's/^\[[^]]*\] : //')
+		why=$(sed -n 's/.*\[ERROR\].*ERROR : //p' "$log" | grep -v '^SWUpdate \*failed' | head -n 1)
 		echo "$me: refused $2: ${why:-swupdate failed, see $log}; still on slot $slot" >&2
 		exit 1
 	fi
@@ -95,22 +94,23 @@ esac
 def add_firmware_tools(tree: RootfsTree, plan: Plan, source: PackageSource, fw) -> None:
     """The device side of the firmware format into `tree`; `fw`: its FirmwareSettings."""
     full = RootfsTree()
-    add_packages(source.fetch(sorted(TOOLS)), full)
-    picked = pick_files(full, [p for paths in TOOLS.values() for p in paths], [], plan.arch)
-    tools = {p for paths in TOOLS.values() for p in paths}
-    for path, entry in picked:
+    add_packages(source.fetch(sorted(set(PACKAGES) | {"e2fsprogs"})), full)
+    tools = picks(plan.arch) + [MKE2FS]
+    for path, entry in pick_files(full, tools, [], plan.arch):
         # A tool replaces busybox's applet link of the same name (mke2fs).
         if path != "/" and (path in tools or tree.get(path) is None):
             tree.add(path, entry)
     kw = {"mtime": plan.epoch, "origin": "firmware"}
-    env = fw.partition("env")
-    # libubootenv's redundant copies: device, offset, size (firmware_boot.ENV_SIZE each).
-    tree.write(ENV_CONFIG, f"{env} 0x0 0x4000\n{env} 0x4000 0x4000\n".encode(), **kw)
-    tree.write(KEYRING, (fw.key / f"{fw.key.name}.crt").read_bytes(), **kw)
+    cert = (fw.key / f"{fw.key.name}.crt").read_bytes()
+    for path, data in sorted(device_files(plan.board.name, cert, fw.partition("env")).items()):
+        tree.write(path, data, **kw)
     info = {"version": fw.version, "board": plan.board.name, "recipe": plan.recipe.name}
     tree.write(INFO, (json.dumps(info, sort_keys=True) + "\n").encode(), **kw)
-    script = (SCRIPT.replace("@ENV_CONFIG@", ENV_CONFIG).replace("@TRIES@", str(fw.tries))
-              .replace("@INFO@", INFO).replace("@KEYRING@", KEYRING))
+    # The bundle and the slot are the script's: double-quoted, so the shell expands them.
+    install = " ".join(f'"{a}"' if "$" in a else shlex.quote(a)
+                       for a in install_command("$2", "$other"))
+    script = (SCRIPT.replace("@ENV_CONFIG@", FW_ENV_CONFIG).replace("@TRIES@", str(fw.tries))
+              .replace("@INFO@", INFO).replace("@INSTALL@", install))
     tree.write(COMMAND, script.encode(), mode=0o755, **kw)
     for d in ("/rom", "/overlay", "/var/lock"):
         if tree.get(d) is None:

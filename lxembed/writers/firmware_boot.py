@@ -66,7 +66,7 @@ def boot_script(layout: BootLayout) -> str:
     def write_older(older: int, newer: int) -> str:
         raw, sector = copy[older]
         return (f"setexpr.b flags *0x{copy[newer][0] + 4:x} + 1\n"
-                f"env export -c 0x{out:x} 0x{ENV_SIZE - 1:x} {' '.join(STATE_VARS)}\n"
+                f"env export -c -s 0x{ENV_SIZE - 1:x} 0x{out:x} {' '.join(STATE_VARS)}\n"
                 f"cp.b 0x{out:x} 0x{raw:x} 4; mw.b 0x{raw + 4:x} ${{flags}}; "
                 f"cp.b 0x{out + 4:x} 0x{raw + 5:x} 0x{ENV_SIZE - 5:x}\n"
                 f"{layout.interface} write 0x{raw:x} 0x{sector:x} 0x{count:x}\n")

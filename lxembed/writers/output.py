@@ -31,6 +31,7 @@ from .jffs2 import write_jffs2
 from .manifest import manifest
 from .sdcard import write_sdcard
 from .squashfs import SquashfsOptions, write_squashfs
+from .swu import SwuInputs, write_swu
 from .tar import write_tar
 from .ubi import write_ubi
 
@@ -328,17 +329,25 @@ def _write_firmware(tree: RootfsTree, output: Path, plan, name: str,
             slot, fw, plan.arch.uboot, fit.fdt is not None, identity, epoch, fh))
         disk.format = "firmware"
         artifacts = [disk]
-        try:
-            from .swu import write_bundle_for  # noqa: PLC0415  (optional until merged)
-        except ImportError:
-            write_bundle_for = None
-        if write_bundle_for is not None:
-            artifacts += write_bundle_for(slot, fw, plan, output, name, epoch)
+        artifacts.append(_write_bundle(slot, fw, plan, output / f"{name}.swu", epoch))
     if key_dtb is not None:
         key = write_file_atomic(output / f"{name}.fit.key.dtb", lambda fh: fh.write(key_dtb))
         key.format = "fit.key.dtb"
         artifacts.append(key)
     return artifacts
+
+
+def _write_bundle(slot: Path, fw, plan, path: Path, epoch: int) -> Artifact:
+    """The signed SWUpdate bundle that installs this slot image into either slot."""
+    inputs = SwuInputs(image=slot, version=fw.version, board=plan.board.name,
+                       slots={"A": fw.partition("a"), "B": fw.partition("b")},
+                       key=fw.key / f"{fw.key.name}.key", cert=fw.key / f"{fw.key.name}.crt",
+                       tries=fw.tries, epoch=epoch, where=plan.recipe.line_of("key", "firmware"))
+    bundle = write_swu(inputs, path)
+    with open(path, "rb") as fh:
+        digest = hashlib.file_digest(fh, "sha256").hexdigest() if hasattr(
+            hashlib, "file_digest") else hashlib.sha256(fh.read()).hexdigest()
+    return Artifact("swu", str(path), bundle.bytes, digest)
 
 
 def _write_one(tree: RootfsTree, output: Path, fmt: str, plan, name: str,
