@@ -28,7 +28,7 @@ from lxembed.rootfs.swupdate import (
     picks,
     refusal,
 )
-from lxembed.writers.swu import IMAGE_NAME, SwuInputs, write_cpio_crc, write_swu
+from lxembed.writers.swu import IMAGE_NAME, SwuInputs, read_bundle, write_cpio_crc, write_swu
 
 BOARD = "qemu-arm64"
 MiB = 1 << 20
@@ -120,6 +120,16 @@ def test_bundle_layout(work):
     assert verify.returncode == 0, verify.stderr
 
 
+def test_read_bundle(work, tmp_path):
+    tmp, _, first, _ = work
+    description, files = read_bundle(first.path)
+    assert description == first.description
+    assert [name for name, _ in files] == ["sw-description", "sw-description.sig", IMAGE_NAME]
+    assert files[2][1] == first.compressed_bytes
+    with pytest.raises(UserError, match="not an SWUpdate bundle"):
+        read_bundle(tmp / "slot.ext4")
+
+
 def test_two_builds_are_byte_identical(work):
     _, _, first, second = work
     assert first.path.read_bytes() == second.path.read_bytes()
@@ -149,13 +159,16 @@ def test_swupdate_accepts_and_refuses(work):
         "description edited": (rewrite(edited, tmp / "edited.swu"), dev, ()),
         "unsigned": (rewrite([files[0], files[2]], tmp / "unsigned.swu"), dev, ()),
         "other board": (first.path, dev, ("-H", "rpi3-arm64:1.0")),
+        "older": (first.path, dev, ("-H", f"{BOARD}:1.0", "-N", "2.1")),
+        "same version": (first.path, dev, ("-H", f"{BOARD}:1.0", "-N", "2.0")),
     }
     with ThreadPoolExecutor(len(cases)) as pool:
         runs = dict(zip(cases, pool.map(
             lambda n, c: swupdate(tmp / f"run{n}", c[0], c[1], *(c[2] or ("-H", f"{BOARD}:1.0"))),
             range(len(cases)), cases.values())))
-    good = runs.pop("good")
-    assert good.returncode == 0, good.stdout[-2000:] + good.stderr
+    for case in ("good", "same version"):
+        good = runs.pop(case)
+        assert good.returncode == 0, good.stdout[-2000:] + good.stderr
     expected = {
         "other key": "not signed by this device's key",
         "one byte (image)": "damaged",
@@ -164,6 +177,7 @@ def test_swupdate_accepts_and_refuses(work):
         "description edited": "sw-description does not match its signature",
         "unsigned": "not signed",
         "other board": "made for another board",
+        "older": "older than the running firmware",
     }
     for case, run in runs.items():
         line = refusal(run.stdout + run.stderr)
@@ -236,6 +250,7 @@ def test_device_needs():
     ({"slots": {"A": "/dev/vda3"}}, "needs exactly two slots"),
     ({"image": Path("/nonexistent.ext4")}, "slot image /nonexistent.ext4: no such file"),
     ({"tries": 0}, "tries = 0"),
+    ({"slot_bytes": 4 * MiB}, "the root image (8388608 bytes) does not fit a slot (4194304 bytes)"),
 ])
 def test_bad_inputs_one_line_nothing_written(work, tmp_path, change, message):
     tmp, image, _, _ = work
