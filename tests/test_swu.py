@@ -89,12 +89,21 @@ def work(tmp_path_factory):
     return tmp, image, first, second
 
 
+# Several swupdate processes at once on one machine can hang: each names its notifier socket
+# with an abstract address (NotifyServer, NotifyServer1...) and its helper processes may send
+# to another instance's (a race in 2022.12, seen here). Each check runs in its own network
+# namespace, where abstract socket names are its own, and PID namespace (nothing outlives it).
+_ISOLATED = ["unshare", "--net", "--pid", "--fork", "--kill-child",
+             *([] if os.geteuid() == 0 else ["--map-root-user"])]
+
+
 def swupdate(run_dir: Path, bundle: Path, cert: Path, *extra: str) -> subprocess.CompletedProcess:
     """`swupdate -c` (check: signature, board, every image streamed and hashed) with its own
-    TMPDIR, so that several run at once (each waits ~1 s for its threads)."""
+    TMPDIR (its control sockets) and namespaces, so that several run at once (each waits
+    ~1 s for its threads)."""
     run_dir.mkdir()
-    argv = install_command(str(bundle), "B", cert=str(cert), check_only=True)[1:]
-    return subprocess.run(["swupdate", *argv, *extra], capture_output=True, text=True,
+    argv = install_command(str(bundle), "B", cert=str(cert), check_only=True)
+    return subprocess.run([*_ISOLATED, *argv, *extra], capture_output=True, text=True,
                           env=dict(os.environ, TMPDIR=str(run_dir)), timeout=60)
 
 
@@ -199,7 +208,7 @@ def _install(tmp: Path, bundle: Path, slot: str, config: str,
     script = ('mount -t overlay overlay -o "lowerdir=/etc,upperdir=$1,workdir=$2" /etc && '
               'shift 2 && exec "$@"')
     argv = install_command(str(bundle), slot, cert=str(cert))
-    return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script,
+    return subprocess.run([*_ISOLATED, "--mount", "--propagation", "private", "sh", "-c", script,
                            "sh", str(upper), str(work), *argv], capture_output=True, text=True,
                           env=dict(os.environ, TMPDIR=str(tmp)), timeout=60)
 
