@@ -17,17 +17,21 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from conftest import run_lxembed
 
 from lxembed.arch import ARCHES
+from lxembed.config import load_board
 from lxembed.errors import UserError
 from lxembed.rootfs.swupdate import (
     ENV_COPY_SIZE,
+    PACKAGES,
     device_files,
     fw_env_config,
     install_command,
     picks,
     refusal,
 )
+from lxembed.runners.qemu_user import BinfmtHandler, run_in_tree
 from lxembed.writers.swu import IMAGE_NAME, SwuInputs, read_bundle, write_cpio_crc, write_swu
 
 BOARD = "qemu-arm64"
@@ -280,35 +284,32 @@ def test_key_not_matching_certificate(work, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def _device_recipe(tmp: Path, env_device: str) -> Path:
+def _device_recipe(tmp: Path, board: str, env_device: str) -> Path:
     """busybox plus what lxembed.rootfs.swupdate says a device needs, as a recipe file."""
-    from lxembed.rootfs.swupdate import PACKAGES
-    picks_glob = [p.replace("aarch64-linux-gnu", "*") for p in picks(ARCHES["arm64"])]
-    files = device_files(BOARD, (tmp / "dev.crt").read_bytes(), env_device)
+    arch = load_board(board).arch
+    picks_glob = [p.replace(arch.triplet, "*") for p in picks(arch)]  # one recipe, any arch
+    files = device_files(board, (tmp / "dev.crt").read_bytes(), env_device)
     lines = ['base = "busybox"', f"pick = {picks_glob!r}".replace("'", '"'),
              f"pick_packages = {list(PACKAGES)!r}".replace("'", '"'), "", "[files]"]
     lines += [f'"{path}" = """{content.decode()}"""' for path, content in files.items()]
-    recipe = tmp / "swupdate-device.toml"
+    recipe = tmp / f"swupdate-{board}.toml"
     recipe.write_text("\n".join(lines) + "\n")
     return recipe
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="qemu-user runs need root")
-def test_arm64_device_installs_under_qemu_user(work, tmp_path):
-    """The arm64 picks (swupdate, its ELF closure, the dlopen()ed libubootenv, fw_printenv)
+@pytest.mark.parametrize("board", ["qemu-arm64", "qemu-armhf", "qemu-mipsel"])
+def test_device_installs_under_qemu_user(work, tmp_path, board):
+    """The board's picks (swupdate, its ELF closure, the dlopen()ed libubootenv, fw_printenv)
     install a bundle of the image's own root for real under qemu-user: the slot and the
     environment are files in the sandbox's /tmp, the environment made by mkenvimage."""
-    from conftest import run_lxembed
-
-    from lxembed.runners.qemu_user import BinfmtHandler, run_in_tree
-
     tmp, _, _, _ = work
     out = tmp_path / "out"
-    run_lxembed("build", "-b", BOARD, "-r", str(_device_recipe(tmp, "/tmp/env.img")),
+    run_lxembed("build", "-b", board, "-r", str(_device_recipe(tmp, board, "/tmp/env.img")),
                 "-o", str(out), "--format", "dir,ext4", check=True)
     rootfs, image = out / "rootfs", out / "rootfs.ext4"
-    bundle = write_swu(SwuInputs(image, "2.0", BOARD, {"A": "/tmp/slot-a", "B": "/tmp/slot-b"},
+    bundle = write_swu(SwuInputs(image, "2.0", board, {"A": "/tmp/slot-a", "B": "/tmp/slot-b"},
                                  tmp / "dev.key", tmp / "dev.crt"), tmp_path / "update.swu")
     # The runner mounts the tree read-only with a fresh /tmp: the bundle, an environment of
     # two copies and another key's certificate go in beside the image's files.
@@ -321,7 +322,7 @@ def test_arm64_device_installs_under_qemu_user(work, tmp_path):
     install = " ".join(install_command("/update.swu", "B"))
     refused = " ".join(install_command("/update.swu", "B", cert="/other.pem"))
     prepare = "cp /env.img /tmp/env.img && : > /tmp/slot-a && : > /tmp/slot-b && "
-    with BinfmtHandler(ARCHES["arm64"]):
+    with BinfmtHandler(load_board(board).arch):
         status, refusal_output = run_in_tree(rootfs, prepare + refused, timeout=600)
         assert status == 1, refusal_output[-3000:]
         start = time.monotonic()
@@ -329,7 +330,7 @@ def test_arm64_device_installs_under_qemu_user(work, tmp_path):
                                      " fw_printenv; md5sum /tmp/slot-a /tmp/slot-b", timeout=600)
         seconds = time.monotonic() - start
     assert status == 0, output[-3000:]
-    print(f"arm64 install under qemu-user: {bundle.bytes} bytes bundle, {bundle.image_bytes} "
+    print(f"{board} install under qemu-user: {bundle.bytes} bytes bundle, {bundle.image_bytes} "
           f"bytes image, {seconds:.2f} s")
     assert f"{hashlib.md5(image.read_bytes()).hexdigest()}  /tmp/slot-b" in output, output
     assert "d41d8cd98f00b204e9800998ecf8427e  /tmp/slot-a" in output  # untouched (empty)
