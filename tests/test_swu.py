@@ -31,6 +31,7 @@ from lxembed.rootfs.swupdate import (
     picks,
     refusal,
 )
+from lxembed.runners import READY
 from lxembed.runners.qemu_user import BinfmtHandler, run_in_tree
 from lxembed.writers.swu import IMAGE_NAME, SwuInputs, read_bundle, write_cpio_crc, write_swu
 
@@ -284,13 +285,13 @@ def test_key_not_matching_certificate(work, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def _device_recipe(tmp: Path, board: str, env_device: str) -> Path:
+def _device_recipe(tmp: Path, board: str, env_device: str, extra: str = "") -> Path:
     """busybox plus what lxembed.rootfs.swupdate says a device needs, as a recipe file."""
     arch = load_board(board).arch
     picks_glob = [p.replace(arch.triplet, "*") for p in picks(arch)]  # one recipe, any arch
     files = device_files(board, (tmp / "dev.crt").read_bytes(), env_device)
     lines = ['base = "busybox"', f"pick = {picks_glob!r}".replace("'", '"'),
-             f"pick_packages = {list(PACKAGES)!r}".replace("'", '"'), "", "[files]"]
+             f"pick_packages = {list(PACKAGES)!r}".replace("'", '"'), extra, "", "[files]"]
     lines += [f'"{path}" = """{content.decode()}"""' for path, content in files.items()]
     recipe = tmp / f"swupdate-{board}.toml"
     recipe.write_text("\n".join(lines) + "\n")
@@ -336,3 +337,92 @@ def test_device_installs_under_qemu_user(work, tmp_path, board):
     assert "d41d8cd98f00b204e9800998ecf8427e  /tmp/slot-a" in output  # untouched (empty)
     assert {"BOOT_ORDER=B A", "BOOT_B_LEFT=3", "lxembed_trial=B"} <= set(output.splitlines())
     assert refusal(refusal_output).startswith("not signed by this device's key")
+
+
+def _gpt_disk(path: Path, parts) -> list:
+    """A GPT disk file (sfdisk) with partitions of these sizes, each filled with the given
+    bytes; returns each partition's byte offset."""
+    with open(path, "wb") as fh:
+        fh.truncate(sum(size for size, _ in parts) + 2 * MiB)
+    script = "label: gpt\n" + "".join(f"size={size // 512}\n" for size, _ in parts)
+    subprocess.run(["sfdisk", "-q", str(path)], input=script, text=True, check=True)
+    offsets = [int(p["start"]) * 512 for p in __import__("json").loads(subprocess.run(
+        ["sfdisk", "-J", str(path)], capture_output=True, text=True, check=True).stdout)
+        ["partitiontable"]["partitions"]]
+    with open(path, "r+b") as fh:
+        for offset, (_, data) in zip(offsets, parts):
+            fh.seek(offset)
+            fh.write(data)
+    return offsets
+
+
+@pytest.mark.slow
+def test_device_installs_in_qemu_system(work, tmp_path):
+    """qemu-arm64 under TCG with a GPT disk (environment, slot A, slot B, the bundle of the
+    image's own root): the device copies the bundle to /tmp and installs it into slot B on
+    the block device, through libubootenv on the environment partition; the disk, read on
+    the host afterwards, holds the image in B, A untouched and the new boot order."""
+    from lxembed.config import load_plan
+    from lxembed.runners.accel import choose_accel
+    from lxembed.runners.qemu_system import (
+        QemuSetup,
+        initramfs_with_modules,
+        qemu_argv,
+        running_guest,
+    )
+    from lxembed.sources.kernel import fetch_kernel
+
+    tmp = work[0]
+    board = "qemu-arm64"
+    out = tmp_path / "out"
+    recipe = _device_recipe(tmp, board, "/dev/vda1", extra='modules = ["virtio_blk"]')
+    run_lxembed("build", "-b", board, "-r", str(recipe), "-o", str(out), "--format", "cpio,ext4",
+                check=True)
+    image = out / "rootfs.ext4"
+    slot = (image.stat().st_size // MiB + 8) * MiB
+    bundle = write_swu(SwuInputs(image, "2.0", board, {"A": "/dev/vda2", "B": "/dev/vda3"},
+                                 tmp / "dev.key", tmp / "dev.crt"), tmp_path / "update.swu")
+    (tmp_path / "env.txt").write_text("BOOT_ORDER=A B\nBOOT_A_LEFT=3\nBOOT_B_LEFT=3\n")
+    subprocess.run(["mkenvimage", "-r", "-s", hex(ENV_COPY_SIZE), "-o", str(tmp_path / "copy"),
+                    str(tmp_path / "env.txt")], check=True)
+    slot_a = os.urandom(MiB) * (slot // MiB)
+    disk = tmp_path / "disk.img"
+    offsets = _gpt_disk(disk, [(MiB, (tmp_path / "copy").read_bytes() * 2), (slot, slot_a),
+                               (slot, b""), (bundle.bytes // MiB * MiB + MiB,
+                                             bundle.path.read_bytes())])
+
+    plan = load_plan(board, str(recipe))
+    setup = QemuSetup.for_board(plan.board)
+    setup.memory = 768  # the initramfs (swupdate's 64 MB of libraries) and the bundle in /tmp
+    kernel, accel = fetch_kernel(plan.board), choose_accel(plan.arch)
+    install = " ".join(install_command("/tmp/update.swu", "B"))
+    with initramfs_with_modules(out / "rootfs.cpio") as initrd, \
+            open(tmp_path / "console.log", "wb") as log:
+        argv = qemu_argv(setup, kernel, initrd, accel) + [
+            "-drive", f"file={disk},format=raw,if=none,id=fw",
+            "-device", "virtio-blk-pci,drive=fw"]
+        with running_guest(argv, log) as (proc, console):
+            console.expect(READY, accel.timeout(120))
+            console.sync(accel.timeout(30))
+            status, text = console.run(f"head -c {bundle.bytes} /dev/vda4 > /tmp/update.swu",
+                                       60)
+            assert status == 0, text
+            start = time.monotonic()
+            status, text = console.run(f"{install} > /tmp/log 2>&1; echo rc=$?", 300)
+            seconds = time.monotonic() - start
+            assert "rc=0" in text, console.run("tail -20 /tmp/log", 30)[1]
+            status, env = console.run("fw_printenv", 30)
+            console.send("sync; poweroff -f\n")
+            console.drain(accel.timeout(10))
+    print(f"install in qemu-system ({accel.name}): {seconds:.2f} s, {bundle.bytes} bytes "
+          f"bundle, {bundle.image_bytes} bytes image")
+    env_lines = {line.strip() for line in env.splitlines()}
+    assert {"BOOT_ORDER=B A", "BOOT_B_LEFT=3", "lxembed_trial=B"} <= env_lines
+    data = disk.read_bytes()
+    assert data[offsets[2]:offsets[2] + bundle.image_bytes] == image.read_bytes()
+    assert data[offsets[1]:offsets[1] + slot] == slot_a
+    (tmp_path / "host-fw_env.config").write_text(
+        fw_env_config(str(disk), (offsets[0], offsets[0] + ENV_COPY_SIZE)))
+    host = subprocess.run(["fw_printenv", "-c", str(tmp_path / "host-fw_env.config")],
+                          capture_output=True, text=True, check=True).stdout.splitlines()
+    assert "BOOT_ORDER=B A" in host
