@@ -17,18 +17,23 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from conftest import run_lxembed
 
 from lxembed.arch import ARCHES
+from lxembed.config import load_board
 from lxembed.errors import UserError
 from lxembed.rootfs.swupdate import (
     ENV_COPY_SIZE,
+    PACKAGES,
     device_files,
     fw_env_config,
     install_command,
     picks,
     refusal,
 )
-from lxembed.writers.swu import IMAGE_NAME, SwuInputs, write_cpio_crc, write_swu
+from lxembed.runners import READY
+from lxembed.runners.qemu_user import BinfmtHandler, run_in_tree
+from lxembed.writers.swu import IMAGE_NAME, SwuInputs, read_bundle, write_cpio_crc, write_swu
 
 BOARD = "qemu-arm64"
 MiB = 1 << 20
@@ -89,12 +94,21 @@ def work(tmp_path_factory):
     return tmp, image, first, second
 
 
+# Several swupdate processes at once on one machine can hang: each names its notifier socket
+# with an abstract address (NotifyServer, NotifyServer1...) and its helper processes may send
+# to another instance's (a race in 2022.12, seen here). Each check runs in its own network
+# namespace, where abstract socket names are its own, and PID namespace (nothing outlives it).
+_ISOLATED = ["unshare", "--net", "--pid", "--fork", "--kill-child",
+             *([] if os.geteuid() == 0 else ["--map-root-user"])]
+
+
 def swupdate(run_dir: Path, bundle: Path, cert: Path, *extra: str) -> subprocess.CompletedProcess:
     """`swupdate -c` (check: signature, board, every image streamed and hashed) with its own
-    TMPDIR, so that several run at once (each waits ~1 s for its threads)."""
+    TMPDIR (its control sockets) and namespaces, so that several run at once (each waits
+    ~1 s for its threads)."""
     run_dir.mkdir()
-    argv = install_command(str(bundle), "B", cert=str(cert), check_only=True)[1:]
-    return subprocess.run(["swupdate", *argv, *extra], capture_output=True, text=True,
+    argv = install_command(str(bundle), "B", cert=str(cert), check_only=True)
+    return subprocess.run([*_ISOLATED, *argv, *extra], capture_output=True, text=True,
                           env=dict(os.environ, TMPDIR=str(run_dir)), timeout=60)
 
 
@@ -118,6 +132,16 @@ def test_bundle_layout(work):
                              "-CAfile", str(tmp / "dev.crt"), "-purpose", "any",
                              "-out", os.devnull], capture_output=True, text=True)
     assert verify.returncode == 0, verify.stderr
+
+
+def test_read_bundle(work, tmp_path):
+    tmp, _, first, _ = work
+    description, files = read_bundle(first.path)
+    assert description == first.description
+    assert [name for name, _ in files] == ["sw-description", "sw-description.sig", IMAGE_NAME]
+    assert files[2][1] == first.compressed_bytes
+    with pytest.raises(UserError, match="not an SWUpdate bundle"):
+        read_bundle(tmp / "slot.ext4")
 
 
 def test_two_builds_are_byte_identical(work):
@@ -149,13 +173,16 @@ def test_swupdate_accepts_and_refuses(work):
         "description edited": (rewrite(edited, tmp / "edited.swu"), dev, ()),
         "unsigned": (rewrite([files[0], files[2]], tmp / "unsigned.swu"), dev, ()),
         "other board": (first.path, dev, ("-H", "rpi3-arm64:1.0")),
+        "older": (first.path, dev, ("-H", f"{BOARD}:1.0", "-N", "2.1")),
+        "same version": (first.path, dev, ("-H", f"{BOARD}:1.0", "-N", "2.0")),
     }
     with ThreadPoolExecutor(len(cases)) as pool:
         runs = dict(zip(cases, pool.map(
             lambda n, c: swupdate(tmp / f"run{n}", c[0], c[1], *(c[2] or ("-H", f"{BOARD}:1.0"))),
             range(len(cases)), cases.values())))
-    good = runs.pop("good")
-    assert good.returncode == 0, good.stdout[-2000:] + good.stderr
+    for case in ("good", "same version"):
+        good = runs.pop(case)
+        assert good.returncode == 0, good.stdout[-2000:] + good.stderr
     expected = {
         "other key": "not signed by this device's key",
         "one byte (image)": "damaged",
@@ -164,6 +191,7 @@ def test_swupdate_accepts_and_refuses(work):
         "description edited": "sw-description does not match its signature",
         "unsigned": "not signed",
         "other board": "made for another board",
+        "older": "older than the running firmware",
     }
     for case, run in runs.items():
         line = refusal(run.stdout + run.stderr)
@@ -185,7 +213,7 @@ def _install(tmp: Path, bundle: Path, slot: str, config: str,
     script = ('mount -t overlay overlay -o "lowerdir=/etc,upperdir=$1,workdir=$2" /etc && '
               'shift 2 && exec "$@"')
     argv = install_command(str(bundle), slot, cert=str(cert))
-    return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script,
+    return subprocess.run([*_ISOLATED, "--mount", "--propagation", "private", "sh", "-c", script,
                            "sh", str(upper), str(work), *argv], capture_output=True, text=True,
                           env=dict(os.environ, TMPDIR=str(tmp)), timeout=60)
 
@@ -236,6 +264,7 @@ def test_device_needs():
     ({"slots": {"A": "/dev/vda3"}}, "needs exactly two slots"),
     ({"image": Path("/nonexistent.ext4")}, "slot image /nonexistent.ext4: no such file"),
     ({"tries": 0}, "tries = 0"),
+    ({"slot_bytes": 4 * MiB}, "the root image (8388608 bytes) does not fit a slot (4194304 bytes)"),
 ])
 def test_bad_inputs_one_line_nothing_written(work, tmp_path, change, message):
     tmp, image, _, _ = work
@@ -256,35 +285,32 @@ def test_key_not_matching_certificate(work, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def _device_recipe(tmp: Path, env_device: str) -> Path:
+def _device_recipe(tmp: Path, board: str, env_device: str, extra: str = "") -> Path:
     """busybox plus what lxembed.rootfs.swupdate says a device needs, as a recipe file."""
-    from lxembed.rootfs.swupdate import PACKAGES
-    picks_glob = [p.replace("aarch64-linux-gnu", "*") for p in picks(ARCHES["arm64"])]
-    files = device_files(BOARD, (tmp / "dev.crt").read_bytes(), env_device)
+    arch = load_board(board).arch
+    picks_glob = [p.replace(arch.triplet, "*") for p in picks(arch)]  # one recipe, any arch
+    files = device_files(board, (tmp / "dev.crt").read_bytes(), env_device)
     lines = ['base = "busybox"', f"pick = {picks_glob!r}".replace("'", '"'),
-             f"pick_packages = {list(PACKAGES)!r}".replace("'", '"'), "", "[files]"]
+             f"pick_packages = {list(PACKAGES)!r}".replace("'", '"'), extra, "", "[files]"]
     lines += [f'"{path}" = """{content.decode()}"""' for path, content in files.items()]
-    recipe = tmp / "swupdate-device.toml"
+    recipe = tmp / f"swupdate-{board}.toml"
     recipe.write_text("\n".join(lines) + "\n")
     return recipe
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="qemu-user runs need root")
-def test_arm64_device_installs_under_qemu_user(work, tmp_path):
-    """The arm64 picks (swupdate, its ELF closure, the dlopen()ed libubootenv, fw_printenv)
+@pytest.mark.parametrize("board", ["qemu-arm64", "qemu-armhf", "qemu-mipsel"])
+def test_device_installs_under_qemu_user(work, tmp_path, board):
+    """The board's picks (swupdate, its ELF closure, the dlopen()ed libubootenv, fw_printenv)
     install a bundle of the image's own root for real under qemu-user: the slot and the
     environment are files in the sandbox's /tmp, the environment made by mkenvimage."""
-    from conftest import run_lxembed
-
-    from lxembed.runners.qemu_user import BinfmtHandler, run_in_tree
-
     tmp, _, _, _ = work
     out = tmp_path / "out"
-    run_lxembed("build", "-b", BOARD, "-r", str(_device_recipe(tmp, "/tmp/env.img")),
+    run_lxembed("build", "-b", board, "-r", str(_device_recipe(tmp, board, "/tmp/env.img")),
                 "-o", str(out), "--format", "dir,ext4", check=True)
     rootfs, image = out / "rootfs", out / "rootfs.ext4"
-    bundle = write_swu(SwuInputs(image, "2.0", BOARD, {"A": "/tmp/slot-a", "B": "/tmp/slot-b"},
+    bundle = write_swu(SwuInputs(image, "2.0", board, {"A": "/tmp/slot-a", "B": "/tmp/slot-b"},
                                  tmp / "dev.key", tmp / "dev.crt"), tmp_path / "update.swu")
     # The runner mounts the tree read-only with a fresh /tmp: the bundle, an environment of
     # two copies and another key's certificate go in beside the image's files.
@@ -297,7 +323,7 @@ def test_arm64_device_installs_under_qemu_user(work, tmp_path):
     install = " ".join(install_command("/update.swu", "B"))
     refused = " ".join(install_command("/update.swu", "B", cert="/other.pem"))
     prepare = "cp /env.img /tmp/env.img && : > /tmp/slot-a && : > /tmp/slot-b && "
-    with BinfmtHandler(ARCHES["arm64"]):
+    with BinfmtHandler(load_board(board).arch):
         status, refusal_output = run_in_tree(rootfs, prepare + refused, timeout=600)
         assert status == 1, refusal_output[-3000:]
         start = time.monotonic()
@@ -305,9 +331,98 @@ def test_arm64_device_installs_under_qemu_user(work, tmp_path):
                                      " fw_printenv; md5sum /tmp/slot-a /tmp/slot-b", timeout=600)
         seconds = time.monotonic() - start
     assert status == 0, output[-3000:]
-    print(f"arm64 install under qemu-user: {bundle.bytes} bytes bundle, {bundle.image_bytes} "
+    print(f"{board} install under qemu-user: {bundle.bytes} bytes bundle, {bundle.image_bytes} "
           f"bytes image, {seconds:.2f} s")
     assert f"{hashlib.md5(image.read_bytes()).hexdigest()}  /tmp/slot-b" in output, output
     assert "d41d8cd98f00b204e9800998ecf8427e  /tmp/slot-a" in output  # untouched (empty)
     assert {"BOOT_ORDER=B A", "BOOT_B_LEFT=3", "lxembed_trial=B"} <= set(output.splitlines())
     assert refusal(refusal_output).startswith("not signed by this device's key")
+
+
+def _gpt_disk(path: Path, parts) -> list:
+    """A GPT disk file (sfdisk) with partitions of these sizes, each filled with the given
+    bytes; returns each partition's byte offset."""
+    with open(path, "wb") as fh:
+        fh.truncate(sum(size for size, _ in parts) + 2 * MiB)
+    script = "label: gpt\n" + "".join(f"size={size // 512}\n" for size, _ in parts)
+    subprocess.run(["sfdisk", "-q", str(path)], input=script, text=True, check=True)
+    offsets = [int(p["start"]) * 512 for p in __import__("json").loads(subprocess.run(
+        ["sfdisk", "-J", str(path)], capture_output=True, text=True, check=True).stdout)
+        ["partitiontable"]["partitions"]]
+    with open(path, "r+b") as fh:
+        for offset, (_, data) in zip(offsets, parts):
+            fh.seek(offset)
+            fh.write(data)
+    return offsets
+
+
+@pytest.mark.slow
+def test_device_installs_in_qemu_system(work, tmp_path):
+    """qemu-arm64 under TCG with a GPT disk (environment, slot A, slot B, the bundle of the
+    image's own root): the device copies the bundle to /tmp and installs it into slot B on
+    the block device, through libubootenv on the environment partition; the disk, read on
+    the host afterwards, holds the image in B, A untouched and the new boot order."""
+    from lxembed.config import load_plan
+    from lxembed.runners.accel import choose_accel
+    from lxembed.runners.qemu_system import (
+        QemuSetup,
+        initramfs_with_modules,
+        qemu_argv,
+        running_guest,
+    )
+    from lxembed.sources.kernel import fetch_kernel
+
+    tmp = work[0]
+    board = "qemu-arm64"
+    out = tmp_path / "out"
+    recipe = _device_recipe(tmp, board, "/dev/vda1", extra='modules = ["virtio_blk"]')
+    run_lxembed("build", "-b", board, "-r", str(recipe), "-o", str(out), "--format", "cpio,ext4",
+                check=True)
+    image = out / "rootfs.ext4"
+    slot = (image.stat().st_size // MiB + 8) * MiB
+    bundle = write_swu(SwuInputs(image, "2.0", board, {"A": "/dev/vda2", "B": "/dev/vda3"},
+                                 tmp / "dev.key", tmp / "dev.crt"), tmp_path / "update.swu")
+    (tmp_path / "env.txt").write_text("BOOT_ORDER=A B\nBOOT_A_LEFT=3\nBOOT_B_LEFT=3\n")
+    subprocess.run(["mkenvimage", "-r", "-s", hex(ENV_COPY_SIZE), "-o", str(tmp_path / "copy"),
+                    str(tmp_path / "env.txt")], check=True)
+    slot_a = os.urandom(MiB) * (slot // MiB)
+    disk = tmp_path / "disk.img"
+    offsets = _gpt_disk(disk, [(MiB, (tmp_path / "copy").read_bytes() * 2), (slot, slot_a),
+                               (slot, b""), (bundle.bytes // MiB * MiB + MiB,
+                                             bundle.path.read_bytes())])
+
+    plan = load_plan(board, str(recipe))
+    setup = QemuSetup.for_board(plan.board)
+    setup.memory = 768  # the initramfs (swupdate's 64 MB of libraries) and the bundle in /tmp
+    kernel, accel = fetch_kernel(plan.board), choose_accel(plan.arch)
+    install = " ".join(install_command("/tmp/update.swu", "B"))
+    with initramfs_with_modules(out / "rootfs.cpio") as initrd, \
+            open(tmp_path / "console.log", "wb") as log:
+        argv = qemu_argv(setup, kernel, initrd, accel) + [
+            "-drive", f"file={disk},format=raw,if=none,id=fw",
+            "-device", "virtio-blk-pci,drive=fw"]
+        with running_guest(argv, log) as (proc, console):
+            console.expect(READY, accel.timeout(120))
+            console.sync(accel.timeout(30))
+            status, text = console.run(f"head -c {bundle.bytes} /dev/vda4 > /tmp/update.swu",
+                                       60)
+            assert status == 0, text
+            start = time.monotonic()
+            status, text = console.run(f"{install} > /tmp/log 2>&1; echo rc=$?", 300)
+            seconds = time.monotonic() - start
+            assert "rc=0" in text, console.run("tail -20 /tmp/log", 30)[1]
+            status, env = console.run("fw_printenv", 30)
+            console.send("sync; poweroff -f\n")
+            console.drain(accel.timeout(10))
+    print(f"install in qemu-system ({accel.name}): {seconds:.2f} s, {bundle.bytes} bytes "
+          f"bundle, {bundle.image_bytes} bytes image")
+    env_lines = {line.strip() for line in env.splitlines()}
+    assert {"BOOT_ORDER=B A", "BOOT_B_LEFT=3", "lxembed_trial=B"} <= env_lines
+    data = disk.read_bytes()
+    assert data[offsets[2]:offsets[2] + bundle.image_bytes] == image.read_bytes()
+    assert data[offsets[1]:offsets[1] + slot] == slot_a
+    (tmp_path / "host-fw_env.config").write_text(
+        fw_env_config(str(disk), (offsets[0], offsets[0] + ENV_COPY_SIZE)))
+    host = subprocess.run(["fw_printenv", "-c", str(tmp_path / "host-fw_env.config")],
+                          capture_output=True, text=True, check=True).stdout.splitlines()
+    assert "BOOT_ORDER=B A" in host

@@ -51,13 +51,16 @@ def device_files(board: str, cert_pem: bytes, env_device: str) -> Dict[str, byte
     }
 
 
-def install_command(bundle: str, slot: str, cert: str = CERT_PATH,
-                    check_only: bool = False) -> List[str]:
+def install_command(bundle: str, slot: str, cert: str = CERT_PATH, check_only: bool = False,
+                    running_version: str = "") -> List[str]:
     """The swupdate command line that installs `bundle` into `slot` (the inactive one).
     -B uboot: write the boot variables through libubootenv (Debian's default is `none`);
-    -m: no `ustate` variable (the boot script and the init keep their own state)."""
+    -m: no `ustate` variable (the boot script and the init keep their own state);
+    -N: refuse a bundle older than the running firmware (the same version is allowed)."""
     argv = ["swupdate", "-B", "uboot", "-m", "-v", "-i", bundle, "-k", cert,
             "-e", selection(slot)]
+    if running_version:
+        argv += ["-N", running_version]
     if check_only:
         argv.append("-c")
     return argv
@@ -77,6 +80,7 @@ _MEANINGS = (
     ("HASH mismatch", "an image does not match its sha256 in sw-description"),
     ("ZSTD_decompressStream failed", "damaged (an image does not decompress)"),
     ("HW compatibility not found", "made for another board"),
+    ("No downgrading allowed", "older than the running firmware"),
 )
 
 

@@ -30,7 +30,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Dict, Tuple
+from typing import BinaryIO, Dict, List, Tuple
 
 import zstandard
 
@@ -73,6 +73,7 @@ class SwuInputs:
     env: Dict[str, Dict[str, str]] = field(default_factory=dict)  # slot -> variables;
     # empty: boot_env(slot, other slot, tries)
     epoch: int = 0  # cpio mtime of the bundle's files
+    slot_bytes: int = 0  # the slots' size on the device; 0: not checked
     where: str = "swu"  # what names these settings in errors (a recipe line)
 
     def env_for(self, slot: str) -> Dict[str, str]:
@@ -135,6 +136,10 @@ def _check(inputs: SwuInputs) -> None:
         if not _LIBCONFIG_NAME.match(slot) or not device.startswith("/"):
             raise UserError(f"{where}: slot {slot!r} = {device!r}: a slot is a name and an "
                             "absolute device path")
+    size = inputs.image.stat().st_size
+    if inputs.slot_bytes and size > inputs.slot_bytes:
+        raise UserError(f"{where}: the root image ({size} bytes) does not fit a slot "
+                        f"({inputs.slot_bytes} bytes)")
     if inputs.tries < 1:
         raise UserError(f"{where}: tries = {inputs.tries}: a new slot needs at least one boot")
     for f in (inputs.key, inputs.cert):
@@ -191,6 +196,31 @@ def write_cpio_crc(files: Tuple[Tuple[str, bytes], ...], out: BinaryIO, mtime: i
         _cpio_entry(out, ino, name, data, mtime)
     _cpio_entry(out, 0, "TRAILER!!!", b"", 0)
     out.write(b"\0" * (-out.tell() % 512))
+
+
+def read_bundle(path: Path) -> Tuple[str, List[Tuple[str, int]]]:
+    """sw-description's text and the (name, size) of each file of a .swu, for inspection."""
+    files: List[Tuple[str, int]] = []
+    description = ""
+    with open(path, "rb") as fh:
+        while True:
+            header = fh.read(110)
+            if len(header) < 110 or header[:6] not in (b"070701", _CPIO_CRC):
+                raise UserError(f"{path}: not an SWUpdate bundle (a newc/crc cpio archive)")
+            size, namesize = int(header[54:62], 16), int(header[94:102], 16)
+            name = fh.read(namesize)[:-1].decode(errors="replace")
+            fh.seek(-(110 + namesize) % 4, 1)
+            if name == "TRAILER!!!":
+                break
+            if name == "sw-description":
+                description = fh.read(size).decode(errors="replace")
+                fh.seek(-size % 4, 1)
+            else:
+                fh.seek(size + (-size % 4), 1)
+            files.append((name, size))
+    if not files or files[0][0] != "sw-description":
+        raise UserError(f"{path}: not an SWUpdate bundle (sw-description is not its first file)")
+    return description, files
 
 
 @dataclass
