@@ -79,8 +79,9 @@ def build_image(plan: Plan, output: Optional[Path] = None, formats: Sequence[str
         segment_formats = [f for f in image_formats if f not in DISK_FORMATS and f != "fit"]
         storage = [m for f in formats if f in DISK_FORMATS
                    for m in _storage_modules(plan, f)]
+        has_kernel = plan.board.qemu or plan.board.settings["kernel"] is not None
         modules = (kernel_modules_tree(plan, mirror, storage)
-                   if plan.board.qemu and image_formats else None)
+                   if has_kernel and image_formats else None)
         boot = BootInputs(modules, _boot_files(plan, mirror) if "sdcard" in formats else {},
                           fit)
         with step("write " + ",".join(formats)):
@@ -231,10 +232,13 @@ def ensure_image(plan: Plan, out: Path, fmt: str, mirror: Optional[str],
 
 
 def board_kernel_config(board, mirror: Optional[str] = None) -> Optional[KernelConfig]:
-    """The board's kernel configuration: its `kernel_config` file (a vendor kernel), or the
-    config-KVER in its pinned Debian kernel package; None for a board with neither."""
+    """The board's kernel configuration: its `kernel_config` file (a vendor kernel), its own
+    [kernel]'s, or the config-KVER in its pinned Debian kernel package; None for none."""
     if board.settings["kernel_config"]:
         return read_config((board.path.parent / board.settings["kernel_config"]).resolve())
+    if board.settings["kernel"] is not None:  # its own kernel: [kernel] config, or its package's
+        kernel = fetch_kernel(board, mirror)
+        return read_config(kernel.config) if kernel.config else None
     if board.qemu is None:
         return None
     kernel = fetch_kernel(board, mirror)
