@@ -82,6 +82,12 @@ def kernel_meta_package(board: Board) -> str:
     return qemu.get("kernel_package") or board.arch.kernel_package
 
 
+def debian_kernel_deb(board: Board, mirror: Optional[str] = None) -> Path:
+    """The .deb of the board's Debian kernel, downloaded (verified against the index)."""
+    source = PackageSource(board.suite, kernel_arch(board), mirror)
+    return source.download(_image_package(source, kernel_meta_package(board))).path
+
+
 def fetch_kernel(board: Board, mirror: Optional[str] = None) -> Kernel:
     """The board's kernel, unpacked in the cache; downloads it the first time only."""
     if board.settings.get("kernel") is not None:  # its own kernel: local files, no download
