@@ -65,6 +65,14 @@ def write_board(directory: Path, kernel: str, extra: str = "") -> Path:
     return board
 
 
+def pack(tarball: Path, directory: Path, member: str) -> None:
+    """A gzip tarball with the same bytes on every run: the kernel it carries is unpacked once
+    into lxembed's cache, not once per test run."""
+    subprocess.run(["tar", "--create", "--file", str(tarball), "--directory", str(directory),
+                    "--sort=name", "--mtime=@1700000000", "--owner=0", "--group=0",
+                    "--numeric-owner", "--use-compress-program=gzip -n", member], check=True)
+
+
 @pytest.fixture(scope="module")
 def debian_arm64():
     """Debian's arm64 kernel, as qemu-arm64 boots it: (its .deb, the unpacked Kernel)."""
@@ -87,9 +95,7 @@ def vendor_deb(tmp_path_factory, debian_arm64) -> Path:
     text = re.sub(r"^Package: .*$", f"Package: {VENDOR_NAME}", text, flags=re.M)
     text = re.sub(r"^Version: .*$", f"Version: {VENDOR_VERSION}", text, flags=re.M)
     (control / "control").write_text(text)
-    subprocess.run(["tar", "--create", "--gzip", "--file", str(work / "control.tar.gz"),
-                    "--directory", str(control), "--owner", "0", "--group", "0", "."],
-                   check=True)
+    pack(work / "control.tar.gz", control, ".")
     data = next((m, blob) for m, blob in ar_members(deb.read_bytes(), str(deb))
                 if m.startswith("data.tar"))
     out = work / "kernel" / f"{VENDOR_NAME}_{VENDOR_VERSION}_arm64.deb"
@@ -121,8 +127,7 @@ def vendor_files(tmp_path_factory, debian_arm64) -> Path:
             kept.append(str(rel))
     (tree / "modules.order").write_text("".join(f"{rel}\n" for rel in kept))
     shutil.copyfile(kernel.modules / "modules.builtin", tree / "modules.builtin")
-    subprocess.run(["tar", "--create", "--gzip", "--file", str(work / "modules.tar.gz"),
-                    "--directory", str(work / "install"), "lib"], check=True)
+    pack(work / "modules.tar.gz", work / "install", "lib")
     return work
 
 

@@ -79,6 +79,7 @@ def _from_package(path: Path, expected: Arch, where: Where) -> Kernel:
                     message = _missing_modules(root, path)
                     shutil.rmtree(root, ignore_errors=True)
                     raise UserError(f"{where('package')}: {message}")
+                _keep_only_current(root, path)
     release = data["release"]
     config = root / "boot" / f"config-{release}"
     return Kernel(name, version, path.name, arch, release, root / data["image"],
@@ -154,6 +155,7 @@ def _unpacked_tarball(tarball: Path, where: str) -> Path:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        _keep_only_current(root, tarball)
     return root
 
 
@@ -247,6 +249,30 @@ def local_cache() -> Path:
     return path
 
 
+def _keep_only_current(root: Path, source: Path) -> None:
+    """Record that `source` is unpacked at `root`, and remove what is unpacked for files that
+    are gone or have changed since (a rebuilt vendor kernel replaces its previous copy)."""
+    record_path = local_cache() / "sources.json"
+    with file_lock(record_path.with_name(".sources.lock")):
+        try:
+            record: Dict[str, list] = json.loads(record_path.read_text())
+        except (OSError, ValueError):
+            record = {}
+        record.setdefault(root.name, [])
+        record[root.name] = sorted(set(record[root.name]) | {str(source)})
+        for name, sources in list(record.items()):
+            current = [s for s in sources
+                       if os.path.isfile(s) and name.endswith("-" + file_digest(Path(s))[:16])]
+            if current:
+                record[name] = current
+            else:
+                shutil.rmtree(local_cache() / name, ignore_errors=True)
+                del record[name]
+        tmp = record_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
+        os.replace(tmp, record_path)
+
+
 def file_digest(path: Path) -> str:
     """SHA256 of a local file, hashed again only when it changed (by size, times, inode)."""
     memo_path = local_cache() / "digests.json"
@@ -268,6 +294,7 @@ def file_digest(path: Path) -> str:
             memo = json.loads(memo_path.read_text())
         except (OSError, ValueError):
             memo = {}
+        memo = {p: v for p, v in memo.items() if os.path.exists(p)}  # forget deleted files
         memo[str(path)] = stamp + [h.hexdigest()]
         tmp = memo_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(memo, indent=0, sort_keys=True))
