@@ -49,7 +49,9 @@ def vendor_kernel(board: Board) -> Kernel:
         kernel = _from_package(Path(spec["package"]), expected, where)
     else:
         kernel = _from_files(Path(spec["image"]), Path(spec["modules"]), expected, where)
-    check_kernel(kernel, expected, where, "package" if spec["package"] else "image")
+    if not _checked_before(kernel, expected):
+        check_kernel(kernel, expected, where, "package" if spec["package"] else "image")
+        _checked_before(kernel, expected, record=True)
     config = Path(spec["config"]) if spec["config"] else kernel.config
     dtbs = Path(spec["dtbs"]) if spec["dtbs"] else kernel.dtbs
     return replace(kernel, config=config, dtbs=dtbs)
@@ -57,14 +59,16 @@ def vendor_kernel(board: Board) -> Kernel:
 
 # -- a package (make bindeb-pkg) --------------------------------------------------------------
 def _from_package(path: Path, expected: Arch, where: Where) -> Kernel:
-    name, version, arch = _control(path, where("package"))
+    digest = file_digest(path)
+    # Unpacked before: its pin has the control fields (no dpkg-deb run on every build).
+    data = next(filter(None, map(unpacked_pin, local_cache().glob(f"*_*-{digest[:16]}"))), None)
+    name, version, arch = ((data["package"], data["version"], data["arch"]) if data
+                           else _control(path, where("package")))
     built_for = ARCHES.get(arch)
     if built_for is None or _machine(built_for) != _machine(expected):
         raise UserError(f"{where('package')}: {path.name} is a kernel for {arch}, but the "
                         f"board's kernel runs on {expected.debian}")
-    digest = file_digest(path)
     root = local_cache() / f"{name}_{version.replace(':', '%3a')}_{arch}-{digest[:16]}"
-    data = unpacked_pin(root)
     if data is None:
         with file_lock(root.with_name(f".{root.name}.lock")):
             data = unpacked_pin(root)
@@ -247,6 +251,22 @@ def local_cache() -> Path:
     path = cache_dir() / "kernels" / "local"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _checked_before(kernel: Kernel, expected: Arch, record: bool = False) -> bool:
+    """Has this kernel (by its digest) passed check_kernel for this architecture? Reading the
+    image and a module costs ~70 ms, on every build otherwise."""
+    path = local_cache() / "checked.json"
+    key = f"{kernel.digest} {expected.elf_machine} {expected.elf_class}"
+    try:
+        known = set(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        known = set()
+    if record and key not in known:
+        tmp = path.with_name(f".checked.{os.getpid()}")
+        tmp.write_text(json.dumps(sorted(known | {key})[-256:]))
+        os.replace(tmp, path)
+    return key in known
 
 
 def _keep_only_current(root: Path, source: Path) -> None:
