@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Iterable, List, Optional
 
 from . import __version__
+from .compression import decompress, kind_by_magic
 from .config import Plan
 from .config.loader import find_overlay
 from .config.settings import parse_size
@@ -165,7 +166,10 @@ def fit_inputs(plan: Plan, mirror: Optional[str]) -> FitInputs:
         key_bits(key_dir, where)  # a key pair that is not there: said before the build
     kernel = fetch_kernel(plan.board, mirror)
     dtb = (plan.board.qemu or {}).get("dtb")
-    return FitInputs(kernel.image.read_bytes(), plan.arch.uboot, int(uboot["kernel_load"], 0),
+    image = kernel.image.read_bytes()
+    if kind_by_magic(image) == "gz":  # a board's own arm64 Image.gz: U-Boot boots it unpacked
+        image = decompress(image, "gz", str(kernel.image))
+    return FitInputs(image, plan.arch.uboot, int(uboot["kernel_load"], 0),
                      kernel.release, kernel.dtb(dtb).read_bytes() if dtb else None, key_dir,
                      where)
 
