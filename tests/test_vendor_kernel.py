@@ -342,3 +342,57 @@ def test_a_module_built_for_another_release(vendor_files, debian_arm64, tmp_path
     assert _error(board) == (f"{board}:10: [kernel] modules: kernel/dummy.ko was built for Linux "
                              f"{kernel.release[:-1]}X (its vermagic), but sits in lib/modules/"
                              f"{kernel.release}")
+
+
+@pytest.mark.slow
+def test_hardware_board_with_its_own_kernel_gets_its_modules(vendor_files, tmp_path):
+    """A board with no [qemu] profile: the recipe's modules come from its kernel, with no qemu
+    NIC driver among them; kernel-check without a config says how to give one."""
+    link_kernel(tmp_path, vendor_files)
+    board = tmp_path / "device.toml"
+    board.write_text('arch = "arm64"\n\n[kernel]\nimage = "kernel/Image"\n'
+                     'modules = "kernel/modules.tar.gz"\n')
+    (tmp_path / "recipe.toml").write_text(RECIPE)
+    run_lxembed("build", "-b", str(board), "-r", str(tmp_path / "recipe.toml"), "-o",
+                str(tmp_path / "out"), "-f", "tar", check=True)
+    manifest = json.loads((tmp_path / "out" / "modules.manifest.json").read_text())
+    names = sorted(Path(e["path"]).name for e in manifest["entries"]
+                   if e["path"].endswith(".ko"))
+    assert names == ["dummy.ko"]
+    result = run_lxembed("-q", "kernel-check", "-b", str(board))
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[0] == (f"lxembed: error: {board}: board device's "
+                                             "[kernel] has no config")
+
+
+@pytest.mark.slow
+def test_fit_holds_an_image_gz_unpacked(vendor_files, tmp_path):
+    """bindeb-pkg installs arm64's Image.gz; qemu boots it as it is, and the FIT carries the
+    Image U-Boot boots in place."""
+    subprocess.run(["gzip", "--fast", "--no-name", "--stdout", str(vendor_files / "Image")],
+                   stdout=open(tmp_path / "Image.gz", "wb"), check=True)
+    (tmp_path / "modules.tar.gz").symlink_to(vendor_files / "modules.tar.gz")
+    uboot = ('\n[uboot]\nfirmware = "/usr/lib/u-boot/qemu_arm64/u-boot.bin"\n'
+             'kernel_load = "0x40400000"\n')
+    board = write_board(tmp_path, 'image = "Image.gz"\nmodules = "modules.tar.gz"')
+    board.write_text(board.read_text() + uboot)
+    run_lxembed("build", "-b", str(board), "-r", str(tmp_path / "recipe.toml"), "-o",
+                str(tmp_path / "out"), "-f", "fit", check=True)
+    kernel = tmp_path / "kernel.bin"
+    subprocess.run(["dumpimage", "-T", "flat_dt", "-p", "0", "-o", str(kernel),
+                    str(tmp_path / "out" / "rootfs.fit")], check=True, capture_output=True)
+    assert kernel.read_bytes() == (vendor_files / "Image").read_bytes()
+
+
+@pytest.mark.slow
+def test_modules_for_another_architecture(vendor_files, tmp_path):
+    """An arm64 Image with the modules of an ARM (armhf) kernel: Debian's, as qemu-armhf boots
+    it, named as the board's modules directory."""
+    from lxembed.config import load_board
+    from lxembed.sources.kernel import fetch_kernel
+    armhf = fetch_kernel(load_board("qemu-armhf"))
+    link_kernel(tmp_path, vendor_files)
+    board = write_board(tmp_path, f'image = "kernel/Image"\nmodules = "{armhf.modules}"')
+    error = _error(board)
+    assert re.fullmatch(rf"{re.escape(str(board))}:10: \[kernel\] modules: kernel/\S+\.ko is a "
+                        "module for armhf, but the board's kernel runs on arm64", error), error

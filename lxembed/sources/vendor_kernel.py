@@ -189,16 +189,24 @@ def check_kernel(kernel: Kernel, expected: Arch, where: Where, image_key: str) -
     if _machine(expected) not in machines:
         raise UserError(f"{where(image_key)}: {kernel.image.name} is {what}, a kernel for "
                         f"{_arches(machines)}, but the board's kernel runs on {expected.debian}")
+    modules_where = where("modules" if image_key == "image" else image_key)
+    module = _one_module(kernel, expected, modules_where)
     banner = _BANNER.search(data)
     if banner and banner.group(1).decode(errors="replace") != kernel.release:
         raise UserError(f"{where(image_key)}: {kernel.image.name} is Linux "
                         f"{banner.group(1).decode(errors='replace')}, but its modules are for "
                         f"{kernel.release} ({kernel.modules})")
-    _check_modules(kernel, expected, where("modules" if image_key == "image" else image_key))
+    if module is not None:
+        relpath, modinfo = module
+        vermagic = (modinfo.get("vermagic") or ["?"])[0].split(" ")[0]
+        if vermagic != kernel.release:
+            raise UserError(f"{modules_where}: {relpath} was built for Linux {vermagic} (its "
+                            f"vermagic), but sits in lib/modules/{kernel.release}")
 
 
-def _check_modules(kernel: Kernel, expected: Arch, where: str) -> None:
-    """One module stands for all: its ELF machine and its vermagic's release."""
+def _one_module(kernel: Kernel, expected: Arch, where: str) -> Optional[Tuple[Path, dict]]:
+    """One module stands for all: checked for the board's ELF machine; (its path, .modinfo),
+    None for a kernel with everything built in."""
     from ..rootfs.modules import ModuleIndex, read_modinfo  # the modules layer reads .modinfo
     index = ModuleIndex(kernel.modules)
     for path in sorted(index.files.values()):  # modules.order says .ko; files may be .ko.xz
@@ -208,7 +216,7 @@ def _check_modules(kernel: Kernel, expected: Arch, where: str) -> None:
         if found:
             break
     else:
-        return  # a kernel with everything built in
+        return None
     data = decompress(found[0].read_bytes(), kind_by_name(found[0].name), str(found[0]))
     relpath = found[0].relative_to(kernel.modules)
     what, machines = image_kind(data)
@@ -217,10 +225,7 @@ def _check_modules(kernel: Kernel, expected: Arch, where: str) -> None:
     if _machine(expected) not in machines:
         raise UserError(f"{where}: {relpath} is a module for {_arches(machines)}, but the "
                         f"board's kernel runs on {expected.debian}")
-    vermagic = (read_modinfo(data, str(found[0])).get("vermagic") or ["?"])[0].split(" ")[0]
-    if vermagic != kernel.release:
-        raise UserError(f"{where}: {relpath} was built for Linux {vermagic} (its vermagic), "
-                        f"but sits in lib/modules/{kernel.release}")
+    return relpath, read_modinfo(data, str(found[0]))
 
 
 def image_kind(data: bytes) -> Tuple[Optional[str], frozenset]:
