@@ -263,6 +263,18 @@ def test_kernel_table_mistakes(tmp_path, kernel, extra, line, message):
     assert _error(board).startswith(f"{board}:{line}: " + message.format(dir=tmp_path))
 
 
+def test_a_modules_tarball_tar_cannot_read(tmp_path):
+    (tmp_path / "Image").write_text("not a kernel\n")
+    (tmp_path / "m.tar.gz").write_bytes(b"\x1f\x8b\x08\x00 cut short")
+    board = write_board(tmp_path, 'image = "Image"\nmodules = "m.tar.gz"')
+    error = _error(board)
+    assert error.startswith(f"{board}:10: [kernel] modules: {tmp_path}/m.tar.gz: cannot unpack "
+                            "it (tar: "), error
+    from lxembed.paths import cache_dir
+    assert not [p for p in (cache_dir() / "kernels" / "local").glob(".modules-*")
+                if p.is_dir()], "a half-unpacked tarball was left behind"
+
+
 def test_qemu_kernel_package_and_a_kernel_table_conflict(tmp_path):
     (tmp_path / "a.deb").write_text("x\n")
     board = tmp_path / "b.toml"

@@ -113,10 +113,12 @@ def _missing_modules(root: Path, path: Path) -> str:
 
 # -- files: an image and a modules_install tree -----------------------------------------------
 def _from_files(image: Path, modules: Path, expected: Arch, where: Where) -> Kernel:
-    if modules.is_file():
-        modules = _unpacked_tarball(modules, where("modules"))
-    release_dir = _release_dir(modules, where("modules"))
-    digest = hashlib.sha256(f"{file_digest(image)} {_tree_digest(release_dir)}".encode())
+    tarball = modules.is_file()
+    tree = _unpacked_tarball(modules, where("modules")) if tarball else modules
+    release_dir = _release_dir(tree, where("modules"))
+    # An unpacked tarball is the tarball's content; a directory in place is read for changes.
+    modules_digest = file_digest(modules) if tarball else _tree_digest(release_dir)
+    digest = hashlib.sha256(f"{file_digest(image)} {modules_digest}".encode())
     return Kernel(image.name, "local", "", expected.debian, release_dir.name, image, None,
                   release_dir, None, None, digest.hexdigest())
 
@@ -170,8 +172,10 @@ def _tree_digest(directory: Path) -> str:
     for dirpath, dirnames, filenames in os.walk(directory):
         dirnames.sort()
         for name in sorted(filenames):
-            st = os.lstat(os.path.join(dirpath, name))
-            h.update(f"{os.path.join(dirpath, name)} {st.st_size} {st.st_mtime_ns}\n".encode())
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            rel = os.path.relpath(path, directory)  # no host path in the pin
+            h.update(f"{rel} {st.st_size} {st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 
