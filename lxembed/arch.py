@@ -114,6 +114,14 @@ ARCHES = {
     )
 }
 
+# Kernel boot images that are not ELF (a vmlinux is): (what it is, offset, magic, the e_machine
+# values it boots). A board's own kernel is checked against these (lxembed.sources.vendor_kernel).
+KERNEL_IMAGES = (
+    ("arm64 Image", 0x38, b"ARM\x64", frozenset({EM_AARCH64})),  # Documentation/arch/arm64/booting
+    ("ARM zImage", 0x24, b"\x18\x28\x6f\x01", frozenset({EM_ARM})),  # 0x016f2818, LE
+    ("x86 bzImage", 0x202, b"HdrS", frozenset({EM_386, EM_X86_64})),  # the boot protocol header
+)
+
 # `uname -m` of the hosts lxembed runs on, and the Debian architecture of their userland.
 # Others (riscv64, armv8l: a 32-bit userland on a 64-bit CPU, ppc64le...) are refused rather
 # than guessed: qemu-user and bind-host containers would pick the wrong binaries.

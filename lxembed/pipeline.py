@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Iterable, List, Optional
 
 from . import __version__
+from .compression import decompress, kind_by_magic
 from .config import Plan
 from .config.firmware import FirmwareSettings, firmware_settings
 from .config.loader import find_overlay
@@ -83,8 +84,9 @@ def build_image(plan: Plan, output: Optional[Path] = None, formats: Sequence[str
                            if f not in DISK_FORMATS and f not in ("fit", "firmware")]
         storage = [m for f in formats if f in DISK_FORMATS or f == "firmware"
                    for m in _storage_modules(plan, f)]
+        has_kernel = plan.board.qemu or plan.board.settings["kernel"] is not None
         modules = (kernel_modules_tree(plan, mirror, storage)
-                   if plan.board.qemu and image_formats else None)
+                   if has_kernel and image_formats else None)
         boot = BootInputs(modules, _boot_files(plan, mirror) if "sdcard" in formats else {},
                           fit, firmware)
         with step("write " + ",".join(formats)):
@@ -170,7 +172,10 @@ def fit_inputs(plan: Plan, mirror: Optional[str]) -> FitInputs:
         key_bits(key_dir, where)  # a key pair that is not there: said before the build
     kernel = fetch_kernel(plan.board, mirror)
     dtb = (plan.board.qemu or {}).get("dtb")
-    return FitInputs(kernel.image.read_bytes(), plan.arch.uboot, int(uboot["kernel_load"], 0),
+    image = kernel.image.read_bytes()
+    if kind_by_magic(image) == "gz":  # a board's own arm64 Image.gz: U-Boot boots it unpacked
+        image = decompress(image, "gz", str(kernel.image))
+    return FitInputs(image, plan.arch.uboot, int(uboot["kernel_load"], 0),
                      kernel.release, kernel.dtb(dtb).read_bytes() if dtb else None, key_dir,
                      where)
 
@@ -246,10 +251,13 @@ def ensure_image(plan: Plan, out: Path, fmt: str, mirror: Optional[str],
 
 
 def board_kernel_config(board, mirror: Optional[str] = None) -> Optional[KernelConfig]:
-    """The board's kernel configuration: its `kernel_config` file (a vendor kernel), or the
-    config-KVER in its pinned Debian kernel package; None for a board with neither."""
+    """The board's kernel configuration: its `kernel_config` file (a vendor kernel), its own
+    [kernel]'s, or the config-KVER in its pinned Debian kernel package; None for none."""
     if board.settings["kernel_config"]:
         return read_config((board.path.parent / board.settings["kernel_config"]).resolve())
+    if board.settings["kernel"] is not None:  # its own kernel: [kernel] config, or its package's
+        kernel = fetch_kernel(board, mirror)
+        return read_config(kernel.config) if kernel.config else None
     if board.qemu is None:
         return None
     kernel = fetch_kernel(board, mirror)

@@ -80,8 +80,13 @@ def make_deb(path: Path, entries) -> Path:
               b"Description: test\n"
     cinfo = tarfile.TarInfo("./control")
     cinfo.size = len(control)
-    members = [("debian-binary", b"2.0\n"), ("control.tar.gz", _tar([(cinfo, control)])),
-               ("data.tar.gz", _tar(data))]
+    return write_ar(path, [("debian-binary", b"2.0\n"),
+                           ("control.tar.gz", _tar([(cinfo, control)])),
+                           ("data.tar.gz", _tar(data))])
+
+
+def write_ar(path: Path, members) -> Path:
+    """An ar archive (a .deb's container) of (name, bytes) members, in order."""
     out = bytearray(b"!<arch>\n")
     for name, blob in members:
         out += f"{name:<16}{0:<12}{0:<6}{0:<6}{'100644':<8}{len(blob):<10}`\n".encode()

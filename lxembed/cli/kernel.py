@@ -16,6 +16,10 @@ def cmd_kernel_check(args) -> int:
     else:
         board = load_board(args.board)
         config, label = board_kernel_config(board, args.mirror), f"board {board.name}"
+        if config is None and board.settings["kernel"] is not None:
+            raise UserError(f"{board.path}: board {board.name}'s [kernel] has no config",
+                            hint="add [kernel] config = \"PATH\" (the kernel's .config), or "
+                                 "give it: --config FILE")
         if config is None:
             raise UserError(f"board {board.name} boots no Debian kernel and names no "
                             "kernel_config", hint="give the vendor kernel's .config: --config FILE")
@@ -39,7 +43,8 @@ def register(subparsers) -> None:
         "kernel-check", help="report namespaces, cgroups, network and filesystem support of a "
         "board's kernel, from its configuration (like lxc-checkconfig, before flashing)")
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--board", "-b", help="board whose pinned Debian kernel is read")
+    where.add_argument("--board", "-b", help="board whose kernel is read (its pinned Debian "
+                       "kernel, or its own [kernel])")
     where.add_argument("--config", help="a kernel .config (a vendor kernel)")
     p.add_argument("--mirror", help="Debian mirror URL (default: the host's apt sources)")
     p.add_argument("--json", action="store_true", help="print JSON")

@@ -77,7 +77,48 @@ def load_board(name: str) -> Board:
     required(settings, ["arch"], path, text, "")
     if settings["qemu"] is not None:
         required(settings["qemu"], [], path, text, "qemu")
+    if settings["kernel"] is not None:
+        _check_kernel_table(settings, path, text)
     return Board(path.stem, path, get_arch(settings["arch"]), settings["suite"], settings)
+
+
+def _check_kernel_table(settings: Dict[str, Any], path: Path, text: str) -> None:
+    """[kernel]: a package or an image with its modules, files that exist (made absolute), and
+    no second way of naming the kernel or its config."""
+    kernel = settings["kernel"]
+    def where(key: str, table: str = "kernel") -> str:
+        return f"{path}:{key_line(text, table, key)}"
+    if bool(kernel["package"]) == bool(kernel["image"]):
+        raise UserError(f"{where('')}: [kernel] names its kernel by `package` (a .deb) or by "
+                        "`image` and `modules` (files): one of the two")
+    if kernel["package"] and kernel["modules"]:
+        raise UserError(f"{where('modules')}: [kernel] modules: the package holds the kernel's "
+                        "modules; `modules` goes with `image`")
+    if kernel["image"] and not kernel["modules"]:
+        raise UserError(f"{where('')}: [kernel] image needs `modules` (its `make "
+                        "modules_install` tree, a directory or a tarball)")
+    if settings["kernel_config"]:
+        raise UserError(f"{where('kernel_config', '')}: kernel_config: the board has a "
+                        "[kernel]; give its config as [kernel] config")
+    if (settings["qemu"] or {}).get("kernel_package"):
+        raise UserError(f"{where('kernel_package', 'qemu')}: [qemu] kernel_package: the board "
+                        "boots its own [kernel]")
+    for key in ("package", "image", "modules", "config", "dtbs"):
+        if not kernel[key]:
+            continue
+        file = (path.parent / kernel[key]).resolve()
+        wanted_dir = key == "dtbs" or (key == "modules" and not _is_tarball(kernel[key]))
+        if key == "modules" and wanted_dir and file.is_file():
+            raise UserError(f"{where(key)}: [kernel] modules: {file} is neither a directory nor "
+                            "a tarball (.tar, .tar.gz, .tar.xz, .tar.zst)")
+        if not (file.is_dir() if wanted_dir else file.is_file()):
+            what = "directory" if wanted_dir else "file"
+            raise UserError(f"{where(key)}: [kernel] {key}: no such {what} {file}")
+        kernel[key] = str(file)
+
+
+def _is_tarball(name: str) -> bool:
+    return name.endswith((".tar", ".tar.gz", ".tar.xz", ".tar.zst"))
 
 
 def _named(items: List[Any]) -> bool:

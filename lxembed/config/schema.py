@@ -81,6 +81,21 @@ UBOOT_FIELDS = (
             "its boot-state buffers (256 KiB)"),
 )
 
+KERNEL_FIELDS = (
+    Setting("package", "str", None, "the board's kernel as a Debian package, what the kernel's "
+            "`make bindeb-pkg` writes (linux-image-RELEASE_*.deb: /boot/vmlinuz-RELEASE, "
+            "/lib/modules/RELEASE, its config and device trees); relative to the board file"),
+    Setting("image", "str", None, "or the kernel as files: its image (arm64 Image, ARM zImage, "
+            "x86 bzImage or an ELF vmlinux; gzip-compressed too), relative to the board file"),
+    Setting("modules", "str", None, "with `image`: its `make modules_install` tree, a "
+            "directory (lib/modules/RELEASE, or the INSTALL_MOD_PATH above it) or a tarball of "
+            "one (.tar, .tar.gz, .tar.xz, .tar.zst)"),
+    Setting("config", "str", None, "the kernel's .config, for `kernel-check` and the recipe "
+            "checks of builds (default: the package's /boot/config-RELEASE)"),
+    Setting("dtbs", "str", None, "a directory of device trees that [qemu] dtb and [sdcard] dtb "
+            "name files in (default: the package's /usr/lib/linux-image-RELEASE)"),
+)
+
 BOARD_SETTINGS = (
     Setting("description", "str", "", "one line about the board"),
     Setting("arch", "str", None, "Debian architecture of the userland",
@@ -93,7 +108,10 @@ BOARD_SETTINGS = (
             fields=QEMU_FIELDS),
     Setting("kernel_config", "str", None, "a vendor kernel's .config (relative to the board "
             "file): what `kernel-check` and builds check recipes against when the board boots "
-            "no Debian kernel"),
+            "no Debian kernel and has no [kernel]"),
+    Setting("kernel", "table", None, "the board's own kernel (a vendor kernel) instead of a "
+            "Debian one: its modules go into images, qemu boots it, recipes are checked against "
+            "its config; docs/qemu.md", fields=KERNEL_FIELDS),
     Setting("flash", "table", None, "raw flash geometry, for the jffs2 and ubi formats",
             fields=FLASH_FIELDS),
     Setting("sdcard", "table", None, "the board's SD card layout, for the sdcard format",

@@ -48,7 +48,8 @@ def starter_files(name: str, board: str) -> Dict[str, str]:
     text = _DESCRIPTION.sub(description, text, count=1) if _DESCRIPTION.search(text) else \
         f"{description}\n{text}"
     header = (f"# {name}: a copy of lxembed's {shipped.name} board ({shipped.path.name}), to "
-              "change where your\n# hardware differs; `lxembed config-docs` lists every key.\n")
+              "change where your\n# hardware differs; `lxembed config-docs` lists every key. "
+              "Your own kernel (a vendor's):\n# a [kernel] table, docs/qemu.md.\n")
     return {
         PRODUCT_FILE: _PRODUCT,
         f"boards/{name}.toml": header + text,

@@ -208,7 +208,9 @@ def modules_alias(modules: Sequence[Module]) -> str:
 def wanted_modules(plan: Plan) -> List[str]:
     """Board modules, then the NIC's, then the recipe's: one list, first mention kept."""
     qemu = plan.board.qemu or {}
-    names = list(qemu.get("modules") or []) + list(plan.arch.nic_modules)
+    names = list(qemu.get("modules") or [])
+    if plan.board.qemu is not None:  # qemu's NIC; a hardware board with its own kernel has none
+        names += list(plan.arch.nic_modules)
     names += list(plan.recipe.settings.get("modules") or [])
     if plan.recipe.settings.get("watchdog") and qemu.get("watchdog"):
         names.append(qemu["watchdog"])  # the qemu device's driver

@@ -46,6 +46,8 @@ class Kernel:
     vmlinux: Optional[Path]  # x86: the ELF inside the bzImage, for a direct (PVH) boot
     modules: Path  # the unpacked /lib/modules/KVER
     dtbs: Optional[Path] = None  # the package's device trees (usr/lib/linux-image-KVER/)
+    config: Optional[Path] = None  # its .config, where known (a board's own kernel)
+    digest: str = ""  # a board's own kernel: SHA256 over its files (no archive pins it)
 
     def dtb(self, name: str) -> Path:
         """One device tree, by its path in the dtb directory (broadcom/bcm2837-rpi-3-b.dtb)."""
@@ -56,13 +58,14 @@ class Kernel:
 
     def pin(self) -> Dict[str, Any]:
         """What to record so a run can be repeated: names and versions, no host paths."""
-        return {
+        pin = {
             "package": self.package,
             "version": self.version,
             "meta": self.meta,
             "arch": self.arch,
             "release": self.release,
         }
+        return {**pin, "sha256": self.digest} if self.digest else pin
 
     def as_dict(self) -> Dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
@@ -79,8 +82,17 @@ def kernel_meta_package(board: Board) -> str:
     return qemu.get("kernel_package") or board.arch.kernel_package
 
 
+def debian_kernel_deb(board: Board, mirror: Optional[str] = None) -> Path:
+    """The .deb of the board's Debian kernel, downloaded (verified against the index)."""
+    source = PackageSource(board.suite, kernel_arch(board), mirror)
+    return source.download(_image_package(source, kernel_meta_package(board))).path
+
+
 def fetch_kernel(board: Board, mirror: Optional[str] = None) -> Kernel:
     """The board's kernel, unpacked in the cache; downloads it the first time only."""
+    if board.settings.get("kernel") is not None:  # its own kernel: local files, no download
+        from .vendor_kernel import vendor_kernel
+        return vendor_kernel(board)
     if board.qemu is None:
         raise UserError(
             f"board {board.name} has no [qemu] profile, so no kernel to boot",
