@@ -342,7 +342,8 @@ def _write_bundle(slot: Path, fw, plan, path: Path, epoch: int) -> Artifact:
     inputs = SwuInputs(image=slot, version=fw.version, board=plan.board.name,
                        slots={"A": fw.partition("a"), "B": fw.partition("b")},
                        key=fw.key / f"{fw.key.name}.key", cert=fw.key / f"{fw.key.name}.crt",
-                       tries=fw.tries, epoch=epoch, where=plan.recipe.line_of("key", "firmware"))
+                       tries=fw.tries, epoch=epoch, slot_bytes=fw.slot_size,
+                       where=plan.recipe.line_of("key", "firmware"))
     bundle = write_swu(inputs, path)
     with open(path, "rb") as fh:
         digest = hashlib.file_digest(fh, "sha256").hexdigest() if hasattr(
