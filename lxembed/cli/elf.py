@@ -32,10 +32,15 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_ldd)
     p = subparsers.add_parser(
         "inspect",
-        help="report architectures, library closures and risky files of an image",
+        help="report what an image holds: architectures, library closures and risky files; "
+        "a firmware disk's partitions, boot state and slots; an update bundle; a FIT",
         description="Inspect a directory or an image (tar, cpio newc; raw, .gz, .zst, .xz). "
         "Exit status 1 if an ELF cannot run on the image's architecture, is "
-        "malformed, or misses a library.",
+        "malformed, or misses a library. A firmware disk (format firmware): its partitions, "
+        "the boot state (which env copy is current, the boot order and attempts left), each "
+        "slot's version and FIT; an SWUpdate bundle (.swu): version, board, selections, the "
+        "image's sha256 and the signature; a FIT: its images, hashes and signatures. Exit "
+        "status 1 if one of those is damaged.",
     )
     p.add_argument("path", metavar="PATH", help="image file or directory")
     p.add_argument("--arch", help="the board's Debian architecture (default: the most common)")
@@ -158,9 +163,16 @@ def _ldd_json(path: str, program: Optional[ProgramClosure], error: Optional[str]
 # -- inspect ---------------------------------------------------------------------------------------
 
 def cmd_inspect(args) -> int:
+    from pathlib import Path
+
     from ..arch import get_arch
     from ..elf.image_reader import read_image
     from ..elf.inspect import inspect_tree
+    from ..reports.firmware import artifact_lines, inspect_artifact
+    found = inspect_artifact(Path(args.path))  # a firmware disk, an update bundle, a FIT
+    if found is not None:
+        print(json.dumps(found, indent=2) if args.json else "\n".join(artifact_lines(found)))
+        return 1 if found["problems"] else 0
     arch = get_arch(args.arch) if args.arch else None  # before reading a large image
     tree, fmt = read_image(args.path)
     report = inspect_tree(tree, arch, args.top)
