@@ -63,6 +63,8 @@ def cmd_boot(args) -> int:
     from ..sources.kernel import describe, fetch_kernel
     plan = load_plan(args.board, args.recipe)
     setup = QemuSetup.for_board(plan.board, args.machine, args.cpu, args.smp)
+    if _firmware_asked(args):
+        return _boot_firmware(plan, args, setup)
     kernel = fetch_kernel(plan.board, args.mirror)
     accel = choose_accel(plan.arch, args.accel)
     if args.boot == "uboot":
@@ -108,8 +110,9 @@ def cmd_test(args) -> int:
     from ..config import load_plan
     from ..runners.qemu_system import failure_text
     plan = load_plan(args.board, args.recipe)
-    if args.user and args.boot == "uboot":
-        raise UserError("--boot uboot boots under qemu-system: it takes no --user")
+    if args.user and (args.boot == "uboot" or args.root == "firmware"):
+        raise UserError("--boot uboot and --root firmware boot under qemu-system: they take "
+                        "no --user")
     if args.user:
         report = _test_user(plan, args)
     else:
@@ -135,6 +138,8 @@ def _test_system(plan: Plan, args) -> TestReport:
     from ..runners.qemu_system import GuestRun, QemuSetup, check_guest, initramfs_with_modules
     from ..sources.kernel import describe, fetch_kernel
     setup = QemuSetup.for_board(plan.board, args.machine, args.cpu, args.smp)
+    if _firmware_asked(args):
+        return _test_firmware(plan, args, setup)
     if args.boot == "uboot":
         return _test_uboot(plan, args, setup)
     checks = load_checks(plan, "system")
@@ -205,6 +210,66 @@ def _test_uboot(plan: Plan, args, setup) -> TestReport:
                        timeline=bool(args.timeline))
         return check_guest(plan.board, plan.recipe.name, setup, kernel, fit, accel, checks,
                            fit.parent / "console.log", run)
+
+
+def _firmware_asked(args) -> bool:
+    """--root firmware (or --device, which only it takes)."""
+    if args.device and args.root != "firmware":
+        raise UserError("--device boots a firmware device disk: it goes with --root firmware")
+    return args.root == "firmware"
+
+
+def _firmware_image(plan: Plan, args) -> Tuple[Path, object]:
+    """--root firmware: the board's firmware image (format firmware), built unless --image
+    names one, and the kernel it was built with; a board without U-Boot is refused first."""
+    from ..config.uboot import uboot_settings
+    from ..pipeline import ensure_image, image_dir
+    from ..sources.kernel import fetch_kernel
+    uboot_settings(plan.board, "--root firmware")
+    kernel = fetch_kernel(plan.board, args.mirror)
+    if args.image:
+        image = Path(args.image)
+        image = image / "rootfs.firmware" if image.is_dir() else image
+        if not image.exists():
+            raise UserError(f"{image} does not exist", hint="build it with --format firmware")
+        return image, kernel
+    return ensure_image(plan, image_dir(plan, args.output, "firmware"), "firmware",
+                        args.mirror, kernel, args.rebuild), kernel
+
+
+def _boot_firmware(plan: Plan, args, setup) -> int:
+    from ..runners.accel import choose_accel
+    from ..runners.firmware import firmware_run
+    image, _ = _firmware_image(plan, args)
+    accel = choose_accel(plan.arch, args.accel)
+    device = Path(args.device) if args.device else None
+    where = f"the device disk {device}" if device else f"a copy of {image.name}"
+    log.info(f"booting {plan.board.name}/{plan.recipe.name} through U-Boot from {where} "
+             f"({accel.name}: {accel.reason}); Ctrl-A X quits")
+    with firmware_run(plan.board, setup, accel, image, device, interactive=True) as argv:
+        return subprocess.call(argv)
+
+
+def _test_firmware(plan: Plan, args, setup) -> TestReport:
+    """The recipe's checks on the firmware booted through U-Boot from its own disk; the
+    guest reboots in place as a device does, `poweroff -f` ends the run."""
+    from ..runners import load_checks
+    from ..runners.accel import choose_accel
+    from ..runners.firmware import MARKED_GOOD, firmware_run
+    from ..runners.qemu_system import GuestRun, check_guest
+    from ..sources.kernel import describe
+    image, kernel = _firmware_image(plan, args)
+    checks = [MARKED_GOOD] + load_checks(plan, "system")
+    accel = choose_accel(plan.arch, args.accel)
+    device = Path(args.device) if args.device else None
+    log.info(f"{plan.board.name}/{plan.recipe.name}: U-Boot, {image.name}"
+             f"{f' on the device disk {device}' if device else ''} with {describe(kernel)}, "
+             f"{accel.name} ({accel.reason})")
+    with firmware_run(plan.board, setup, accel, image, device) as argv:
+        run = GuestRun(boot_timeout=args.timeout, verbose=args.verbose_kernel, argv=argv,
+                       timeline=bool(args.timeline))
+        return check_guest(plan.board, plan.recipe.name, setup, kernel, image, accel, checks,
+                           image.parent / "console.log", run)
 
 
 def _write_timeline(text: str, accel: str, path: Path, title: str) -> None:
@@ -286,10 +351,18 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--root",
-        choices=("ext4", "squashfs", "sdcard"),
+        choices=("ext4", "squashfs", "sdcard", "firmware"),
         help="boot from the board's disk image (format disk.ROOT) as a virtio disk, through "
         "its initramfs, instead of from an initramfs image; sdcard: the board's SD card "
-        "image, kernel and initramfs from its boot partition",
+        "image, kernel and initramfs from its boot partition; firmware: the board's A/B "
+        "firmware image (format firmware) through its U-Boot, from a copy of the disk made "
+        "for the run (or --device)",
+    )
+    p.add_argument(
+        "--device", metavar="DISK",
+        help="with --root firmware: boot this device disk, written in place and kept between "
+        "runs (boot state, data, installed updates), as a device's storage; made from the "
+        "firmware image the first time",
     )
     p.add_argument(
         "--boot",
