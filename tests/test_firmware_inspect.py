@@ -238,3 +238,39 @@ def test_not_firmware_or_damaged_is_one_line(built, tmp_path):
         lines = err.strip().splitlines()
         assert lines[0].startswith("lxembed: error:") and words in lines[0], err
         assert "Traceback" not in err
+
+
+@needs_tools
+@pytest.mark.slow
+def test_lxembed_test_root_firmware_on_a_device_disk(built, tmp_path):
+    """`lxembed test --root firmware --device`: U-Boot boots slot A, the first boot formats
+    data, the init marks the slot good, the recipe's checks pass; the device disk keeps all
+    that, the image is not changed."""
+    image = built / "rootfs.firmware"
+    before = (image.stat().st_mtime_ns, partitions(image)["env"])
+    with open(image, "rb") as fh:
+        fh.seek(before[1][0])
+        env_before = fh.read(2 * ENV_COPY)
+    device = tmp_path / "device.img"
+    result = run_lxembed("test", "--root", "firmware", "-b", BOARD, "-r",
+                         str(built.parent / "v1.toml"), "--image", str(built), "--device",
+                         str(device), "--json")
+    report = json.loads(result.stdout)
+    print(f"boot to ready through U-Boot: {report['boot_seconds']} s")
+    assert result.returncode == 0 and report["ok"], result.stdout[-3000:] + result.stderr
+    names = [c["name"] for c in report["checks"]]
+    assert names[0] == "firmware-marked-good" and "uname-arch" in names
+    assert "slot A, version 1.0: marked good" in report["checks"][0]["output"]
+    log = (built / "console.log").read_text(errors="replace")
+    assert "U-Boot 20" in log and "lxembed-boot: slot A" in log
+    assert "formatting the data partition" in log
+    # The device disk: data formatted, the state written twice (boot.scr's count, then the
+    # init's mark-good), slot A good again.
+    r = inspect_json(device)
+    assert r["data"]["filesystem"] == "ext4" and r["problems"] == []
+    assert r["env"]["current"] == 1 and [c["flags"] for c in r["env"]["copies"]] == [3, 2]
+    assert r["env"]["vars"]["BOOT_A_LEFT"] == "2"
+    with open(image, "rb") as fh:
+        fh.seek(before[1][0])
+        assert fh.read(2 * ENV_COPY) == env_before
+    assert image.stat().st_mtime_ns == before[0]

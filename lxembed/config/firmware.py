@@ -64,20 +64,23 @@ def firmware_settings(plan: Plan) -> FirmwareSettings:
     console = (plan.board.qemu or {}).get("console") or plan.arch.console
     line = plan.recipe.line_of
     if not 1 <= table["tries"] <= 9:
-        raise UserError(f"{line('tries', 'firmware')}: tries {table['tries']}: 1 to 9")
+        raise UserError(f"{line('tries', 'firmware')}: [firmware] tries = {table['tries']}: "
+                        "the boot attempts a slot gets must be 1 to 9")
     if not table.get("key"):
         raise UserError(f"{line('firmware')}: [firmware] has no key: a device takes only signed "
                         "updates", hint="key = \"keys/NAME\" (NAME.key and NAME.crt in it)")
     key = plan.recipe.path.parent / table["key"]
     if not key.is_dir():
         raise UserError(f"{line('key', 'firmware')}: [firmware] key {table['key']}: no such "
-                        f"directory (relative to {plan.recipe.path.parent})")
-    if table["slot_size"] % MIB or table["data_size"] % MIB:
-        raise UserError(f"{line('slot_size', 'firmware')}: slot_size and data_size must be "
-                        "whole MiB")
+                        f"directory ({key.resolve()})")
+    for name in ("slot_size", "data_size"):
+        if table[name] % MIB:
+            raise UserError(f"{line(name, 'firmware')}: [firmware] {name} = {table[name]} "
+                            "bytes: partitions are whole MiB")
     if table["data_size"] < 8 * MIB:
-        raise UserError(f"{line('data_size', 'firmware')}: data_size: the data partition "
-                        "needs at least 8 MiB")
+        raise UserError(f"{line('data_size', 'firmware')}: [firmware] data_size = "
+                        f"{table['data_size'] / MIB:g} MiB: the data partition needs at "
+                        "least 8 MiB")
     return FirmwareSettings(
         version=str(table["version"]), slot_size=table["slot_size"],
         data_size=table["data_size"], tries=table["tries"],
