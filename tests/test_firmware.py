@@ -241,3 +241,59 @@ def story(dev: Device) -> None:
         assert state["BOOT_ORDER"] == "B A" and state["BOOT_A_LEFT"] == "0"
         assert dev.run("cat /etc/lxembed-test") == "kept"
         dev.run("mount -o ro /dev/vdb /mnt")
+
+    # Factory reset: the overlay is emptied, the slot and its boot state stay.
+    dev.console.send("lxembed-firmware factory-reset\n")
+    before = dev.healthy()
+    assert "factory reset: emptying the overlay" in before
+    assert dev.fails("cat /etc/lxembed-test /var/lib/lxc/app/state")
+    state = dev.state()
+    assert (state["slot"], state["version"], state["BOOT_ORDER"]) == ("B", "2.0", "B A")
+
+
+@pytest.mark.slow
+def test_power_cut_during_an_install_and_a_first_boot(firmware, tmp_path):
+    """qemu killed (the power cut) while swupdate writes slot B, then again while the new slot
+    boots for the first time: each time the device comes back on a slot, its overlay whole."""
+    board = load_board(BOARD)
+    setup = QemuSetup.for_board(board)
+    disk = copy_disk(firmware["v1"] / "rootfs.firmware", tmp_path / "device.img")
+    image = stick(firmware, tmp_path)
+    accel = choose_accel(board.arch)
+
+    def boot(_log: str):
+        return device_run(board, setup, accel, disk, firmware["v1"] / "rootfs.fit.key.dtb")
+
+    def power_on(argv, log):
+        return running_guest(argv + ["-drive", f"file={image},format=raw,if=none,id=stick,"
+                                     "snapshot=on", "-device", "virtio-blk-pci,drive=stick"],
+                             open(tmp_path / log, "wb"))
+
+    with boot("1") as argv, power_on(argv, "1.log") as (proc, console):
+        dev = Device(console, tmp_path / "1.log")
+        dev.healthy()
+        dev.until(r"marked good", 20)
+        dev.run("echo kept > /etc/lxembed-test && sync && mount -o ro /dev/vdb /mnt")
+        console.send("lxembed-firmware install /mnt/v2.swu\n")
+        time.sleep(3)  # swupdate is streaming the image into slot B (about 8 s in all)
+        proc.kill()
+    with boot("2") as argv, power_on(argv, "2.log") as (proc, console):
+        dev = Device(console, tmp_path / "2.log")
+        before = dev.healthy()
+        assert "lxembed-boot: slot A" in before
+        state = dev.state()
+        assert (state["slot"], state["BOOT_ORDER"], state["lxembed_trial"]) == ("A", "A B",
+                                                                                "none")
+        assert dev.run("cat /etc/lxembed-test") == "kept"
+        dev.run("mount -o ro /dev/vdb /mnt")
+        dev.install_and_reboot("v2")
+        dev.until(r"lxembed-boot: slot B", 60)
+        dev.until(r"Starting kernel", 30)
+        time.sleep(1)  # the kernel of the new slot is booting
+        proc.kill()
+    with boot("3") as argv, power_on(argv, "3.log") as (proc, console):
+        dev = Device(console, tmp_path / "3.log")
+        before = dev.healthy()
+        assert "lxembed-boot: slot B (partition 4), 0 attempts left" in before
+        dev.until(r"the update to version 2.0 in slot B is good", 20)
+        assert dev.run("cat /etc/lxembed-test") == "kept"

@@ -59,7 +59,7 @@ def firmware_settings(plan: Plan) -> FirmwareSettings:
     if table is None:
         raise UserError(f"{plan.recipe.path}: no [firmware] table: the firmware format needs "
                         "its slots, data partition and update key",
-                        hint="docs/firmware.md; recipes/firmware.toml is an example")
+                        hint="docs/firmware.md; examples/firmware/firmware.toml is an example")
     uboot = uboot_settings(plan.board, "the firmware format")
     console = (plan.board.qemu or {}).get("console") or plan.arch.console
     line = plan.recipe.line_of

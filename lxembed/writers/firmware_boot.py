@@ -122,7 +122,9 @@ def boot_script(layout: BootLayout) -> str:
         "echo \"lxembed-boot: slot ${slot} (partition ${part}), ${left} attempts left "
         "after this one\"",
         f"setenv bootargs \"{layout.cmdline} root={layout.root_prefix}${{part}} "
-        "lxembed.slot=${slot}${trial}\"",
+        # ${lxembed_bootargs}: what a user at the U-Boot prompt adds for one boot (e.g.
+        # lxembed.factory_reset); never saved, as only STATE_VARS are.
+        "lxembed.slot=${slot}${trial} ${lxembed_bootargs}\"",
         f"if load {dev}:${{part}} {layout.fit_addr} {FIT_PATH}; then",
         f"  bootm {layout.fit_addr}#conf-1"
         + ("" if layout.own_fdt else f" {layout.fit_addr}#conf-1 ${{fdtcontroladdr}}"),
