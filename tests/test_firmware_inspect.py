@@ -207,6 +207,11 @@ def test_bundle(built, tmp_path):
     tampered.write_bytes(data)
     code, text, _ = inspect(tampered)
     assert code == 1 and "NOT the pinned sha256" in text
+    cut = tmp_path / "cut.swu"
+    cut.write_bytes(data[:len(data) // 3])
+    code, out, err = inspect(cut)
+    assert (code, out) == (2, "") and err.startswith(f"lxembed: error: {cut}: a damaged "
+                                                     "SWUpdate bundle (cut short")
 
 
 @needs_tools

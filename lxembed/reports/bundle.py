@@ -181,7 +181,11 @@ def parse_description(text: str) -> Dict:
 
 
 def inspect_swu(path: Path) -> Dict:
-    description, files = read_bundle(path)
+    try:
+        description, files = read_bundle(path)
+    except UserError:  # it starts as a bundle does: what follows is cut short or changed
+        raise UserError(f"{path}: a damaged SWUpdate bundle (cut short, or its cpio headers "
+                        "changed)") from None
     info = parse_description(description)
     if not info["version"] or not info["selections"]:
         raise UserError(f"{path}: an SWUpdate bundle, but not one lxembed wrote (its "
