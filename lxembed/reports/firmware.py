@@ -95,11 +95,15 @@ def _next_slot(variables: Dict[str, Optional[str]]) -> Optional[str]:
 
 # -- partitions and slots --------------------------------------------------------------------------
 
+SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"  # sfdisk and debugfs are in sbin
+
+
 def partition_table(path: Path) -> List[Dict]:
-    if shutil.which("sfdisk") is None:
+    sfdisk = shutil.which("sfdisk", path=SYSTEM_PATH)
+    if sfdisk is None:
         raise UserError("inspect: sfdisk is not installed", hint="apt-get install fdisk")
-    result = subprocess.run(["sfdisk", "-J", str(path)], capture_output=True, text=True,
-                            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"})
+    result = subprocess.run([sfdisk, "-J", str(path)], capture_output=True, text=True,
+                            env={"PATH": SYSTEM_PATH, "LC_ALL": "C"})
     if result.returncode != 0:
         reason = (result.stderr.strip().splitlines() or ["no partition table"])[-1]
         raise UserError(f"{path}: damaged: sfdisk cannot read its partition table ({reason})")
@@ -124,7 +128,7 @@ def _content(fh, part: Dict) -> Dict:
 
 
 def _debugfs(image: Path, offset: int, request: str) -> subprocess.CompletedProcess:
-    debugfs = shutil.which("debugfs") or shutil.which("debugfs", path="/usr/sbin:/sbin")
+    debugfs = shutil.which("debugfs", path=SYSTEM_PATH)
     if debugfs is None:
         raise UserError("inspect: debugfs is not installed", hint="apt-get install e2fsprogs")
     return subprocess.run([debugfs, "-R", request, f"{image}?offset={offset}"],
@@ -137,9 +141,11 @@ def inspect_slot(image: Path, part: Dict, fh, check_hashes: bool) -> Dict:
         return slot
     info = _debugfs(image, part["start"], f"cat {INFO}")
     try:
-        slot.update(json.loads(info.stdout.decode()))
+        found = json.loads(info.stdout.decode())
     except ValueError:
-        slot["version"] = None  # an ext4 that is not an lxembed slot (or damaged)
+        found = None  # an ext4 that is not an lxembed slot (or damaged)
+    found = found if isinstance(found, dict) else {}
+    slot.update({key: found.get(key) for key in ("version", "board", "recipe")})
     with tempfile.TemporaryDirectory(prefix="lxembed-inspect-") as tmp:
         fit = Path(tmp, "fit.itb")
         _debugfs(image, part["start"], f"dump {FIT_PATH} {fit}")
