@@ -18,6 +18,7 @@ from ..net.rules import check as check_rules
 from ..sources.apt import PackageSource
 from ..sources.deb import extract_deb
 from ..sources.unpacked import add_packages
+from ..suites import empty_root
 from ..tree import RootfsTree
 from .busybox import add_applet_links
 from .overlay import add_overlay
@@ -27,7 +28,7 @@ from .skeleton import add_skeleton
 
 def build_tree(plan: Plan, mirror: Optional[str] = None) -> RootfsTree:
     recipe, epoch = plan.recipe.settings, plan.epoch
-    tree = RootfsTree()
+    tree = empty_root(plan.board.suite, plan.arch)
     source = PackageSource(plan.board.suite, plan.arch.debian, mirror,
                            plan.board.settings["components"])
     with step("packages"):
@@ -103,7 +104,7 @@ def _local_deb(plan: Plan, name: str) -> Path:
 
 
 def _add_picked(tree: RootfsTree, plan: Plan, source: PackageSource) -> None:
-    full = RootfsTree()
+    full = empty_root(plan.board.suite, plan.arch)
     add_packages(source.fetch(plan.recipe.settings["pick_packages"]), full)
     picked = pick_files(full, plan.recipe.settings["pick"], plan.recipe.settings["data"], plan.arch)
     for path, entry in picked:
