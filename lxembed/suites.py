@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import UserError
+from .tree import RootfsTree
 
 
 @dataclass(frozen=True)
@@ -63,12 +64,11 @@ def merged_dirs(suite: Suite, ld_so: tuple) -> tuple:
     return tuple(links)
 
 
-def empty_root(suite_name: str, arch) -> "RootfsTree":
+def empty_root(suite_name: str, arch) -> RootfsTree:
     """A tree to add `suite_name`'s packages to: for a merged-/usr suite, with /usr/bin,
     /usr/sbin, /usr/lib and the top-level links to them already in place, so a package's
     /bin/x and /usr/bin/x land in the same directory and "/bin/busybox" names the same file
     in every suite (mtimes 0: the build clamps them to SOURCE_DATE_EPOCH)."""
-    from .tree import RootfsTree
     tree = RootfsTree()
     for link, target in merged_dirs(get_suite(suite_name), arch.ld_so):
         tree.mkdir("/" + target, origin="merged /usr")

@@ -21,6 +21,7 @@ from ..config import Plan
 from ..errors import UserError
 from ..log import info, step
 from ..sources.kernel import Kernel, fetch_kernel
+from ..suites import empty_root
 from ..tree import RootfsTree
 
 _SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
@@ -225,7 +226,9 @@ def kernel_modules_tree(plan: Plan, mirror: Optional[str] = None,
     arch anyway (armel images boot the armhf kernel). `extra`: modules a format needs (a disk's
     storage drivers).
     """
-    tree = RootfsTree()
+    # A merged-/usr image's segment has its /lib -> usr/lib too: the kernel unpacking a
+    # directory `lib` over the rootfs segment's link would replace the link with it.
+    tree = empty_root(plan.board.suite, plan.arch)
     with step("kernel modules"):
         add_kernel_modules(tree, plan, mirror, extra=extra)
     tree.clamp_mtimes(plan.epoch)
