@@ -64,6 +64,9 @@ def merged_dirs(suite: Suite, ld_so: tuple) -> tuple:
     return tuple(links)
 
 
+MERGED_USR = "merged /usr"  # the origin of those links in a tree
+
+
 def empty_root(suite_name: str, arch) -> RootfsTree:
     """A tree to add `suite_name`'s packages to: for a merged-/usr suite, with /usr/bin,
     /usr/sbin, /usr/lib and the top-level links to them already in place, so a package's
@@ -71,6 +74,6 @@ def empty_root(suite_name: str, arch) -> RootfsTree:
     in every suite (mtimes 0: the build clamps them to SOURCE_DATE_EPOCH)."""
     tree = RootfsTree()
     for link, target in merged_dirs(get_suite(suite_name), arch.ld_so):
-        tree.mkdir("/" + target, origin="merged /usr")
-        tree.symlink(link, target, origin="merged /usr")
+        tree.mkdir("/" + target, origin=MERGED_USR)
+        tree.symlink(link, target, origin=MERGED_USR)
     return tree
