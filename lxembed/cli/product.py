@@ -65,7 +65,7 @@ def cmd_list(args) -> int:
 def cmd_new(args) -> int:
     from ..config.starter import new_product
     target = Path(args.dir)
-    name, written = new_product(target, args.name, args.board)
+    name, written = new_product(target, args.name, args.board, args.suite)
     for rel in written:
         print(target / rel)
     print(f"next: cd {target} && lxembed test --user -b {name} -r {name}")
@@ -83,4 +83,6 @@ def register(subparsers) -> None:
     p.add_argument("--name", help="the board, recipe and overlay name (default: DIR's name)")
     p.add_argument("--board", "-b", default="qemu-arm64",
                    help="the board the product's board starts as a copy of (default: qemu-arm64)")
+    p.add_argument("--suite", help="the Debian suite of the new board (default: the newest with "
+                   "the board's architecture: trixie, bookworm for MIPS and i386)")
     p.set_defaults(func=cmd_new)
