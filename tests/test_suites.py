@@ -156,7 +156,7 @@ def test_a_package_trixie_lacks_is_one_error_at_its_line(tmp_path):
 @pytest.mark.slow
 def test_trixie_formats(tmp_path):
     """Every image and container format on trixie, twice: byte for byte the same; the ext4
-    root boots."""
+    root and the FIT through U-Boot boot."""
     for recipe, formats in (
             ("busybox", ",".join(f for f in known_formats() if f != "sdcard")),  # rpi3 only
             ("container-busybox", ",".join(CONTAINER_FORMATS))):
@@ -164,9 +164,10 @@ def test_trixie_formats(tmp_path):
         first = _build("qemu-arm64-trixie", recipe, tmp_path / recipe, formats)
         assert len(first) > len(formats.split(","))  # + the manifests
         assert _build("qemu-arm64-trixie", recipe, tmp_path / recipe, formats) == first
-    result = run_lxembed("test", "-b", "qemu-arm64-trixie", "-r", "busybox", "--root", "ext4",
-                         "-o", str(tmp_path / "c"))
-    assert result.returncode == 0, result.stdout + result.stderr
+    for how in (["--root", "ext4"], ["--boot", "uboot"]):  # the disk's, U-Boot's FIT
+        result = run_lxembed("test", "-b", "qemu-arm64-trixie", "-r", "busybox", *how,
+                             "-o", str(tmp_path / how[1]))
+        assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.slow
