@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import _imp
 import ast
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -22,7 +23,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence, Set, Tuple
+from typing import Dict, Iterator, List, Sequence, Set, Tuple
 
 from ..arch import Arch
 from ..config import Plan
@@ -96,21 +97,21 @@ def _python_files_key(full: RootfsTree, python: Python) -> str:
                              if p.startswith(("/usr/bin/python3", python.stdlib))))
 
 
+@contextlib.contextmanager
 def _run_in_tree(full: RootfsTree, arch: Arch, python: Python, args: List[str],
-                 files: Dict[str, bytes] = {}, **popen) -> subprocess.Popen:  # noqa: B006
+                 files: Dict[str, bytes], **popen) -> Iterator[subprocess.Popen]:
     """python3.X of `full` started under qemu-user in a copy of the tree, with `files` added
-    at its top ("{root}" in `args` is where the copy is); the caller waits."""
-    tmp = tempfile.TemporaryDirectory(prefix="lxembed-py-")
-    root = Path(tmp.name) / "root"
-    write_dir(full, root)
-    for name, data in files.items():
-        (root / name).write_bytes(data)
-    args = [a.replace("{root}", str(root)) for a in args]
-    proc = subprocess.Popen(qemu_user_argv(full, root, python.binary, arch) + args,
-                            env={"PATH": "/usr/bin:/bin", "LXINIT_CONFIG": "/nonexistent.json"},
-                            cwd=tmp.name, **popen)
-    proc._lxembed_tmp = tmp  # removed with the process object
-    return proc
+    at its top ("{root}" in `args` is where the copy is); the copy goes when the block ends."""
+    with tempfile.TemporaryDirectory(prefix="lxembed-py-") as tmp:
+        root = Path(tmp) / "root"
+        write_dir(full, root)
+        for name, data in files.items():
+            (root / name).write_bytes(data)
+        args = [a.replace("{root}", str(root)) for a in args]
+        with subprocess.Popen(qemu_user_argv(full, root, python.binary, arch) + args,
+                              env={"PATH": "/usr/bin:/bin", "LXINIT_CONFIG": "/nonexistent.json"},
+                              cwd=tmp, **popen) as proc:
+            yield proc
 
 
 def probe_imports(full: RootfsTree, arch: Arch, init_source: bytes,
@@ -120,20 +121,20 @@ def probe_imports(full: RootfsTree, arch: Arch, init_source: bytes,
     memo = cache_dir() / "python-imports" / f"{arch.debian}-{key.hexdigest()[:24]}.json"
     if memo.exists():
         return json.loads(memo.read_text())
-    proc = _run_in_tree(full, arch, python, ["-IS", "-X", "importtime", "{root}/init.py"],
-                        {"init.py": init_source}, stdout=subprocess.PIPE,
-                        stderr=subprocess.PIPE)
-    ready = False
-    for line in proc.stdout:
-        if b"ready" in line:
-            ready = True
-            break
-    proc.send_signal(signal.SIGTERM)  # the OCI table outside PID 1: stop
-    try:
-        _, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        _, err = proc.communicate()
+    with _run_in_tree(full, arch, python, ["-IS", "-X", "importtime", "{root}/init.py"],
+                      {"init.py": init_source}, stdout=subprocess.PIPE,
+                      stderr=subprocess.PIPE) as proc:
+        ready = False
+        for line in proc.stdout:
+            if b"ready" in line:
+                ready = True
+                break
+        proc.send_signal(signal.SIGTERM)  # the OCI table outside PID 1: stop
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
     modules = sorted({m.group(1) for m in map(_IMPORT_LINE.match, err.decode().splitlines())
                       if m})
     if not ready or not modules:
@@ -175,10 +176,10 @@ class Compiler:
         return ({p: bytes.fromhex(h) for p, h in result["pyc"].items()}, set(result["frozen"]))
 
     def _run(self, job: str) -> dict:
-        proc = _run_in_tree(self.full, self.arch, self.python, ["-IS", "-c", _TARGET_COMPILE],
-                            {}, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-        out, err = proc.communicate(job.encode(), timeout=600)
+        with _run_in_tree(self.full, self.arch, self.python, ["-IS", "-c", _TARGET_COMPILE],
+                          {}, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE) as proc:
+            out, err = proc.communicate(job.encode(), timeout=600)
         try:
             result = json.loads(out)
         except ValueError:
