@@ -187,3 +187,17 @@ def test_trixie_download_cache_repairs_itself(tmp_path):
     assert "was damaged in the download cache" in result.stderr, result.stderr
     assert hashlib.sha256(deb.read_bytes()).hexdigest() == whole
     assert {a["format"]: a["sha256"] for a in json.loads(result.stdout)["artifacts"]} == first
+
+
+@pytest.mark.parametrize("args, suite", [
+    ((), "trixie"),  # qemu-arm64, a bookworm board, copied onto the newest suite with arm64
+    (("-b", "qemu-mipsel"), "bookworm"),  # trixie has no mipsel
+    (("-b", "qemu-i386"), "bookworm"),  # nor an i386 kernel
+    (("--suite", "bookworm"), "bookworm"),
+    (("-b", "qemu-arm64-trixie", "--suite", "bookworm"), "bookworm"),
+])
+def test_a_new_board_is_on_the_newest_suite_of_its_arch(tmp_path, args, suite):
+    run_lxembed("new", "p", *args, cwd=tmp_path, check=True)
+    board = load_board(str(tmp_path / "p/boards/p.toml"))
+    assert board.suite == suite
+    assert len(re.findall(r"(?m)^suite\s*=", board.path.read_text())) == 1
