@@ -13,7 +13,8 @@ steadier of the two when other work runs):
   by hand    `dpkg-deb -x` of exactly the .debs the build reads (taken from the cache it
              filled), then `find | sort | cpio -o -H newc | zstd`: the shell floor for unpacking
              them, with no picking, ELF closure, skeleton or checks
-Then, as before, busybox on qemu-x86_64 against mmdebstrap --variant=custom installing the same
+Then busybox and busybox-python warm on a bookworm and a trixie board (`build.py suites`: only
+that), and busybox on qemu-x86_64 against mmdebstrap --variant=custom installing the same
 package into a tarball (mmdebstrap keeps no package cache: its time includes apt update and the
 downloads, the way it is used; it needs dpkg and a shell in the chroot, so amd64).
 
@@ -21,7 +22,8 @@ lxembed runs with its bytecode written (PYTHONPYCACHEPREFIX in a temporary direc
 installed copy does, and with its own unpacked cache; downloads and kernels come from the
 machine's lxembed cache. Installs mmdebstrap when missing (needs root).
 Goals: warm busybox-python < 0.4 s, gateway < 1.5 s, busybox no slower than without the
-cache; cold no slower than without the cache; busybox < 1/5 of mmdebstrap.
+cache; cold no slower than without the cache; busybox < 1/5 of mmdebstrap; trixie as fast as
+bookworm.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from lxembed.paths import cache_dir  # noqa: E402
 from lxembed.sources.mirror import find_mirrors  # noqa: E402
 
 BOARD = "qemu-arm64"
+SUITE_BOARDS = ("qemu-arm64", "qemu-arm64-trixie")  # Debian 12 and 13, the same machine
 RECIPES = ("busybox", "busybox-python", "gateway")
 RUNS = 5
 MM_RUNS = 3
@@ -141,6 +144,36 @@ def lxembed_rows(tmp: Path, env: dict) -> list:
     return rows
 
 
+def suite_rows(tmp: Path, env: dict) -> list:
+    """Warm busybox and busybox-python builds of the same recipe for a bookworm and a trixie
+    board (SUITE_BOARDS), alternating in one loop: (recipe, board, wall, CPU, cpio.zst bytes)."""
+    rows = []
+    for recipe in ("busybox", "busybox-python"):
+        cmds = {}
+        for board in SUITE_BOARDS:
+            out = tmp / f"suite-{board}-{recipe}"
+            cmds[board] = [sys.executable, "-m", "lxembed", "-q", "build", "-b", board, "-r",
+                           recipe, "-o", str(out), "-f", "cpio.zst"]
+            timed(cmds[board], cwd=ROOT, env=env)  # downloads, unpacked cache, bytecode
+        times = {board: [] for board in SUITE_BOARDS}
+        for _ in range(RUNS):
+            for board in SUITE_BOARDS:
+                times[board].append(timed_cpu(cmds[board], cwd=ROOT, env=env))
+        for board in SUITE_BOARDS:
+            size = (tmp / f"suite-{board}-{recipe}" / "rootfs.cpio.zst").stat().st_size
+            rows.append((recipe, board, statistics.median(t[0] for t in times[board]),
+                         statistics.median(t[1] for t in times[board]), size))
+    return rows
+
+
+def print_suite_rows(rows: list) -> None:
+    print(f"warm builds by suite, cpio.zst, median of {RUNS} (goal: trixie as fast as bookworm)")
+    print(f"{'recipe':16} {'board':18} {'wall':>7} {'CPU':>7} {'cpio.zst':>10}")
+    for recipe, board, wall, cpu, size in rows:
+        print(f"{recipe:16} {board:18} {wall:6.2f}s {cpu:6.2f}s {size / 1e6:9.2f}M")
+    print()
+
+
 def mmdebstrap_row(tmp: Path, env: dict) -> tuple:
     ensure_mmdebstrap()
     out = tmp / "x86_64"
@@ -219,9 +252,14 @@ def main() -> int:
     if sys.argv[1:] == ["oci"]:
         oci_archive_against_buildah()
         return 0
+    if sys.argv[1:] == ["suites"]:
+        with tempfile.TemporaryDirectory(prefix="lxembed-bench-") as tmp:
+            print_suite_rows(suite_rows(Path(tmp), lxembed_env(Path(tmp))))
+        return 0
     with tempfile.TemporaryDirectory(prefix="lxembed-bench-") as tmp:
         env = lxembed_env(Path(tmp))
         rows = lxembed_rows(Path(tmp), env)
+        by_suite = suite_rows(Path(tmp), env)
         lx_s, mm_s, size, mm_size = mmdebstrap_row(Path(tmp), env)
     print(f"{BOARD}, cpio.zst, median of {RUNS} runs, columns alternating in one loop; "
           f"wall seconds, then CPU seconds (user + system)\n")
@@ -233,6 +271,7 @@ def main() -> int:
             print(f"{recipe:16} {ndebs:5} " + " ".join(f"{t[c][i]:8.2f}s" for c in cols)
                   + f" {t['warm'][i] / t['no cache'][i]:14.2f} {size_ / 1e6:9.2f}M")
         print()
+    print_suite_rows(by_suite)
     print(f"qemu-x86_64 busybox: lxembed warm {lx_s:.2f}s, mmdebstrap {mm_s:.2f}s "
           f"(ratio {lx_s / mm_s:.3f}); cpio.zst {size / 1e6:.2f}M, mmdebstrap tar "
           f"{mm_size / 1e6:.2f}M")

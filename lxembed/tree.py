@@ -88,7 +88,18 @@ class RootfsTree:
         return normpath(path) in self.entries
 
     def get(self, path: str) -> Optional[Entry]:
-        return self.entries.get(normpath(path))
+        """The entry at `path`, through symlinked directories on the way (lstat's rule: a
+        merged-/usr image's /bin/busybox is its /usr/bin/busybox); the last is not followed."""
+        path = normpath(path)
+        entry = self.entries.get(path)
+        if entry is None and path != "/":
+            try:
+                real = self.resolve(path, follow_last=False)
+            except UserError:
+                return None
+            if real != path:
+                entry = self.entries.get(real)
+        return entry
 
     def __iter__(self) -> Iterator[tuple]:
         """(path, entry) in sorted order: the order every writer uses."""
@@ -147,6 +158,8 @@ class RootfsTree:
         if old is not None:
             if old.type == DIR and entry.type == DIR:
                 return path  # first definition wins for directories
+            if old.type == SYMLINK and entry.type == DIR and self._is_dir(path):
+                return path  # dpkg's rule: a directory keeps the symlink to one (merged /usr)
             if not replace_ok:
                 raise UserError(f"{path} already exists in the image")
             if old.type == DIR and self._has_children(path):
@@ -156,6 +169,13 @@ class RootfsTree:
                                 + (f" (from {entry.origin})" if entry.origin else ""))
         self.entries[path] = entry
         return path
+
+    def _is_dir(self, path: str) -> bool:
+        try:
+            entry = self.entries.get(self.resolve(path))
+        except UserError:
+            return False
+        return entry is not None and entry.type == DIR
 
     def _has_children(self, path: str) -> bool:
         prefix = path.rstrip("/") + "/"

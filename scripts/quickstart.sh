@@ -42,10 +42,12 @@ fi
 PATH="$PWD/.venv/bin:$PATH"
 export PATH
 
+# The demo's board: Debian 13 (trixie) where the architecture has it, bookworm for i386 and MIPS.
 case "$(dpkg --print-architecture)" in
-  amd64) board=qemu-x86_64 ;; arm64) board=qemu-arm64 ;; armhf) board=qemu-armhf ;;
+  amd64) board=qemu-x86_64-trixie ;; arm64) board=qemu-arm64-trixie ;;
+  armhf) board=qemu-armhf-trixie ;;
   i386) board=qemu-i386 ;; mipsel) board=qemu-mipsel ;; mips64el) board=qemu-mips64el ;;
-  *) board=qemu-arm64 ;;
+  *) board=qemu-arm64-trixie ;;
 esac
 
 case "$job" in

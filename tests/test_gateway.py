@@ -52,7 +52,8 @@ def boot_gateway(out, board: str, recipe: str = "gateway",
     return Boot(**vars(session), out=out, checks=checks)
 
 
-@pytest.fixture(scope="module", params=["qemu-arm64", "qemu-mipsel"])
+# trixie: LXC 6.0 on the device, Python 3.13 for the init, merged /usr, kernel 6.12.
+@pytest.fixture(scope="module", params=["qemu-arm64", "qemu-mipsel", "qemu-arm64-trixie"])
 def gw(request, tmp_path_factory) -> Boot:
     return boot_gateway(tmp_path_factory.mktemp(f"gateway-{request.param}"), request.param)
 

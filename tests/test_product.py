@@ -128,6 +128,7 @@ def test_new_writes_a_product_that_resolves(tmp_path):
                                    env=_env(), check=True).stdout)
     assert shown["board"]["file"] == str(product / "boards/gizmo.toml")
     assert shown["board"]["arch"] == "arm64"  # the copy of qemu-arm64
+    assert shown["board"]["suite"] == "trixie"  # a new board's: the newest suite with arm64
     assert shown["board"]["description"] == "gizmo: started as a copy of qemu-arm64"
     assert shown["recipe"]["overlays"] == ["busybox-base", "udhcpc", "gizmo"]
     assert [c["name"] for c in shown["recipe"]["checks"]] == ["gizmo-release"]
@@ -147,6 +148,9 @@ def test_new_into_the_empty_current_directory_takes_its_name(tmp_path, capsys, m
     (lambda d: (d / "p").write_text("a file\n"), ("new", "p"), "p: exists and is not a dir"),
     (lambda d: None, ("new", "p", "--name", "no/slash"), "'no/slash' cannot name a board"),
     (lambda d: None, ("new", "p", "--board", "nosuch"), "unknown board 'nosuch'"),
+    (lambda d: None, ("new", "p", "--board", "qemu-mipsel", "--suite", "trixie"),
+     "Debian trixie has no mipsel"),
+    (lambda d: None, ("new", "p", "--suite", "sid"), "unknown Debian suite 'sid'"),
     # Fails part-way (etc/NAME-release is one byte too long a file name, after the board and
     # recipe are written): everything it made goes, the parents it made too.
     (lambda d: None, ("new", "a/b/p", "--name", "x" * 248), "File name too long"),

@@ -13,14 +13,13 @@ import pytest
 from guest_session import boot_session
 
 from lxembed.config import load_plan
-from lxembed.rootfs.python import PYTHON
 
 pytestmark = [pytest.mark.slow, pytest.mark.qemu]
 
 RECIPE = 'base = "busybox-python"\ndescription = "busybox-python with its watchdog fed"\n' \
          "[watchdog]\ntimeout = 4\n"
 # SCHED_FIFO 99 without the real-time throttle: nothing else runs on the one CPU, PID 1 included.
-HOG = (f"echo -1 > /proc/sys/kernel/sched_rt_runtime_us; {PYTHON} -IS -c 'import os; "
+HOG = ("echo -1 > /proc/sys/kernel/sched_rt_runtime_us; /usr/bin/python3 -IS -c 'import os; "
        "os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(99))\nwhile True: pass' &")
 
 

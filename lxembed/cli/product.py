@@ -10,6 +10,8 @@ from pathlib import Path
 def cmd_list(args) -> int:
     from ..config import load_board, load_recipe
     from ..config.product import catalog, search_dirs
+    from ..suites import SUITES
+    from .build import format_table
 
     def where(item) -> dict:
         return {"from": item.source.origin, "path": str(item.path), "hides": item.hides}
@@ -23,9 +25,13 @@ def cmd_list(args) -> int:
                            **where(item)} for item in catalog("recipes")}
     overlays = {item.name: where(item) for item in catalog("overlays")}
     search = [{"from": d.origin, "dir": str(d.path)} for d in search_dirs()]
+    formats = dict(format_table())
+    suites = {s.name: {"release": s.release, "arches": list(s.arches), "python": s.python,
+                       "lxc": s.lxc} for s in SUITES.values()}
     if args.json:
         print(json.dumps({"search": search, "boards": boards, "recipes": recipes,
-                          "overlays": overlays}, indent=2))
+                          "overlays": overlays, "formats": formats, "suites": suites},
+                         indent=2))
         return 0
 
     def origin(entry: dict) -> str:  # where from, what it is, what it hides further on
@@ -35,23 +41,31 @@ def cmd_list(args) -> int:
     print("searched, in order:")
     for d in search:
         print(f"  {d['from']:12} {d['dir']}")
-    print("boards:")
+    width = max([16] + [len(name) for name in boards])
+    print(f"{'boards:':{width + 3}}{'arch':9} {'suite':9}")
     for name, b in boards.items():
         kind = "qemu" if b["qemu"] else "hardware"
-        print(f"  {name:16} {b['arch']:9} {b['suite']:9} {kind:8} {origin(b)}")
+        print(f"  {name:{width}} {b['arch']:9} {b['suite']:9} {kind:8} {origin(b)}")
     print("recipes:")
     for name, r in recipes.items():
         print(f"  {name:16} {origin(r)}")
     print("overlays:")
     for name, o in overlays.items():
         print(f"  {name:16} {origin(o)}")
+    print("formats:")
+    for kind, names in formats.items():
+        print(f"  {kind:16} {', '.join(names)}")
+    print("suites (a board's `suite`):")
+    for name, s in suites.items():
+        print(f"  {name:16} Debian {s['release']}, Python {s['python']}, LXC {s['lxc']}: "
+              f"{' '.join(s['arches'])}")
     return 0
 
 
 def cmd_new(args) -> int:
     from ..config.starter import new_product
     target = Path(args.dir)
-    name, written = new_product(target, args.name, args.board)
+    name, written = new_product(target, args.name, args.board, args.suite)
     for rel in written:
         print(target / rel)
     print(f"next: cd {target} && lxembed test --user -b {name} -r {name}")
@@ -69,4 +83,6 @@ def register(subparsers) -> None:
     p.add_argument("--name", help="the board, recipe and overlay name (default: DIR's name)")
     p.add_argument("--board", "-b", default="qemu-arm64",
                    help="the board the product's board starts as a copy of (default: qemu-arm64)")
+    p.add_argument("--suite", help="the Debian suite of the new board (default: the newest with "
+                   "the board's architecture: trixie, bookworm for MIPS and i386)")
     p.set_defaults(func=cmd_new)

@@ -133,9 +133,10 @@ CONTAINER_FIELDS = (
     Setting(
         "lxc_version",
         "str",
-        "5.0",
-        "LXC version the config is written for; below 3.0 "
-        "the legacy keys (lxc.utsname, lxc.network.*) are used",
+        None,
+        "LXC version the config is written for (default: the LXC of the board's suite, "
+        "5.0 on bookworm, 6.0 on trixie); below 3.0 the legacy keys (lxc.utsname, "
+        "lxc.network.*) are used",
     ),
     Setting("lxc_raw", "list", [], "extra `key = value` lines appended to the LXC config"),
     Setting(

@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Optional
 
 from ..arch import Arch, get_arch
 from ..errors import UserError
+from ..suites import SUITES
 from .interfaces import check_interfaces
 from .product import find_file, find_overlay, names, project_dirs  # noqa: F401 (imported from here)
 from .schema import BOARD_SETTINGS, RECIPE_SETTINGS, SERVICE_FIELDS
@@ -79,7 +80,20 @@ def load_board(name: str) -> Board:
         required(settings["qemu"], [], path, text, "qemu")
     if settings["kernel"] is not None:
         _check_kernel_table(settings, path, text)
-    return Board(path.stem, path, get_arch(settings["arch"]), settings["suite"], settings)
+    arch = get_arch(settings["arch"])
+    _check_suite(settings["suite"], arch, path, text)
+    return Board(path.stem, path, arch, settings["suite"], settings)
+
+
+def _check_suite(name: str, arch: Arch, path: Path, text: str) -> None:
+    """A suite lxembed knows, that has the board's architecture (lxembed/suites.py)."""
+    where = f"{path}:{key_line(text, '', 'suite')}"
+    if name not in SUITES:
+        raise UserError(f"{where}: unknown Debian suite {name!r} (known: {', '.join(SUITES)})")
+    if arch.debian not in SUITES[name].arches:
+        having = [s.name for s in SUITES.values() if arch.debian in s.arches]
+        raise UserError(f"{where}: Debian {name} has no {arch.debian} (userland and kernel)",
+                        hint=f"suite = \"{having[-1]}\"" if having else "")
 
 
 def _check_kernel_table(settings: Dict[str, Any], path: Path, text: str) -> None:

@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from ..errors import UserError
+from ..suites import get_suite, newest_suite
 from .loader import load_board
 from .product import PRODUCT_FILE
 
 # The name becomes file names, an overlay directory, a path in the image and part of a regex.
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 _DESCRIPTION = re.compile(r"^description\s*=.*$", re.M)
+_SUITE = re.compile(r"^suite\s*=.*$", re.M)
 
 _PRODUCT = """\
 # An lxembed product: lxembed run in this directory (or with -C DIR) finds the boards, recipes
@@ -39,14 +41,25 @@ expect = "^{name} 0[.]1$"
 """
 
 
-def starter_files(name: str, board: str) -> Dict[str, str]:
-    """Relative path -> text of every file `lxembed new` writes."""
+def starter_files(name: str, board: str, suite: Optional[str] = None) -> Dict[str, str]:
+    """Relative path -> text of every file `lxembed new` writes. The board is on `suite`,
+    by default the newest Debian suite with its architecture (trixie; bookworm for MIPS and
+    i386)."""
     shipped = load_board(board)
     # Boards do not extend one another (only recipes have `base`): the board is a copy.
     text = shipped.path.read_text(encoding="utf-8")
     description = f'description = "{name}: started as a copy of {shipped.name}"'
     text = _DESCRIPTION.sub(description, text, count=1) if _DESCRIPTION.search(text) else \
         f"{description}\n{text}"
+    chosen = get_suite(suite) if suite else newest_suite(shipped.arch.debian)
+    if shipped.arch.debian not in chosen.arches:
+        raise UserError(f"Debian {chosen.name} has no {shipped.arch.debian} (the architecture "
+                        f"of {shipped.name})",
+                        hint="`lxembed list` shows each suite's architectures")
+    if chosen.name != shipped.suite or not _SUITE.search(text):
+        line = (f'suite = "{chosen.name}"   # Debian {chosen.release}; `lxembed list` shows '
+                "the suites and their architectures")
+        text = _SUITE.sub(line, text, count=1) if _SUITE.search(text) else f"{text}{line}\n"
     header = (f"# {name}: a copy of lxembed's {shipped.name} board ({shipped.path.name}), to "
               "change where your\n# hardware differs; `lxembed config-docs` lists every key. "
               "Your own kernel (a vendor's):\n# a [kernel] table, docs/qemu.md.\n")
@@ -59,8 +72,8 @@ def starter_files(name: str, board: str) -> Dict[str, str]:
     }
 
 
-def new_product(target: Path, name: Optional[str] = None,
-                board: str = "qemu-arm64") -> Tuple[str, List[str]]:
+def new_product(target: Path, name: Optional[str] = None, board: str = "qemu-arm64",
+                suite: Optional[str] = None) -> Tuple[str, List[str]]:
     """Write a starting product into `target` (new, or an empty directory): its name and the
     files written.
     All or nothing: a failure part-way removes what this call wrote."""
@@ -73,7 +86,8 @@ def new_product(target: Path, name: Optional[str] = None,
     if not NAME.fullmatch(name):
         raise UserError(f"{name!r} cannot name a board, recipe and overlay: letters, digits, "
                         "'-' and '_' only", hint="lxembed new DIR --name NAME")
-    files = starter_files(name, board)  # before anything is written: an unknown board writes none
+    # Before anything is written: an unknown board or suite writes none.
+    files = starter_files(name, board, suite)
     made = None  # the outermost directory this call makes: removed whole on a failure
     if not target.exists():
         made = target

@@ -3,9 +3,9 @@
 Each release looks a key up in one table (`config[]`, `config_jump_table[]`, and from 5.0
 `config_jump_table_net[]` for the `lxc.net.N.*` sub-keys); LXC 2.0 and later reject a key that is
 not there ("Unknown configuration key"), 1.x silently misreads some. The names below are that
-table at each release tag (lxc-1.0.0 ... lxc-5.0.0; v6.0.0 has the same as 5.0), written as the
-first table plus what each release added and removed. To check or extend them, in a clone of
-LXC: `git show lxc-X.Y.0:src/lxc/confile.c` and read the table.
+table at each release tag (lxc-1.0.0 ... lxc-5.0.0, then v6.0.0: LXC 6 tags as vX.Y.Z), written
+as the first table plus what each release added and removed. To check or extend them, in a clone
+of LXC: `git show lxc-X.Y.0:src/lxc/confile.c` (`vX.Y.Z` from 6.0) and read the table.
 """
 
 from __future__ import annotations
@@ -80,6 +80,10 @@ _CHANGES = (
     lxc.net.veth.vlan.tagged.id lxc.sched.core lxc.time.offset.boot
     lxc.time.offset.monotonic
     """, "lxc.namespace.share"),
+    # 6.0 (trixie's LXC): both tables as 5.0's, read at every tag v6.0.0 ... v6.0.6 (the
+    # 6.0 LTS series; trixie has 6.0.4). A release of its own so that `lxc_version = "6.0"`
+    # is checked against its own table, and a key 6.x adds goes here.
+    ((6, 0), "", ""),
 )
 
 # Entries whose handler reads a sub-key of its own (lxc.cgroup.memory.max, lxc.prlimit.nofile):

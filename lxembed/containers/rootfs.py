@@ -9,6 +9,7 @@ from dataclasses import replace
 from ..config import Plan
 from ..errors import UserError
 from ..rootfs.python_init import install_init, write_init_config
+from ..suites import MERGED_USR
 from ..tree import DIR, FILE, HARDLINK, Entry, RootfsTree
 from .spec import (
     HOST_PYTHON,
@@ -21,7 +22,7 @@ from .spec import (
 
 # Origins whose files may be dropped silently: the generic skeleton made them for images that
 # carry their own /usr; in bind-host the host's take their place.
-_GENERIC = ("skeleton", "busybox applet", "init", "recipe", "modules", "")
+_GENERIC = ("skeleton", "busybox applet", "init", "recipe", "modules", MERGED_USR, "")
 # Skeleton parts a bind-host container has no use for (LXC sets up the network, the host's
 # kernel has the modules): left out to keep the rootfs a few dozen KB.
 _BIND_HOST_SKIP = (

@@ -19,6 +19,7 @@ from ..config import Plan
 from ..config.toml_lines import key_line
 from ..errors import UserError
 from ..net.ports import resolve_port_networks
+from ..suites import get_suite
 from .host_layout import HOST_ROOT, find_program, foreign_binfmt_ok, host_layout, resolve_in
 from .network import Network, parse_networks
 
@@ -312,11 +313,13 @@ def container_spec(plan: Plan, root: Path = HOST_ROOT,
                 f'"u|g CONTAINER_ID HOST_ID COUNT"'
             )
         idmap.append((parts[0], int(parts[1]), int(parts[2]), int(parts[3])))
-    m = re.match(r"^(\d+)(?:\.(\d+))?", c["lxc_version"])
+    # Unset: the LXC of the board's suite, what a device image of it runs (5.0, 6.0).
+    lxc_version = c["lxc_version"] or get_suite(plan.board.suite).lxc
+    m = re.match(r"^(\d+)(?:\.(\d+))?", lxc_version)
     if not m:
         raise UserError(
             f"{_where(plan, 'container', 'lxc_version')}: lxc_version "
-            f"{c['lxc_version']!r} is not a version (2.0, 5.0)"
+            f"{lxc_version!r} is not a version (2.0, 5.0)"
         )
     for line in c["lxc_raw"]:
         if not re.match(r"^lxc\.[a-z0-9_.]+\s*=", str(line)):

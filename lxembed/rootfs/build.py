@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 from ..config import Plan
 from ..config.firmware import firmware_settings
 from ..config.loader import DEVICE_NETWORK_SCRIPT, find_overlay
-from ..config.toml_lines import parse
+from ..config.toml_lines import key_line, parse
 from ..elf.closure import check_tree_arch
 from ..elf.pick import pick_files
 from ..errors import UserError
@@ -16,9 +16,10 @@ from ..log import info, progress, step
 from ..net.device import RULES_FILE, device_rules, device_setup
 from ..net.model import NetworkModel, load_description
 from ..net.rules import check as check_rules
-from ..sources.apt import PackageSource
+from ..sources.apt import Deb, PackageSource, UnknownPackage
 from ..sources.deb import extract_deb
 from ..sources.unpacked import add_packages
+from ..suites import empty_root
 from ..tree import RootfsTree
 from .busybox import add_applet_links
 from .firmware import add_firmware_tools
@@ -29,12 +30,12 @@ from .skeleton import add_skeleton
 
 def build_tree(plan: Plan, mirror: Optional[str] = None) -> RootfsTree:
     recipe, epoch = plan.recipe.settings, plan.epoch
-    tree = RootfsTree()
+    tree = empty_root(plan.board.suite, plan.arch)
     source = PackageSource(plan.board.suite, plan.arch.debian, mirror,
                            plan.board.settings["components"])
     with step("packages"):
         if recipe["packages"]:
-            debs = source.fetch(recipe["packages"])
+            debs = fetch_named(plan, source, "packages")
             with progress("extract", len(debs)) as advance:
                 add_packages(debs, tree, advance)
         for deb in recipe["debs"]:
@@ -77,6 +78,22 @@ def build_tree(plan: Plan, mirror: Optional[str] = None) -> RootfsTree:
     return tree
 
 
+def fetch_named(plan: Plan, source: PackageSource, key: str) -> List[Deb]:
+    """The recipe's `key` list through apt; a package the board's suite lacks is an error at
+    the line naming it (in the recipe or the base that lists it)."""
+    try:
+        return source.fetch(plan.recipe.settings[key])
+    except UnknownPackage as err:
+        for path in plan.recipe.sources:
+            data, text = parse(path)
+            if err.package in (data.get(key) or []):
+                raise UserError(f"{path}:{key_line(text, '', key)}: {err}",
+                                hint=f"{plan.board.name} is Debian {plan.board.suite}: name "
+                                f"{plan.board.suite}'s package, or build for a board of "
+                                "another suite") from None
+        raise
+
+
 def device_description(plan: Plan) -> Optional[NetworkModel]:
     """The device's own network description (its recipe's [host_network]), or None."""
     if plan.recipe.settings.get("host_network") is None:
@@ -108,8 +125,8 @@ def _local_deb(plan: Plan, name: str) -> Path:
 
 
 def _add_picked(tree: RootfsTree, plan: Plan, source: PackageSource) -> None:
-    full = RootfsTree()
-    add_packages(source.fetch(plan.recipe.settings["pick_packages"]), full)
+    full = empty_root(plan.board.suite, plan.arch)
+    add_packages(fetch_named(plan, source, "pick_packages"), full)
     picked = pick_files(full, plan.recipe.settings["pick"], plan.recipe.settings["data"], plan.arch)
     for path, entry in picked:
         if path != "/":

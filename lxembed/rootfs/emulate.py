@@ -23,6 +23,8 @@ def qemu_user_argv(tree: RootfsTree, root: Path, program: str, arch: Arch) -> Li
         raise UserError(f"{arch.qemu_user_path} is missing: install qemu-user-static to build "
                         f"{arch.debian} images")
     argv = [arch.qemu_user_path, "-L", str(root)]
+    if arch.qemu_user_cpu:
+        argv += ["-cpu", arch.qemu_user_cpu]
     info = identify(tree.read(program), program)
     if info.interp:
         argv.append(str(root / tree.resolve(info.interp).lstrip("/")))

@@ -21,6 +21,7 @@ from ..config import Plan
 from ..errors import UserError
 from ..log import info, step
 from ..sources.kernel import Kernel, fetch_kernel
+from ..suites import empty_root
 from ..tree import RootfsTree
 
 _SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
@@ -79,6 +80,9 @@ class ModuleIndex:
                 if line.strip()
             }
         self._cache: Dict[str, Module] = {}
+        # Modules whose softdeps are being looked up: 6.12's crypto modules name each other
+        # ("softdep=pre: ..." both ways), and a provider already on the way is not searched.
+        self._resolving: set = set()
 
     def _provider(self, name: str) -> List[str]:
         """The module a softdep names: a module of that name, or the generic crypto modules
@@ -90,7 +94,8 @@ class ModuleIndex:
         found = []
         for module, path in sorted(self.files.items()):
             rel = str(path.relative_to(self.root))
-            if not rel.startswith("kernel/crypto/") or module == canonical(name):
+            if (not rel.startswith("kernel/crypto/") or module == canonical(name)
+                    or module in self._resolving):
                 continue
             provider = self.get(module)
             if provider is not None and wanted & set(provider.aliases):
@@ -121,14 +126,18 @@ class ModuleIndex:
         depends = [d for v in modinfo.get("depends", []) for d in v.split(",") if d]
         # softdep "pre:" modules must be loaded first too (crc32c for btrfs, ...); busybox
         # modprobe knows nothing of softdeps, so they become ordinary dependencies here.
-        for soft in modinfo.get("softdep", []):
-            words = soft.split()
-            pre = False
-            for word in words:
-                if word.endswith(":"):
-                    pre = word == "pre:"
-                elif pre:
-                    depends.extend(self._provider(word))
+        self._resolving.add(name)
+        try:
+            for soft in modinfo.get("softdep", []):
+                words = soft.split()
+                pre = False
+                for word in words:
+                    if word.endswith(":"):
+                        pre = word == "pre:"
+                    elif pre:
+                        depends.extend(self._provider(word))
+        finally:
+            self._resolving.discard(name)
         rel = str(path.relative_to(self.root))
         rel = rel[: -len(next(s for s in _SUFFIXES if rel.endswith(s)))] + ".ko"
         module = Module(
@@ -227,7 +236,9 @@ def kernel_modules_tree(plan: Plan, mirror: Optional[str] = None,
     arch anyway (armel images boot the armhf kernel). `extra`: modules a format needs (a disk's
     storage drivers).
     """
-    tree = RootfsTree()
+    # A merged-/usr image's segment has its /lib -> usr/lib too: the kernel unpacking a
+    # directory `lib` over the rootfs segment's link would replace the link with it.
+    tree = empty_root(plan.board.suite, plan.arch)
     with step("kernel modules"):
         add_kernel_modules(tree, plan, mirror, extra=extra)
     tree.clamp_mtimes(plan.epoch)

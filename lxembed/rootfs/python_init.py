@@ -28,7 +28,7 @@ from ..config.schema import INTERFACE_FIELDS, PROBE_FIELDS, SERVICE_FIELDS
 from ..errors import UserError
 from ..sources.apt import PackageSource
 from ..tree import RootfsTree
-from .python import PYTHON, add_python_runtime, compile_pyc
+from .python import add_python_runtime, compile_pyc, suite_python
 
 INIT_SOURCE = Path(__file__).resolve().parents[1] / "init" / "lxinit.py"
 CONFIG_PATH = "/etc/lxembed/init.json"  # the init's default
@@ -79,11 +79,12 @@ def shim(python: str, path: str, form: str) -> str:
 
 
 def install_init(tree: RootfsTree, epoch: int, python: str, shim_path: str, code_path: str,
-                 form: str) -> None:
-    """Write the init's code (as `form`) at `code_path` and its shim at `shim_path`."""
+                 form: str, bytecode: Optional[bytes] = None) -> None:
+    """Write the init's code (as `form`) at `code_path` and its shim at `shim_path`;
+    `bytecode`: the init compiled for the image's own Python (default: the host's)."""
     source = init_source()
     if form == "bytecode":
-        code = compile_pyc(source, "lxinit.py")
+        code = bytecode or compile_pyc(source, "lxinit.py")
     else:
         code = zlib.compress(compact_source(source), 9)
     tree.write(code_path, code, mtime=epoch, origin="lxembed init")
@@ -107,9 +108,11 @@ def compact_source(source: bytes) -> bytes:
 
 
 def add_python_init(tree: RootfsTree, plan: Plan, source: PackageSource) -> None:
-    """An image's init: a minimal python3.11, the init as /sbin/init (and /init), its config."""
-    add_python_runtime(tree, plan, source, init_source())
-    install_init(tree, plan.epoch, PYTHON, IMAGE_SHIM, IMAGE_CODE, "bytecode")
+    """An image's init: a minimal python3.X of the board's suite, the init as /sbin/init
+    (and /init), its config."""
+    bytecode = add_python_runtime(tree, plan, source, init_source(), "lxinit.py")
+    install_init(tree, plan.epoch, suite_python(plan).binary, IMAGE_SHIM, IMAGE_CODE,
+                 "bytecode", bytecode)
     tree.remove("/init")
     tree.symlink("/init", IMAGE_SHIM, mtime=plan.epoch, origin="init")
     write_init_config(tree, plan)

@@ -40,6 +40,15 @@ class Deb:
     size: int = -1
 
 
+class UnknownPackage(UserError):
+    """A package the suite does not have for the architecture (the build names the recipe
+    line that asks for it)."""
+
+    def __init__(self, package: str, suite: str, arch: str) -> None:
+        super().__init__(f"unknown package {package!r} in Debian {suite} for {arch}")
+        self.package = package
+
+
 class PackageSource:
     """The Debian archive of one suite, for one architecture."""
 
@@ -171,7 +180,7 @@ class PackageSource:
         self._write_sources_list()
         result = self._apt("install", "-s", "-y", *wanted)
         if result.returncode != 0:
-            raise UserError(self._explain(result.stdout + result.stderr, wanted))
+            raise self._explain(result.stdout + result.stderr, wanted)
         found = []
         for line in result.stdout.splitlines():
             m = _INST.match(line)
@@ -208,16 +217,16 @@ class PackageSource:
                  "the cached files are checked by size only")
         return debs
 
-    def _explain(self, output: str, wanted: Sequence[str]) -> str:
+    def _explain(self, output: str, wanted: Sequence[str]) -> UserError:
         for pattern in (r"Unable to locate package (\S+)",
                         r"Package '?(\S+?)'? has no installation"):
             m = re.search(pattern, output)
             if m:
-                return (f"unknown package {m.group(1)!r} in Debian {self.suite} for {self.arch}")
+                return UnknownPackage(m.group(1), self.suite, self.arch)
         errors = [ln.strip() for ln in output.splitlines()
                   if ln.startswith("E:") or "Depends:" in ln]
-        return (f"apt cannot resolve {', '.join(wanted)} for {self.suite}/{self.arch} "
-                f"({' / '.join(errors[:4])})")
+        return UserError(f"apt cannot resolve {', '.join(wanted)} for {self.suite}/{self.arch} "
+                         f"({' / '.join(errors[:4])})")
 
     def fetch(self, packages: Sequence[str]) -> List[Deb]:
         """Resolve and download the closure of `packages`: each .deb matches the index."""

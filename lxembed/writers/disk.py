@@ -126,9 +126,9 @@ def boot_initramfs(tree: RootfsTree, modules: Optional[RootfsTree], fstype: str,
     boot.write("/init", INIT.format(root=root_device, fstype=fstype).encode(), mode=0o755, **kw)
     names = STORAGE_MODULES[fstype] if storage is None else storage
     if modules is not None:
-        for path, entry in modules:
-            if path.startswith("/lib/"):
-                boot.add(path, entry)
+        for path, entry in modules:  # a merged-/usr suite's are under /usr/lib/modules
+            if path.startswith(("/lib/", "/usr/lib/modules/")):
+                boot.add(path.replace("/usr/lib/", "/lib/", 1), entry)
     boot.write("/etc/modules-boot", "".join(f"{m}\n" for m in names).encode(), **kw)
     return boot
 
