@@ -98,6 +98,9 @@ def build_image(plan: Plan, output: Optional[Path] = None, formats: Sequence[str
             if spec is not None:  # the container tree is made from the image tree
                 artifacts += write_bundles(tree, plan, spec, formats, stage.path, final=output)
         check_budgets(plan, tree, artifacts)
+        # The kernel pinned as `lxembed test`/`boot` pin it: a build they then boot is current.
+        if kernel is None and image_formats and (plan.board.qemu or plan.board.settings["kernel"]):
+            kernel = fetch_kernel(plan.board, mirror)
         stamp = {"key": build_key(plan, kernel), "formats": sorted(formats)}
         (stage.path / STAMP).write_text(json.dumps(stamp, indent=1, sort_keys=True) + "\n")
     # Artifacts name where they live now, not the stage they were written in.

@@ -58,6 +58,8 @@ CASES = {
                "[firmware]", "has no key"),
     "missing-key": (lambda t: t.replace('key = "keys/dev"\nslot', 'key = "keys/nowhere"\nslot'),
                     'key = "keys/nowhere"', "keys/nowhere: no such directory"),
+    "unsigned-fit": (lambda t: t.replace('[fit]\nkey = "keys/dev"\n', ''), "[firmware]",
+                     "needs [fit] key"),
     "tries-0": (lambda t: t.replace("tries = 2", "tries = 0"), "tries", "1 to 9"),
     "tries-10": (lambda t: t.replace("tries = 2", "tries = 10"), "tries", "1 to 9"),
     "data-too-small": (lambda t: t.replace('data_size = "16MiB"', 'data_size = "4MiB"'),

@@ -73,6 +73,11 @@ def firmware_settings(plan: Plan) -> FirmwareSettings:
     if not key.is_dir():
         raise UserError(f"{line('key', 'firmware')}: [firmware] key {table['key']}: no such "
                         f"directory ({key.resolve()})")
+    if uboot["verify"] and not (plan.recipe.settings.get("fit") or {}).get("key"):
+        # Signed bundles into slots whose FIT U-Boot would boot unchecked: refused.
+        raise UserError(f"{line('firmware')}: [firmware] needs [fit] key too: without it U-Boot "
+                        "boots any FIT written into a slot",
+                        hint="[fit]\nkey = \"keys/NAME\" (may be the [firmware] key)")
     for name in ("slot_size", "data_size"):
         if table[name] % MIB:
             raise UserError(f"{line(name, 'firmware')}: [firmware] {name} = {table[name]} "
