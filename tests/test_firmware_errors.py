@@ -117,3 +117,18 @@ def test_device_needs_root_firmware(keys, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "--device boots a firmware device disk" in err
     assert not (keys / "dev.img").exists()
+
+
+def test_a_layout_bigger_than_the_boards_disk(keys, capsys, tmp_path, monkeypatch):
+    """A board whose boot medium is smaller than slots + data: the data_size line, the board's
+    disk_size line."""
+    board = Path(load_board("qemu-arm64").path).read_text()
+    boards = tmp_path / "boards"
+    boards.mkdir()
+    small = board.replace("[uboot]", '[uboot]\ndisk_size = "256MiB"')
+    (boards / "small-emmc.toml").write_text(small)
+    monkeypatch.chdir(tmp_path)
+    code, error = build(keys, "too-big", GOOD, capsys, board=str(boards / "small-emmc.toml"))
+    assert code == 2
+    assert f"too-big.toml:{line_of(GOOD, 'data_size')}:" in error, error
+    assert "needs 347 MiB" in error and "256 MiB" in error and "small-emmc.toml:" in error, error

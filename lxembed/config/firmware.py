@@ -7,6 +7,7 @@ from typing import Dict
 
 from ..errors import UserError
 from .loader import Plan
+from .toml_lines import key_line
 from .uboot import uboot_settings
 
 MIB = 1 << 20
@@ -36,7 +37,6 @@ class FirmwareSettings:
     key: object = None  # the bundle's key directory (Path)
     slot_line: str = ""  # the recipe lines, for errors
     data_line: str = ""
-    BOOT_SIZE: int = BOOT_SIZE
 
     def offsets(self) -> Dict[str, int]:
         """Each partition's first byte (and "end")."""
@@ -86,7 +86,7 @@ def firmware_settings(plan: Plan) -> FirmwareSettings:
         raise UserError(f"{line('data_size', 'firmware')}: [firmware] data_size = "
                         f"{table['data_size'] / MIB:g} MiB: the data partition needs at "
                         "least 8 MiB")
-    return FirmwareSettings(
+    fw = FirmwareSettings(
         version=str(table["version"]), slot_size=table["slot_size"],
         data_size=table["data_size"], tries=table["tries"],
         trial_timeout=float(table["trial_timeout"]), root_prefix=uboot["linux_disk"],
@@ -94,3 +94,10 @@ def firmware_settings(plan: Plan) -> FirmwareSettings:
         fit_addr=uboot["fit_addr"] or "", kernel_load=int(uboot["kernel_load"], 0),
         cmdline=f"console={console} {CMDLINE}", key=key,
         slot_line=line("slot_size", "firmware"), data_line=line("data_size", "firmware"))
+    need = fw.offsets()["end"] + MIB  # the backup GPT after the last partition
+    if uboot["disk_size"] and need > uboot["disk_size"]:
+        board = f"{plan.board.path}:{key_line(plan.board.path.read_text(), 'uboot', 'disk_size')}"
+        raise UserError(f"{fw.data_line}: the firmware layout needs {need / MIB:g} MiB and the "
+                        f"board's disk is {uboot['disk_size'] / MIB:g} MiB ({board})",
+                        hint="lower [firmware] slot_size or data_size")
+    return fw

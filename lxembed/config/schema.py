@@ -77,6 +77,8 @@ UBOOT_FIELDS = (
             "read`, `load virtio 0:3`)"),
     Setting("linux_disk", "str", "/dev/vda", "Linux's name of the same disk; partition N is "
             "this plus N (the firmware format's root= and /etc/fw_env.config)"),
+    Setting("disk_size", "size", None, "the boot medium's size (the eMMC or SD card the firmware "
+            "format's disk is written to): its slots and data partition must fit"),
     Setting("scratch_addr", "str", "0x48000000", "RAM the firmware's boot script may use for "
             "its boot-state buffers (256 KiB)"),
 )

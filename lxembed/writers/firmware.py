@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import List, Optional
 
-from ..config.firmware import MIB, PARTITIONS, FirmwareSettings
+from ..config.firmware import BOOT_SIZE, MIB, PARTITIONS, FirmwareSettings
 from ..errors import UserError
 from ..tree import RootfsTree
 from .disk import PARTITION_START, SECTOR, boot_initramfs, merged
@@ -68,9 +68,9 @@ def write_slot(tree: RootfsTree, modules: Optional[RootfsTree], fit: FitInputs,
     fit_file = dest.with_suffix(".fit")
     with open(fit_file, "wb") as fh:
         key_dtb = write_fit(initramfs, None, fh, fit, epoch, description)
-    root = merged(tree, modules)
-    root = RootfsTree(dict(root.entries))
-    root.mkdir("/boot", mtime=epoch, origin="firmware") if root.get("/boot") is None else None
+    root = RootfsTree(dict(merged(tree, modules).entries))  # the image's tree stays as it is
+    if root.get("/boot") is None:
+        root.mkdir("/boot", mtime=epoch, origin="firmware")
     root.write(FIT_PATH, fit_file.read_bytes(), mtime=epoch, origin="firmware")
     fit_file.unlink()
     # Read-only for its life: no journal, little headroom.
@@ -149,7 +149,7 @@ def write_firmware_disk(slot: Path, fw: FirmwareSettings, arch: str, own_fdt: bo
         fat = work / "boot.fat"
         script = write_script_image(boot_script(boot_layout(fw, own_fdt)), arch, work)
         volume_id = int.from_bytes(derived_number(identity, epoch, "fat-volume-id", 4), "little")
-        write_fat(fat, {"boot.scr": script}, fw.BOOT_SIZE, volume_id, epoch)
+        write_fat(fat, {"boot.scr": script}, BOOT_SIZE, volume_id, epoch)
         disk = work / "disk"
         with open(disk, "wb") as fh:
             fh.truncate(off["end"] + MIB)  # room for the backup GPT
