@@ -36,6 +36,11 @@ class FirmwareSettings:
     key: object = None  # the bundle's key directory (Path)
     slot_line: str = ""  # the recipe lines, for errors
     data_line: str = ""
+    # NAND boards ([flash] type = "nand"): the layout is UBI volumes (writers/firmware_ubi.py).
+    nand: bool = False
+    kernel_size: int = 0  # each kernel volume; 0: from the FIT's size
+    kernel_line: str = ""
+    ubi_mtd: str = "ubi"
     BOOT_SIZE: int = BOOT_SIZE
 
     def offsets(self) -> Dict[str, int]:
@@ -78,7 +83,11 @@ def firmware_settings(plan: Plan) -> FirmwareSettings:
     if table["data_size"] < 8 * MIB:
         raise UserError(f"{line('data_size', 'firmware')}: data_size: the data partition "
                         "needs at least 8 MiB")
+    flash = plan.board.settings.get("flash") or {}
     return FirmwareSettings(
+        nand=is_nand(plan.board), kernel_size=table.get("kernel_size") or 0,
+        kernel_line=line("kernel_size", "firmware") if table.get("kernel_size")
+        else line("firmware"), ubi_mtd=flash.get("ubi_mtd") or "ubi",
         version=str(table["version"]), slot_size=table["slot_size"],
         data_size=table["data_size"], tries=table["tries"],
         trial_timeout=float(table["trial_timeout"]), root_prefix=uboot["linux_disk"],
@@ -86,3 +95,8 @@ def firmware_settings(plan: Plan) -> FirmwareSettings:
         fit_addr=uboot["fit_addr"] or "", kernel_load=int(uboot["kernel_load"], 0),
         cmdline=f"console={console} {CMDLINE}", key=key,
         slot_line=line("slot_size", "firmware"), data_line=line("data_size", "firmware"))
+
+
+def is_nand(board) -> bool:
+    """A board whose storage is raw NAND: its firmware is UBI volumes, not a disk."""
+    return ((board.settings.get("flash") or {}).get("type")) == "nand"

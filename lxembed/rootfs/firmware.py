@@ -19,6 +19,7 @@ from ..elf.pick import pick_files
 from ..sources.apt import PackageSource
 from ..sources.unpacked import add_packages
 from ..tree import RootfsTree
+from ..writers.firmware_ubi import env_devices
 from .swupdate import FW_ENV_CONFIG, PACKAGES, device_files, install_command, picks
 
 COMMAND = FIRMWARE_COMMAND
@@ -102,7 +103,9 @@ def add_firmware_tools(tree: RootfsTree, plan: Plan, source: PackageSource, fw) 
             tree.add(path, entry)
     kw = {"mtime": plan.epoch, "origin": "firmware"}
     cert = (fw.key / f"{fw.key.name}.crt").read_bytes()
-    for path, data in sorted(device_files(plan.board.name, cert, fw.partition("env")).items()):
+    nand_env = env_devices() if fw.nand else None  # NAND: the env copies are UBI volumes
+    for path, data in sorted(device_files(plan.board.name, cert, fw.partition("env"),
+                                          nand_env).items()):
         tree.write(path, data, **kw)
     info = {"version": fw.version, "board": plan.board.name, "recipe": plan.recipe.name}
     tree.write(INFO, (json.dumps(info, sort_keys=True) + "\n").encode(), **kw)

@@ -1,0 +1,221 @@
+"""The firmware format on a NAND board: the A/B layout as volumes of one UBI image.
+
+No qemu machine here has NAND (and nandsim is not available), so the image is read the way
+UBI's attach reads it: every erase block's EC and VID headers with their CRCs, the volume table
+(both copies) from the layout volume, each volume's LEBs put back in order; what is inside is
+then checked with the real tools (dumpimage on the FIT, unsquashfs on the root). The board is
+qemu-arm64's with NAND flash: mt7621-router, the real NAND board, has no kernel nor U-Boot."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import struct
+import subprocess
+import zlib
+from pathlib import Path
+
+import pytest
+import zstandard
+from conftest import make_key, run_lxembed
+
+from lxembed.writers.swu import read_bundle
+
+ROOT = Path(__file__).resolve().parents[1]
+PEB = 128 * 1024
+RECIPE = """base = "busybox-python"
+[fit]
+key = "keys/dev"
+
+[firmware]
+version = "{version}"
+key = "keys/dev"
+slot_size = "{slot}"
+data_size = "16MiB"
+tries = 2
+"""
+LAYOUT_VOLUME = 0x7FFFEFFF
+VTBL_RECORD = 172
+DYNAMIC, STATIC = 1, 2
+AUTORESIZE = 1
+
+
+def nand_board(tmp: Path, size: str = "512MiB") -> Path:
+    """qemu-arm64's board file, its flash made NAND (its kernel and U-Boot kept)."""
+    text = (ROOT / "boards" / "qemu-arm64.toml").read_text()
+    text = re.sub(r"(?ms)^\[flash\].*?\n\n", "", text)
+    board = tmp / "nand-arm64.toml"
+    board.write_text(text + f'\n[flash]\ntype = "nand"\nerase_block = "128KiB"\n'
+                     f'page_size = 2048\nsize = "{size}"\n')
+    return board
+
+
+def ubi_crc(data: bytes) -> int:
+    return zlib.crc32(data) ^ 0xFFFFFFFF  # UBI: seeded with ~0, not inverted at the end
+
+
+def read_ubi(path: Path, peb: int = PEB):
+    """What UBI's attach sees: the volume table and each volume's LEBs, every CRC checked."""
+    image = path.read_bytes()
+    assert len(image) % peb == 0
+    lebs, seqs = {}, set()
+    for n in range(len(image) // peb):
+        block = image[n * peb:(n + 1) * peb]
+        magic, version, ec, vid_off, data_off, seq = struct.unpack_from(">IB3xQIII", block)
+        assert magic == 0x55424923 and version == 1, f"PEB {n}: no EC header"
+        assert struct.unpack_from(">I", block, 60)[0] == ubi_crc(block[:60]), f"PEB {n}: EC crc"
+        seqs.add(seq)
+        vid = block[vid_off:vid_off + 64]
+        if vid == b"\xff" * 64:
+            continue  # an erased block: no volume's
+        vmagic, _, vol_type, _, _, vol_id, lnum = struct.unpack_from(">IBBBBII", vid)
+        data_size, used_ebs, _, data_crc = struct.unpack_from(">IIII", vid, 20)
+        assert vmagic == 0x55424921, f"PEB {n}: no VID header"
+        assert struct.unpack_from(">I", vid, 60)[0] == ubi_crc(vid[:60]), f"PEB {n}: VID crc"
+        data = block[data_off:]
+        if vol_type == STATIC:
+            data = data[:data_size]
+            assert ubi_crc(data) == data_crc
+        lebs[(vol_id, lnum)] = (vol_type, data)
+    assert len(seqs) == 1  # one image sequence number: one image
+    copies = [lebs[(LAYOUT_VOLUME, i)][1] for i in (0, 1)]
+    assert copies[0] == copies[1], "the two volume table copies differ"
+    volumes = {}
+    for i in range(128):
+        rec = copies[0][i * VTBL_RECORD:(i + 1) * VTBL_RECORD]
+        assert struct.unpack_from(">I", rec, 168)[0] == ubi_crc(rec[:168]), f"vtbl {i} crc"
+        reserved, _, _, vol_type, _, name_len = struct.unpack_from(">IIIBBH", rec)
+        if reserved == 0:
+            continue
+        name = rec[16:16 + name_len].decode()
+        count = sum(1 for vol, _ in lebs if vol == i)
+        volumes[name] = {"id": i, "type": vol_type, "reserved": reserved, "flags": rec[144],
+                         "data": b"".join(lebs[(i, n)][1] for n in range(count))}
+        assert all((i, n) in lebs for n in range(count)), f"{name}: LEBs missing"
+    return volumes
+
+
+@pytest.fixture(scope="module")
+def nand(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("nand")
+    make_key(tmp / "keys" / "dev")
+    board = nand_board(tmp)
+    (tmp / "v1.toml").write_text(RECIPE.format(version="1.0", slot="96MiB"))
+    run_lxembed("build", "-b", str(board), "-r", str(tmp / "v1.toml"), "-o", str(tmp / "v1"),
+                "-f", "firmware", check=True)
+    return tmp
+
+
+def test_the_volumes_are_the_documented_ab_layout(nand):
+    ubi = nand / "v1" / "rootfs.firmware.ubi"
+    assert not (nand / "v1" / "rootfs.firmware").exists()
+    volumes = read_ubi(ubi)
+    assert {n: v["id"] for n, v in volumes.items()} == {
+        "ubootenv": 0, "ubootenv2": 1, "kernel_a": 2, "kernel_b": 3, "rootfs_a": 4,
+        "rootfs_b": 5, "data": 6}
+    assert all(v["type"] == DYNAMIC for v in volumes.values())
+    assert volumes["data"]["flags"] & AUTORESIZE
+    assert not any(volumes[n]["flags"] & AUTORESIZE for n in volumes if n != "data")
+    leb = PEB - 2 * 2048  # EC and VID headers, a page each
+    assert volumes["rootfs_a"]["reserved"] == volumes["rootfs_b"]["reserved"] == 96 * (1 << 20) // leb + 1
+    assert volumes["kernel_a"]["reserved"] == volumes["kernel_b"]["reserved"]
+    # Written only where there is something: B and data hold no LEB (UBIFS formats data).
+    for name in ("kernel_b", "rootfs_b", "data"):
+        assert volumes[name]["data"] == b"", name
+
+
+def test_the_environment_volumes_are_u_boots_redundant_copies(nand):
+    volumes = read_ubi(nand / "v1" / "rootfs.firmware.ubi")
+    flags = []
+    for name in ("ubootenv", "ubootenv2"):
+        copy = volumes[name]["data"][:0x4000]
+        crc, flag = struct.unpack_from("<IB", copy)
+        assert crc == zlib.crc32(copy[5:]), f"{name}: CRC"  # U-Boot's: plain crc32
+        flags.append(flag)
+        env = dict(v.split("=", 1) for v in copy[5:].split(b"\0\0")[0].decode().split("\0"))
+        assert env["BOOT_ORDER"] == "A B" and env["BOOT_A_LEFT"] == "2"
+        assert env["BOOT_B_LEFT"] == "0" and env["bootcmd"] == "run lxembed_boot"
+        boot = env["lxembed_boot"]
+        assert "ubi part ubi && ubi read 0x403f0000 ${kvol} && bootm 0x403f0000#conf-1" in boot
+        assert "ubi.block=0,${rvol} root=${rdev}" in boot and "saveenv" in boot
+        assert "setenv rdev /dev/ubiblock0_4" in boot and "setenv rdev /dev/ubiblock0_5" in boot
+    assert flags == [1, 0]  # the first copy is the current one
+
+
+def test_slot_a_holds_the_signed_fit_and_the_squashfs_root(nand, tmp_path):
+    volumes = read_ubi(nand / "v1" / "rootfs.firmware.ubi")
+    fit = tmp_path / "kernel_a.itb"
+    fit.write_bytes(volumes["kernel_a"]["data"])
+    listing = subprocess.run(["dumpimage", "-l", str(fit)], capture_output=True, text=True,
+                             check=True).stdout
+    assert "Image 0 (kernel)" in listing and "Sign algo:    sha256,rsa2048" in listing
+    assert listing.count("Hash algo:    sha256") >= 2
+    root = tmp_path / "rootfs_a.squashfs"
+    root.write_bytes(volumes["rootfs_a"]["data"])
+    cat = subprocess.run(["unsquashfs", "-cat", str(root), "/etc/fw_env.config"],
+                         capture_output=True, text=True, check=True).stdout
+    assert cat == "/dev/ubi0_0 0x0 0x4000\n/dev/ubi0_1 0x0 0x4000\n"
+    listing = subprocess.run(["unsquashfs", "-l", str(root)], capture_output=True, text=True,
+                             check=True).stdout
+    assert "squashfs-root/sbin/lxembed-firmware" in listing
+    assert "squashfs-root/boot/fit.itb" not in listing  # on NAND the FIT is a volume
+
+
+def test_the_bundle_writes_the_other_slots_volumes_with_ubivol(nand):
+    description, files = read_bundle(nand / "v1" / "rootfs.swu")
+    assert [name for name, _ in files] == ["sw-description", "sw-description.sig",
+                                          "kernel.fit.zst", "rootfs.squashfs.zst"]
+    assert description.count('type = "ubivol"') == 4 and 'type = "raw"' not in description
+    for slot in ("a", "b"):
+        assert f'volume = "kernel_{slot}"' in description
+        assert f'volume = "rootfs_{slot}"' in description
+    # decompressed-size (what swupdate's ubivol needs for a compressed image) is the raw size
+    volumes = read_ubi(nand / "v1" / "rootfs.firmware.ubi")
+    sizes = [int(s) for s in re.findall(r'decompressed-size = "(\d+)"', description)]
+    data = (nand / "v1" / "rootfs.swu").read_bytes()
+    for name, size in zip(("kernel.fit.zst", "rootfs.squashfs.zst"), sizes[:2]):
+        at = data.index(name.encode() + b"\0") + len(name) + 1
+        raw = zstandard.ZstdDecompressor().decompressobj().decompress(
+            data[at + (-(110 + len(name) + 1) % 4):][:dict(files)[name]])
+        assert len(raw) == size
+        volume = volumes["kernel_a" if name.startswith("kernel") else "rootfs_a"]["data"]
+        assert volume[:size] == raw and set(volume[size:]) <= {0xFF}
+
+
+def test_the_updater_reads_the_nand_bundle_with_the_image_keyring(nand):
+    if shutil.which("swupdate") is None:
+        pytest.skip("swupdate is not installed")
+    result = subprocess.run(["unshare", "--net", "--pid", "--fork", "--kill-child",
+                             "swupdate", "-c", "-i", str(nand / "v1" / "rootfs.swu"),
+                             "-k", str(nand / "keys" / "dev" / "dev.crt"), "-e", "stable,B",
+                             "-H", "nand-arm64:1.0"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+def test_two_builds_are_identical(nand, tmp_path):
+    run_lxembed("build", "-b", str(nand / "nand-arm64.toml"), "-r", str(nand / "v1.toml"),
+                "-o", str(tmp_path / "again"), "-f", "firmware", check=True)
+    for name in ("rootfs.firmware.ubi", "rootfs.swu"):
+        assert (tmp_path / "again" / name).read_bytes() == (nand / "v1" / name).read_bytes()
+
+
+def test_volumes_larger_than_the_flash_are_one_line_naming_the_recipe(nand, tmp_path):
+    board = nand_board(tmp_path, size="128MiB")
+    recipe = nand / "big.toml"
+    recipe.write_text(RECIPE.format(version="1.0", slot="96MiB"))
+    out = tmp_path / "out"
+    result = run_lxembed("build", "-b", str(board), "-r", str(recipe), "-o", str(out),
+                         "-f", "firmware")
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("lxembed: error:")]
+    assert len(lines) == 1 and f"{recipe}:" in lines[0] and "erase blocks" in lines[0]
+    assert "Traceback" not in result.stderr and not out.exists()
+
+
+def test_mt7621_router_has_no_kernel_nor_u_boot_for_firmware(nand, tmp_path):
+    result = run_lxembed("build", "-b", "mt7621-router", "-r", str(nand / "v1.toml"),
+                         "-o", str(tmp_path / "out"), "-f", "firmware")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "mt7621-router has no usable U-Boot" in result.stderr
+    assert not (tmp_path / "out").exists()
