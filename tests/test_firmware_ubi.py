@@ -117,7 +117,8 @@ def test_the_volumes_are_the_documented_ab_layout(nand):
     assert volumes["data"]["flags"] & AUTORESIZE
     assert not any(volumes[n]["flags"] & AUTORESIZE for n in volumes if n != "data")
     leb = PEB - 2 * 2048  # EC and VID headers, a page each
-    assert volumes["rootfs_a"]["reserved"] == volumes["rootfs_b"]["reserved"] == 96 * (1 << 20) // leb + 1
+    slot_lebs = 96 * (1 << 20) // leb + 1
+    assert volumes["rootfs_a"]["reserved"] == volumes["rootfs_b"]["reserved"] == slot_lebs
     assert volumes["kernel_a"]["reserved"] == volumes["kernel_b"]["reserved"]
     # Written only where there is something: B and data hold no LEB (UBIFS formats data).
     for name in ("kernel_b", "rootfs_b", "data"):
@@ -219,3 +220,77 @@ def test_mt7621_router_has_no_kernel_nor_u_boot_for_firmware(nand, tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "mt7621-router has no usable U-Boot" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+# The boot command's last `reset` (and the no-slot one) made visible so one U-Boot run can try
+# several boot states; `ubi` is not in qemu's U-Boot build: it fails, as a FIT that does not
+# load would, and the command goes on to "did not boot".
+HUSH_CASES = (
+    # (BOOT_ORDER, A left, B left, trial) -> slot booted, its attempts left after this one
+    (("A B", 2, 0, "none"), "slot A (volume rootfs_a), 1 attempts left"),
+    (("B A", 0, 2, "B"), "slot B (volume rootfs_b), 1 attempts left"),
+    (("B A", 1, 0, "B"), "slot A (volume rootfs_a), 0 attempts left"),
+    (("A B", 0, 0, "none"), "no slot has attempts left: 2 each again"),
+)
+
+
+@pytest.mark.slow
+def test_the_boot_command_picks_and_counts_the_slot_in_real_u_boot(nand, tmp_path):
+    """The factory `lxembed_boot`, as the image holds it, run by Debian's U-Boot for qemu's
+    arm64 virt machine: U-Boot's own hush decides which slot boots, with which kernel
+    command line, and counts the attempt."""
+    from lxembed.config import load_board
+    from lxembed.config.uboot import uboot_settings
+    from lxembed.runners.accel import choose_accel
+    from lxembed.runners.qemu_system import QemuSetup
+    from lxembed.runners.uboot import boot_disk, uboot_argv
+    from lxembed.writers.firmware import write_script_image
+
+    board = load_board(str(nand / "nand-arm64.toml"))
+    uboot = uboot_settings(board)
+    if not Path(uboot["firmware"]).is_file():
+        pytest.skip("u-boot-qemu is not installed")
+    env = read_ubi(nand / "v1" / "rootfs.firmware.ubi")["ubootenv"]["data"][5:0x4000]
+    env = dict(v.split("=", 1) for v in env.split(b"\0\0")[0].decode().split("\0"))
+    boot = env["lxembed_boot"].replace("; reset", "; echo lxembed-test: reset")
+    assert "'" not in boot
+    script = [f"setenv lxembed_boot '{boot}'"]
+    for (order, a, b, trial), _ in HUSH_CASES:
+        script += [f'setenv BOOT_ORDER "{order}"; setenv BOOT_A_LEFT {a}; setenv BOOT_B_LEFT {b}; '
+                   f"setenv lxembed_trial {trial}; setenv slot; echo lxembed-test: case",
+                   "run lxembed_boot",
+                   "echo lxembed-test: BOOT_A_LEFT=${BOOT_A_LEFT} BOOT_B_LEFT=${BOOT_B_LEFT} "
+                   "bootargs=${bootargs}"]
+    script.append("echo lxembed-test: done; reset")
+    scr = tmp_path / "boot.scr"
+    scr.write_bytes(write_script_image("\n".join(script) + "\n", board.arch.uboot, tmp_path))
+    dummy = tmp_path / "dummy.fit"
+    dummy.write_bytes(b"\0" * 4096)
+    boot_disk(dummy, scr, tmp_path / "boot.img")
+    setup = QemuSetup.for_board(board)
+    argv = uboot_argv(setup, uboot, choose_accel(board.arch), tmp_path / "boot.img",
+                      network=False)
+    result = subprocess.run(argv, capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
+    console = result.stdout.decode(errors="replace").replace("\r", "")
+    assert "lxembed-test: done" in console, console[-3000:]
+    cases = console.split("lxembed-test: case")[1:]
+    assert len(cases) == len(HUSH_CASES)
+    for ((_, a, b, trial), says), out in zip(HUSH_CASES, cases):
+        assert f"lxembed-boot: {says}" in out, out
+        state = re.search(r"lxembed-test: BOOT_A_LEFT=(\d+) BOOT_B_LEFT=(\d+) bootargs=(.*)",
+                          out)
+        if "no slot" in says:
+            assert state.groups()[:2] == ("2", "2"), out  # both get their attempts back
+            continue
+        slot = says.split()[1]
+        left = {"A": a, "B": b}
+        left[slot] -= 1
+        assert state.groups()[:2] == (str(left["A"]), str(left["B"])), out
+        n = {"A": 4, "B": 5}[slot]
+        assert state.group(3).endswith(
+            f" ubi.mtd=ubi ubi.block=0,rootfs_{slot.lower()} root=/dev/ubiblock0_{n} "
+            f"lxembed.slot={slot}" + (" lxembed.trial" if trial == slot else "")), out
+        # The attempt is saved (saveenv: here to qemu's flash, which fails) before the FIT
+        # is loaded, so a kernel that hangs has been counted.
+        assert out.index("Saving Environment") < out.index("lxembed-boot: slot")
+        assert "Unknown command 'ubi'" in out and f"slot {slot} did not boot" in out
