@@ -294,3 +294,43 @@ def test_the_boot_command_picks_and_counts_the_slot_in_real_u_boot(nand, tmp_pat
         # is loaded, so a kernel that hangs has been counted.
         assert out.index("Saving Environment") < out.index("lxembed-boot: slot")
         assert "Unknown command 'ubi'" in out and f"slot {slot} did not boot" in out
+
+
+@pytest.mark.slow
+def test_the_fits_initramfs_loads_ubi_and_fails_the_boot_without_its_slot(nand, tmp_path):
+    """kernel_a's own kernel and initramfs under qemu, which has no NAND: the modules load,
+    ubi gets the command line's ubi.mtd= without the init passing it (busybox's modprobe
+    does; the init passing it too would attach the MTD twice) and fails only for want of an
+    MTD device, and a slot that is not there is a failed boot (the kernel panics, for U-Boot
+    to count), not a hang."""
+    import dataclasses
+
+    from lxembed.config import load_board
+    from lxembed.runners.accel import choose_accel
+    from lxembed.runners.qemu_system import QemuSetup, qemu_argv
+    from lxembed.sources.kernel import fetch_kernel
+
+    board = load_board(str(nand / "nand-arm64.toml"))
+    fit = tmp_path / "kernel_a.itb"
+    fit.write_bytes(read_ubi(nand / "v1" / "rootfs.firmware.ubi")["kernel_a"]["data"])
+    listing = subprocess.run(["dumpimage", "-l", str(fit)], capture_output=True, text=True,
+                             check=True).stdout
+    parts = {}
+    for index, name in enumerate(re.findall(r"Image \d+ \((\w+)\)", listing)):
+        parts[name] = tmp_path / name
+        subprocess.run(["dumpimage", "-T", "flat_dt", "-p", str(index), "-o",
+                        str(parts[name]), str(fit)], check=True, capture_output=True)
+    kernel = dataclasses.replace(fetch_kernel(board), image=parts["kernel"], vmlinux=None)
+    setup = QemuSetup.for_board(board)
+    argv = qemu_argv(setup, kernel, parts["ramdisk"], choose_accel(board.arch), network=False,
+                     append="ubi.mtd=ubi ubi.block=0,rootfs_a root=/dev/ubiblock0_4 "
+                            "lxembed.slot=A")
+    result = subprocess.run(argv, capture_output=True, timeout=180, stdin=subprocess.DEVNULL)
+    console = result.stdout.decode(errors="replace").replace("\r", "")
+    tail = console[-3000:]
+    assert "UBI error: cannot open mtd ubi," in console, tail
+    assert "lxembed-firmware: cannot load ubi\n" in console, tail
+    for module in ("mtd", "squashfs", "overlay"):
+        assert f"cannot load {module}\n" not in console, tail
+    assert "lxembed-firmware: slot /dev/ubiblock0_4 does not mount: this boot failed" in console
+    assert "Kernel panic" in console and "Attempted to kill init" in console

@@ -153,24 +153,18 @@ $b mount -t proc proc /proc
 $b mount -t sysfs sysfs /sys
 $b mount -t devtmpfs devtmpfs /dev
 say() {{ echo "lxembed-firmware: $*" > /dev/console; }}
-root= init=/sbin/init reset= mtd= block=
+root= init=/sbin/init reset=
 for arg in $($b cat /proc/cmdline); do
 	case "$arg" in
 	root=*) root=${{arg#root=}} ;;
 	init=*) init=${{arg#init=}} ;;
-	ubi.mtd=*) mtd=${{arg#ubi.mtd=}} ;;
-	ubi.block=*) block=${{arg#ubi.block=}} ;;
 	lxembed.factory_reset) reset=1 ;;
 	esac
 done
-# A built-in UBI took ubi.mtd= and ubi.block= from the command line; busybox's modprobe does
-# not read it, so a modular one gets them here.
+# UBI takes ubi.mtd= and ubi.block= from the kernel command line: built in, from the kernel;
+# as a module, from busybox's modprobe, which adds a module's options found there.
 while read -r module; do
-	if [ "$module" = ubi ] && [ ! -e /sys/class/ubi/ubi{ubi} ]; then
-		$b modprobe ubi mtd="$mtd" block="$block" || say "cannot attach UBI on $mtd"
-	else
-		$b modprobe "$module" 2>/dev/null || say "cannot load $module"
-	fi
+	$b modprobe "$module" 2>/dev/null || say "cannot load $module"
 done < /etc/modules-boot
 n=0
 while [ ! -b "$root" ] && [ $n -lt 200 ]; do $b usleep 50000; n=$((n + 1)); done
