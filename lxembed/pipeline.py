@@ -72,8 +72,9 @@ def build_image(plan: Plan, output: Optional[Path] = None, formats: Sequence[str
         for note in check_recipe(kernel_config, plan.recipe):
             warn(note)
     # The FIT's board facts and key are checked before anything is built or written.
-    fit = fit_inputs(plan, mirror) if "fit" in formats or "firmware" in formats else None
+    # The firmware's first: a board without U-Boot is then said to lack it for the firmware.
     firmware = firmware_for(plan) if "firmware" in formats else None
+    fit = fit_inputs(plan, mirror) if "fit" in formats or "firmware" in formats else None
     with OutputStage(output) as stage:  # checks OUTPUT before the build starts
         tree = build_tree(plan, mirror)
         add_service_containers(tree, plan, lambda cplan: build_tree(cplan, mirror))

@@ -218,7 +218,8 @@ def test_mt7621_router_has_no_kernel_nor_u_boot_for_firmware(nand, tmp_path):
     result = run_lxembed("build", "-b", "mt7621-router", "-r", str(nand / "v1.toml"),
                          "-o", str(tmp_path / "out"), "-f", "firmware")
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "mt7621-router has no usable U-Boot" in result.stderr
+    assert "mt7621-router has no usable U-Boot: the firmware format cannot use it" \
+        in result.stderr
     assert not (tmp_path / "out").exists()
 
 
