@@ -183,15 +183,21 @@ def test_the_bundle_writes_the_other_slots_volumes_with_ubivol(nand):
         assert volume[:size] == raw and set(volume[size:]) <= {0xFF}
 
 
-def test_the_updater_reads_the_nand_bundle_with_the_image_keyring(nand):
+def test_the_updater_reads_the_nand_bundle_with_the_image_keyring(nand, tmp_path):
     if shutil.which("swupdate") is None:
         pytest.skip("swupdate is not installed")
-    result = subprocess.run(["unshare", "--net", "--pid", "--fork", "--kill-child",
-                             "swupdate", "-c", "-i", str(nand / "v1" / "rootfs.swu"),
-                             "-k", str(nand / "keys" / "dev" / "dev.crt"), "-e", "stable,B",
-                             "-H", "nand-arm64:1.0"], capture_output=True, text=True,
-                            timeout=120)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    # swupdate's control sockets are fixed paths in /tmp: it gets a /tmp of its own (another
+    # swupdate on the machine would otherwise answer), the files it reads open beforehand.
+    script = ('exec 3<"$1" 4<"$2"; mount -t tmpfs tmpfs /tmp && exec swupdate -c '
+              '-i /proc/self/fd/3 -k /proc/self/fd/4 -e stable,B -H nand-arm64:1.0')
+    make_key(tmp_path / "other")
+    for cert, ok in ((nand / "keys" / "dev" / "dev.crt", True),
+                     (tmp_path / "other" / "other.crt", False)):
+        result = subprocess.run(["unshare", "--mount", "--net", "--pid", "--fork",
+                                 "--kill-child", "sh", "-c", script, "sh",
+                                 str(nand / "v1" / "rootfs.swu"), str(cert)],
+                                capture_output=True, text=True, timeout=120)
+        assert (result.returncode == 0) == ok, result.stdout[-2000:] + result.stderr[-2000:]
 
 
 def test_two_builds_are_identical(nand, tmp_path):
