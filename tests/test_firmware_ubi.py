@@ -341,3 +341,15 @@ def test_the_fits_initramfs_loads_ubi_and_fails_the_boot_without_its_slot(nand, 
         assert f"cannot load {module}\n" not in console, tail
     assert "lxembed-firmware: slot /dev/ubiblock0_4 does not mount: this boot failed" in console
     assert "Kernel panic" in console and "Attempted to kill init" in console
+
+
+def test_a_root_larger_than_its_slot_volume_is_one_line_naming_slot_size(nand, tmp_path):
+    recipe = nand / "small.toml"
+    recipe.write_text(RECIPE.format(version="1.0", slot="8MiB"))
+    out = tmp_path / "out"
+    result = run_lxembed("build", "-b", str(nand / "nand-arm64.toml"), "-r", str(recipe),
+                         "-o", str(out), "-f", "firmware")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("lxembed: error:")]
+    assert len(lines) == 1 and f"{recipe}:8: the root needs" in lines[0], result.stderr
+    assert "a slot is 8 MiB" in lines[0] and not out.exists()
