@@ -12,7 +12,7 @@ from typing import Iterable, List, Optional
 from . import __version__
 from .compression import decompress, kind_by_magic
 from .config import Plan
-from .config.firmware import FirmwareSettings, firmware_settings
+from .config.firmware import FirmwareSettings, firmware_settings, is_nand
 from .config.loader import find_overlay
 from .config.settings import parse_size
 from .config.uboot import uboot_settings
@@ -30,6 +30,7 @@ from .sources.kernel_config import KernelConfig, check_recipe, read_config, reci
 from .writers import Artifact, write_formats
 from .writers.disk import DISK_FORMATS, STORAGE_MODULES, BootInputs
 from .writers.firmware import FIRMWARE_MODULES
+from .writers.firmware_ubi import NAND_MODULES
 from .writers.fit import FitInputs, key_bits
 from .writers.output import check_formats as check_image_formats
 from .writers.output import known_formats
@@ -138,8 +139,8 @@ def check_budgets(plan: Plan, tree, artifacts: Sequence[Artifact]) -> None:
 
 def _storage_modules(plan: Plan, fmt: str) -> List[str]:
     """The modules a disk format's boot initramfs loads to reach its root."""
-    if fmt == "firmware":
-        return list(FIRMWARE_MODULES)
+    if fmt == "firmware":  # NAND: UBI's modules as well (writers/firmware_ubi.py)
+        return list(FIRMWARE_MODULES) + (list(NAND_MODULES) if is_nand(plan.board) else [])
     if fmt == "sdcard":
         sdcard = plan.board.settings.get("sdcard") or {}
         return list(sdcard.get("modules") or []) + list(STORAGE_MODULES["ext4"][2:])

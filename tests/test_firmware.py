@@ -12,6 +12,7 @@ watchdog resets it)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -128,8 +129,8 @@ def test_the_updater_checks_the_bundle_with_the_image_keyring(firmware, tmp_path
         result = subprocess.run(["unshare", "--net", "--pid", "--fork", "--kill-child",
                                  "swupdate", "-c", "-i", str(firmware["v2"] / "rootfs.swu"),
                                  "-k", str(cert), "-e", "stable,B", "-H", f"{BOARD}:1.0"],
-                                capture_output=True,
-                                text=True, timeout=120)
+                                capture_output=True, text=True, timeout=120,
+                                env=dict(os.environ, TMPDIR=str(tmp_path)))
         assert (result.returncode == 0) == ok, result.stdout[-2000:] + result.stderr[-2000:]
 
 

@@ -37,6 +37,11 @@ class FirmwareSettings:
     key: object = None  # the bundle's key directory (Path)
     slot_line: str = ""  # the recipe lines, for errors
     data_line: str = ""
+    # NAND boards ([flash] type = "nand"): the layout is UBI volumes (writers/firmware_ubi.py).
+    nand: bool = False
+    kernel_size: int = 0  # each kernel volume; 0: from the FIT's size
+    kernel_line: str = ""
+    ubi_mtd: str = "ubi"
 
     def offsets(self) -> Dict[str, int]:
         """Each partition's first byte (and "end")."""
@@ -87,6 +92,10 @@ def firmware_settings(plan: Plan) -> FirmwareSettings:
                         f"{table['data_size'] / MIB:g} MiB: the data partition needs at "
                         "least 8 MiB")
     fw = FirmwareSettings(
+        nand=is_nand(plan.board), kernel_size=table.get("kernel_size") or 0,
+        kernel_line=line("kernel_size", "firmware") if table.get("kernel_size")
+        else line("firmware"),
+        ubi_mtd=((plan.board.settings.get("flash") or {}).get("ubi_mtd") or "ubi"),
         version=str(table["version"]), slot_size=table["slot_size"],
         data_size=table["data_size"], tries=table["tries"],
         trial_timeout=float(table["trial_timeout"]), root_prefix=uboot["linux_disk"],
@@ -95,9 +104,14 @@ def firmware_settings(plan: Plan) -> FirmwareSettings:
         cmdline=f"console={console} {CMDLINE}", key=key,
         slot_line=line("slot_size", "firmware"), data_line=line("data_size", "firmware"))
     need = fw.offsets()["end"] + MIB  # the backup GPT after the last partition
-    if uboot["disk_size"] and need > uboot["disk_size"]:
+    if not fw.nand and uboot["disk_size"] and need > uboot["disk_size"]:
         board = f"{plan.board.path}:{key_line(plan.board.path.read_text(), 'uboot', 'disk_size')}"
         raise UserError(f"{fw.data_line}: the firmware layout needs {need / MIB:g} MiB and the "
                         f"board's disk is {uboot['disk_size'] / MIB:g} MiB ({board})",
                         hint="lower [firmware] slot_size or data_size")
     return fw
+
+
+def is_nand(board) -> bool:
+    """A board whose storage is raw NAND: its firmware is UBI volumes, not a disk."""
+    return ((board.settings.get("flash") or {}).get("type")) == "nand"

@@ -42,6 +42,8 @@ FLASH_FIELDS = (
             "(default: page_size)"),
     Setting("size", "size", None, "bytes of flash the root filesystem may take (UBI's maximum "
             "LEB count; larger images are refused)"),
+    Setting("ubi_mtd", "str", "ubi", "NAND: the MTD partition that holds the UBI image (the "
+            "firmware format's `ubi part` in U-Boot and ubi.mtd= for Linux)"),
 )
 
 SDCARD_FIELDS = (
@@ -242,6 +244,9 @@ FIRMWARE_FIELDS = (
     Setting("data_size", "size", "64MiB", "the data partition: the overlay's upper layer"),
     Setting("tries", "int", 3, "boot attempts a slot gets before U-Boot falls back to the "
             "other (1 to 9)"),
+    Setting("kernel_size", "size", None, "NAND boards: each kernel volume (kernel_a, "
+            "kernel_b) holding the slot's FIT; default: the FIT's size and half again, in whole "
+            "MiB. Fixed for the device's life, like slot_size"),
     Setting("trial_timeout", "float", 120.0, "seconds a slot booted on trial (after an update) "
             "has to become healthy before the init reboots it, counting a failed attempt"),
 )

@@ -19,6 +19,7 @@ from ..elf.pick import pick_files
 from ..sources.apt import PackageSource
 from ..sources.unpacked import add_packages
 from ..tree import RootfsTree
+from ..writers.firmware_ubi import env_devices
 from .swupdate import FW_ENV_CONFIG, PACKAGES, device_files, install_command, picks
 
 COMMAND = FIRMWARE_COMMAND
@@ -35,7 +36,11 @@ CONF=@ENV_CONFIG@
 TRIES=@TRIES@
 me=lxembed-firmware
 slot=$(sed -n 's/.*lxembed\.slot=\([AB]\).*/\1/p' /proc/cmdline)
-if [ -z "$slot" ]; then echo "$me: not booted from a firmware slot" >&2; exit 2; fi
+if [ -z "$slot" ]; then
+	# The init asks every image to mark-good: one booted otherwise (-kernel) has no slot.
+	[ "$1" = mark-good ] && exit 0
+	echo "$me: not booted from a firmware slot" >&2; exit 2
+fi
 if [ "$slot" = A ]; then other=B; else other=A; fi
 version=$(sed -n 's/.*"version": *"\([^"]*\)".*/\1/p' @INFO@)
 get() { fw_printenv -c "$CONF" -n "$1" 2>/dev/null; }
@@ -102,7 +107,9 @@ def add_firmware_tools(tree: RootfsTree, plan: Plan, source: PackageSource, fw) 
             tree.add(path, entry)
     kw = {"mtime": plan.epoch, "origin": "firmware"}
     cert = (fw.key / f"{fw.key.name}.crt").read_bytes()
-    for path, data in sorted(device_files(plan.board.name, cert, fw.partition("env")).items()):
+    nand_env = env_devices() if fw.nand else None  # NAND: the env copies are UBI volumes
+    for path, data in sorted(device_files(plan.board.name, cert, fw.partition("env"),
+                                          nand_env).items()):
         tree.write(path, data, **kw)
     info = {"version": fw.version, "board": plan.board.name, "recipe": plan.recipe.name}
     tree.write(INFO, (json.dumps(info, sort_keys=True) + "\n").encode(), **kw)

@@ -15,7 +15,7 @@ Debian's swupdate 2022.12 (read from its binary and source, see docs/firmware.md
 from __future__ import annotations
 
 import re
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from ..arch import Arch
 from ..writers.swu import hwrevision, selection
@@ -41,12 +41,21 @@ def fw_env_config(env_device: str, offsets: Tuple[int, int] = (0, ENV_COPY_SIZE)
     return "".join(f"{env_device} 0x{off:x} 0x{size:x}\n" for off in offsets)
 
 
-def device_files(board: str, cert_pem: bytes, env_device: str) -> Dict[str, bytes]:
+def fw_env_config_volumes(volumes: List[str], size: int = ENV_COPY_SIZE) -> str:
+    """/etc/fw_env.config on NAND: each copy a UBI volume of its own, from its start
+    (libubootenv writes a volume whole, with UBI's volume update)."""
+    return "".join(f"{volume} 0x0 0x{size:x}\n" for volume in volumes)
+
+
+def device_files(board: str, cert_pem: bytes, env_device: str,
+                 env_volumes: Optional[List[str]] = None) -> Dict[str, bytes]:
     """The configuration swupdate and fw_setenv read on the device (path -> content, all
-    root-owned 0644): the bundles' certificate, the environment's copies, the board."""
+    root-owned 0644): the bundles' certificate, the environment's copies (in `env_device`,
+    or on NAND one per UBI volume of `env_volumes`), the board."""
+    env = fw_env_config_volumes(env_volumes) if env_volumes else fw_env_config(env_device)
     return {
         CERT_PATH: cert_pem,
-        FW_ENV_CONFIG: fw_env_config(env_device).encode(),
+        FW_ENV_CONFIG: env.encode(),
         HWREVISION: hwrevision(board).encode(),
     }
 

@@ -25,6 +25,7 @@ from .directory import write_dir
 from .disk import DISK_FORMATS, BootInputs, write_boot_initramfs, write_disk
 from .ext4 import Ext4Options, write_ext4
 from .firmware import write_firmware_disk, write_slot
+from .firmware_ubi import kernel_volume, root_volume, write_firmware_ubi, write_ubi_slot
 from .fit import write_fit
 from .flash import FlashGeometry
 from .jffs2 import write_jffs2
@@ -322,6 +323,8 @@ def _write_firmware(tree: RootfsTree, output: Path, plan, name: str,
     fw, fit = boot.firmware, boot.fit
     epoch, identity = _epoch(tree, plan), _identity(plan, name)
     description = f"lxembed {plan.board.name}/{plan.recipe.name} {fw.version}"
+    if fw.nand:
+        return _write_firmware_ubi(tree, output, plan, name, boot, description)
     with tempfile.TemporaryDirectory(prefix="lxembed-slot-", dir=output) as tmp:
         slot = Path(tmp, "slot.ext4")
         key_dtb = write_slot(tree, boot.modules, fit, fw, epoch, identity, description, slot)
@@ -337,10 +340,36 @@ def _write_firmware(tree: RootfsTree, output: Path, plan, name: str,
     return artifacts
 
 
-def _write_bundle(slot: Path, fw, plan, path: Path, epoch: int) -> Artifact:
+def _write_firmware_ubi(tree: RootfsTree, output: Path, plan, name: str, boot: BootInputs,
+                        description: str) -> List[Artifact]:
+    """NAND: NAME.firmware.ubi (the A/B layout as UBI volumes), NAME.swu (the bundle that
+    writes the other slot's volumes) and, when the FIT is signed, NAME.fit.key.dtb."""
+    fw, epoch = boot.firmware, _epoch(tree, plan)
+    with tempfile.TemporaryDirectory(prefix="lxembed-slot-", dir=output) as tmp:
+        slot = write_ubi_slot(tree, boot.modules, boot.fit, fw, epoch, description,
+                              SquashfsOptions.from_recipe(_recipe_table(plan, "squashfs")),
+                              Path(tmp))
+        image = write_file_atomic(output / f"{name}.firmware.ubi", lambda fh: write_firmware_ubi(
+            slot, fw, _flash(plan, "firmware"), boot.fit.fdt is not None,
+            _identity(plan, name), epoch, fh))
+        image.format = "firmware.ubi"
+        artifacts = [image, _write_bundle(slot.root, fw, plan, output / f"{name}.swu", epoch,
+                                          slot.fit)]
+    if slot.key_dtb is not None:
+        key = write_file_atomic(output / f"{name}.fit.key.dtb", lambda fh: fh.write(slot.key_dtb))
+        key.format = "fit.key.dtb"
+        artifacts.append(key)
+    return artifacts
+
+
+def _write_bundle(slot: Path, fw, plan, path: Path, epoch: int,
+                  kernel: Optional[Path] = None) -> Artifact:
     """The signed SWUpdate bundle that installs this slot image into either slot."""
-    inputs = SwuInputs(image=slot, version=fw.version, board=plan.board.name,
-                       slots={"A": fw.partition("a"), "B": fw.partition("b")},
+    # NAND (`kernel`: the FIT): the slots are UBI volumes, written by swupdate's ubivol.
+    slots = ({s: root_volume(s) for s in ("A", "B")} if kernel is not None
+             else {"A": fw.partition("a"), "B": fw.partition("b")})
+    inputs = SwuInputs(image=slot, version=fw.version, board=plan.board.name, slots=slots,
+                       kernel=kernel, kernel_volumes={s: kernel_volume(s) for s in ("A", "B")},
                        key=fw.key / f"{fw.key.name}.key", cert=fw.key / f"{fw.key.name}.crt",
                        tries=fw.tries, epoch=epoch, slot_bytes=fw.slot_size,
                        where=plan.recipe.line_of("key", "firmware"))

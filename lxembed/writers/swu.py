@@ -30,7 +30,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Dict, List, Tuple
+from typing import BinaryIO, Dict, List, Optional, Tuple
 
 import zstandard
 
@@ -39,6 +39,7 @@ from . import output as _output  # module, not names: output.py may import this 
 
 SOFTWARE_SET = "stable"  # the `-e SET,MODE` set; the mode is the target slot's name
 IMAGE_NAME = "rootfs.ext4.zst"
+UBI_IMAGES = ("kernel.fit.zst", "rootfs.squashfs.zst")  # NAND: the FIT, then the root
 # zstd for the image: level 9 with long-distance matching over a 16 MiB window. Measured on an
 # 82 MiB arm64 root holding swupdate's closure: 23.6 MB in 1.9 s, against 20.4 MB in 44 s at
 # level 19 and 25.6 MB in 0.7 s at level 3 (each build of a changed root pays it once). The
@@ -75,6 +76,10 @@ class SwuInputs:
     epoch: int = 0  # cpio mtime of the bundle's files
     slot_bytes: int = 0  # the slots' size on the device; 0: not checked
     where: str = "swu"  # what names these settings in errors (a recipe line)
+    # NAND (UBI volumes, swupdate's `ubivol` handler): `slots` maps a slot to its root volume
+    # ("rootfs_b") and `kernel_volumes` to its kernel volume, which gets `kernel` (the FIT).
+    kernel: Optional[Path] = None
+    kernel_volumes: Dict[str, str] = field(default_factory=dict)
 
     def env_for(self, slot: str) -> Dict[str, str]:
         if slot in self.env:
@@ -97,12 +102,34 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def sw_description(inputs: SwuInputs, sha256: str) -> str:
-    """The libconfig text: one selection per slot, under the board's node."""
+def _ubivol(name: str, volume: str, sha256: str, raw_bytes: int) -> str:
+    """An image for swupdate's ubivol handler: a compressed one must say its size unpacked
+    (UBI's volume update takes the byte count first)."""
+    return (f"{{\n\t\t\t\t\tfilename = {_quote(name)};\n"
+            f"\t\t\t\t\tvolume = {_quote(volume)};\n"
+            f"\t\t\t\t\ttype = \"ubivol\";\n"
+            f"\t\t\t\t\tcompressed = \"zstd\";\n"
+            f"\t\t\t\t\tinstalled-directly = true;\n"
+            f"\t\t\t\t\tsha256 = \"{sha256}\";\n"
+            f"\t\t\t\t\tproperties: {{ decompressed-size = \"{raw_bytes}\"; }};\n"
+            f"\t\t\t\t}}")
+
+
+def sw_description(inputs: SwuInputs, sha256: str,
+                   ubi: Optional[List[Tuple[str, int]]] = None) -> str:
+    """The libconfig text: one selection per slot, under the board's node. `ubi`: the NAND
+    images' (sha256, raw size), the FIT's then the root's; `sha256` is then unused."""
     modes = []
     for slot, device in inputs.slots.items():
         env = "".join(f"\t\t\t\t\t{{ name = {_quote(k)}; value = {_quote(v)}; }},\n"
                       for k, v in inputs.env_for(slot).items()).rstrip(",\n") + "\n"
+        if ubi is not None:  # the FIT first: a root without its kernel never boots
+            volumes = (inputs.kernel_volumes[slot], device)
+            images = ", ".join(_ubivol(name, vol, digest, raw) for name, vol, (digest, raw)
+                               in zip(UBI_IMAGES, volumes, ubi))
+            modes.append(f"\t\t\t{slot}: {{\n\t\t\t\timages: ( {images} );\n"
+                         f"\t\t\t\tbootenv: (\n{env}\t\t\t\t);\n\t\t\t}};\n")
+            continue
         modes.append(
             f"\t\t\t{slot}: {{\n"
             f"\t\t\t\timages: ( {{\n"
@@ -133,6 +160,12 @@ def _check(inputs: SwuInputs) -> None:
         raise UserError(f"{where}: an A/B bundle needs exactly two slots, not "
                         f"{sorted(inputs.slots)}")
     for slot, device in inputs.slots.items():
+        if inputs.kernel is not None:  # NAND: UBI volume names
+            names = (device, inputs.kernel_volumes.get(slot, ""))
+            if not all(_LIBCONFIG_NAME.match(n) for n in names):
+                raise UserError(f"{where}: slot {slot!r}: volumes {names!r}: a slot names its "
+                                "root and kernel UBI volumes")
+            continue
         if not _LIBCONFIG_NAME.match(slot) or not device.startswith("/"):
             raise UserError(f"{where}: slot {slot!r} = {device!r}: a slot is a name and an "
                             "absolute device path")
@@ -239,15 +272,21 @@ def write_swu(inputs: SwuInputs, path: Path) -> SwuBundle:
     packed = compress(inputs.image.read_bytes())
     image_bytes = inputs.image.stat().st_size
     digest = hashlib.sha256(packed).hexdigest()
-    description = sw_description(inputs, digest)
+    files: Tuple[Tuple[str, bytes], ...] = ((IMAGE_NAME, packed),)
+    ubi = None
+    if inputs.kernel is not None:
+        kernel = inputs.kernel.read_bytes()
+        kernel_packed = compress(kernel)
+        ubi = [(hashlib.sha256(kernel_packed).hexdigest(), len(kernel)), (digest, image_bytes)]
+        files = ((UBI_IMAGES[0], kernel_packed), (UBI_IMAGES[1], packed))
+    description = sw_description(inputs, digest, ubi)
     signature = sign(description.encode(), inputs.key, inputs.cert, inputs.where)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as out:
             write_cpio_crc((("sw-description", description.encode()),
-                            ("sw-description.sig", signature),
-                            (IMAGE_NAME, packed)), out, inputs.epoch)
+                            ("sw-description.sig", signature)) + files, out, inputs.epoch)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
