@@ -139,8 +139,8 @@ KERNEL_IMAGES = (
 )
 
 # `uname -m` of the hosts lxembed runs on, and the Debian architecture of their userland.
-# Others (riscv64 as a host: untested, armv8l: a 32-bit userland on a 64-bit CPU, ppc64le...) are refused rather
-# than guessed: qemu-user and bind-host containers would pick the wrong binaries.
+# Others (riscv64 hosts: untested; armv8l: a 32-bit userland on a 64-bit CPU; ppc64le...) are
+# refused rather than guessed: qemu-user and bind-host containers would pick the wrong binaries.
 HOST_MACHINES = {"x86_64": "amd64", "aarch64": "arm64", "i686": "i386", "armv7l": "armhf",
                  "mips": "mipsel", "mips64": "mips64el"}
 
