@@ -166,7 +166,7 @@ def test_tree_sysroot_agrees_with_the_directory(sysroot):
     tree = RootfsTree()
     for deb in debs:
         extract_deb(deb, tree)
-    wanted = [p for p in programs(arch) if tree.lookup(p) is not None]
+    wanted = [p for p in programs(arch) if tree.get(p) is not None]
     from_tree = elf_closure(TreeSysroot(tree), wanted, arch)
     from_dir = elf_closure(HostSysroot(str(root)), wanted, arch)
     assert from_tree.real_paths == from_dir.real_paths and not from_tree.missing
