@@ -14,6 +14,7 @@ EM_MIPS = 8
 EM_ARM = 40
 EM_X86_64 = 62
 EM_AARCH64 = 183
+EM_RISCV = 243
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class Arch:
     qemu_user_cpu: Optional[str] = None
     incus: str = ""  # Incus's (and LXD's) architecture name, metadata.yaml's `architecture`
     uboot: str = ""  # mkimage's -A / a FIT image's `arch` for this arch's kernel
+    riscv_abi: Optional[str] = None  # RISC-V only: float ABI, "lp64d", "lp64f" or "lp64"
+    qemu_bios: Optional[str] = None  # qemu -bios for a direct kernel boot (RISC-V: OpenSBI)
 
     @property
     def qemu_user_path(self) -> str:
@@ -116,6 +119,14 @@ ARCHES = {
              "linux-image-5kc-malta", "5kc-malta", "mips64le", None, "mips64el",
              "pcnet", ("mii", "pcnet32"), ("/lib64/ld.so.1",), "legacy",
              incus="mips64", uboot="mips64"),
+        # RISC-V: OpenSBI (the machine-mode firmware qemu-system-data ships) starts the kernel
+        # in supervisor mode. Debian's riscv64 port is RV64GC with the double-float ABI.
+        Arch("riscv64", "riscv64-linux-gnu", 64, "little", EM_RISCV, None, None, ("riscv64",),
+             "qemu-riscv64", "qemu-system-riscv64", "virt", None, "ttyS0", "riscv64",
+             "linux-image-riscv64", "riscv64", "riscv64", None, "riscv64",
+             "virtio-net-pci", _VIRTIO_PCI_ARM, ("/lib/ld-linux-riscv64-lp64d.so.1",),
+             incus="riscv64", uboot="riscv", riscv_abi="lp64d",
+             qemu_bios="/usr/share/qemu/opensbi-riscv64-generic-fw_dynamic.bin"),
     )
 }
 
@@ -128,8 +139,8 @@ KERNEL_IMAGES = (
 )
 
 # `uname -m` of the hosts lxembed runs on, and the Debian architecture of their userland.
-# Others (riscv64, armv8l: a 32-bit userland on a 64-bit CPU, ppc64le...) are refused rather
-# than guessed: qemu-user and bind-host containers would pick the wrong binaries.
+# Others (riscv64 hosts: untested; armv8l: a 32-bit userland on a 64-bit CPU; ppc64le...) are
+# refused rather than guessed: qemu-user and bind-host containers would pick the wrong binaries.
 HOST_MACHINES = {"x86_64": "amd64", "aarch64": "arm64", "i686": "i386", "armv7l": "armhf",
                  "mips": "mipsel", "mips64": "mips64el"}
 

@@ -16,13 +16,14 @@ job=${1:-demo}
 # u-boot-qemu, u-boot-tools, device-tree-compiler, openssl: the fit format and `--boot uboot`.
 # swupdate, libubootenv-tool, libubootenv0.1: the update bundle's tests run Debian's swupdate
 # (it dlopen()s libubootenv, which it does not depend on) and read the environment back.
+# qemu-system-misc: qemu-system-riscv64 (its OpenSBI firmware comes with qemu-system-data).
 packages="python3 python3-venv python3-pip qemu-user-static qemu-system-arm qemu-system-mips
   qemu-system-x86 lxc crun iproute2 iputils-ping debian-archive-keyring apt-utils cpio zstd
   xz-utils squashfs-tools e2fsprogs mtd-utils fdisk dosfstools mtools uidmap busybox-static
   procps util-linux nftables dnsmasq-base skopeo umoci podman runc buildah
   libvirt-daemon libvirt-daemon-driver-lxc libvirt-clients libxml2-utils
   u-boot-qemu u-boot-tools device-tree-compiler openssl
-  swupdate libubootenv-tool libubootenv0.1"
+  swupdate libubootenv-tool libubootenv0.1 qemu-system-misc"
 missing=$(for p in $packages; do dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null |
   grep -q "install ok installed" || echo "$p"; done)
 if [ -n "$missing" ]; then

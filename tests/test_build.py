@@ -15,7 +15,7 @@ from elftools.elf.elffile import ELFFile
 from lxembed.config import load_board
 
 QEMU_BOARDS = ["qemu-x86_64", "qemu-i386", "qemu-arm64", "qemu-armhf", "qemu-armel",
-               "qemu-mipsel", "qemu-mips64el"]
+               "qemu-mipsel", "qemu-mips64el", "qemu-riscv64"]
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +41,8 @@ def test_busybox_is_an_elf_of_the_board_arch(built, board):
     with open(dest / "rootfs/bin/busybox", "rb") as fh:
         elf = ELFFile(fh)
         assert elf.header["e_machine"] == {3: "EM_386", 8: "EM_MIPS", 40: "EM_ARM",
-                                           62: "EM_X86_64", 183: "EM_AARCH64"}[arch.elf_machine]
+                                           62: "EM_X86_64", 183: "EM_AARCH64",
+                                           243: "EM_RISCV"}[arch.elf_machine]
         assert elf.elfclass == arch.elf_class
         assert elf.little_endian == (arch.elf_endian == "little")
     mode = os.stat(dest / "rootfs/bin/busybox").st_mode
@@ -81,10 +82,11 @@ def test_busybox_cpio_zst_under_one_megabyte(built):
         assert cpio["bytes"] < 1_000_000, board
 
 
-def test_two_builds_are_byte_identical(tmp_path):
+@pytest.mark.parametrize("board", ["qemu-mipsel", "qemu-riscv64"])  # bookworm, trixie
+def test_two_builds_are_byte_identical(tmp_path, board):
     shas = []
     for name in ("a", "b"):
-        result = run_lxembed("build", "-b", "qemu-mipsel", "-r", "busybox", "-o",
+        result = run_lxembed("build", "-b", board, "-r", "busybox", "-o",
                              str(tmp_path / name), "-f", "cpio.zst,tar.zst,cpio.gz,tar,dir",
                              "--json", check=True)
         shas.append({a["format"]: a["sha256"] for a in json.loads(result.stdout)["artifacts"]})

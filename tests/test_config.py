@@ -23,6 +23,8 @@ def test_every_board_loads_and_pins_a_suite():
         # rpi3-arm64 is real hardware that QEMU also emulates (raspi3b)
         assert (board.qemu is not None) == (name.startswith("qemu-") or name == "rpi3-arm64")
     assert load_board("qemu-armel").qemu["kernel_arch"] == "armhf"
+    riscv = load_board("qemu-riscv64")  # riscv64 is a Debian architecture from trixie on
+    assert (riscv.suite, riscv.arch.debian) == ("trixie", "riscv64")
 
 
 def test_recipes_load():

@@ -15,9 +15,12 @@ from test_elf_synth import (
     EM_AARCH64,
     EM_ARM,
     EM_MIPS,
+    EM_RISCV,
     ET_EXEC,
     ET_REL,
     MIPS_O32_FLAGS,
+    RISCV_LP64D_FLAGS,
+    RISCV_SOFT_FLAGS,
     make_elf,
 )
 
@@ -191,6 +194,67 @@ def test_tree_closure_paths_and_symlinks():
         "libc.so.6",
         "/lib/ld-linux-armhf.so.3",
     ]
+
+
+RISCV64 = get_arch("riscv64")
+RV = dict(elf_class=64, machine=EM_RISCV, flags=RISCV_LP64D_FLAGS)
+RV_SOFT = dict(elf_class=64, machine=EM_RISCV, flags=RISCV_SOFT_FLAGS)
+RV_TRIPLET = "/usr/lib/riscv64-linux-gnu"
+RV_LOADER = "ld-linux-riscv64-lp64d.so.1"
+
+
+def riscv64_tree() -> RootfsTree:
+    """Debian trixie's riscv64 layout: /lib -> usr/lib (base-files), the loader in the
+    multiarch directory with a /usr/lib symlink to it (libc6), PT_INTERP /lib/ld-linux-...."""
+    t = RootfsTree()
+    t.mkdir(RV_TRIPLET)
+    t.symlink("/lib", "usr/lib")
+    t.write(f"{RV_TRIPLET}/{RV_LOADER}", make_elf(**RV, soname=RV_LOADER))
+    t.symlink(f"/usr/lib/{RV_LOADER}", f"riscv64-linux-gnu/{RV_LOADER}")
+    t.write(f"{RV_TRIPLET}/libc.so.6", make_elf(**RV, soname="libc.so.6", needed=[RV_LOADER]))
+    t.write("/usr/bin/prog", make_elf(**RV, e_type=ET_EXEC, interp=f"/lib/{RV_LOADER}",
+                                      needed=["libc.so.6"]), mode=0o755)
+    return t
+
+
+def test_riscv64_closure_through_the_merged_usr_loader_path():
+    assert RISCV64.ld_so == (f"/lib/{RV_LOADER}",)
+    closure = elf_closure(TreeSysroot(riscv64_tree()), ["/usr/bin/prog"], RISCV64)
+    assert not closure.missing
+    assert closure.real_paths == {f"{RV_TRIPLET}/libc.so.6", f"{RV_TRIPLET}/{RV_LOADER}"}
+    assert closure.paths == {"/lib/riscv64-linux-gnu/libc.so.6", f"/lib/{RV_LOADER}"}
+    assert closure.symlinks == {"/lib", f"/usr/lib/{RV_LOADER}"}
+
+
+def test_riscv64_library_of_another_float_abi_is_skipped_like_ld_so_does():
+    """glibc's RISC-V loader skips a library of another float ABI and searches on."""
+    t = riscv64_tree()
+    t.mkdir("/usr/local/lib")
+    t.write("/etc/ld.so.conf", b"/usr/local/lib\n")
+    t.write("/usr/local/lib/libc.so.6", make_elf(**RV_SOFT, soname="libc.so.6"))  # lp64: skipped
+    closure = elf_closure(TreeSysroot(t), ["/usr/bin/prog"], RISCV64)
+    assert f"{RV_TRIPLET}/libc.so.6" in closure.real_paths and not closure.missing
+
+
+def test_riscv64_soft_float_program_and_arm64_library_are_refused():
+    t = riscv64_tree()
+    check_tree_arch(t, RISCV64)
+    t.write("/lib/modules/6.12/virtio_net.ko", make_elf(**RV_SOFT, e_type=ET_REL))  # a module
+    check_tree_arch(t, RISCV64)
+    t.write("/usr/bin/soft", make_elf(**RV_SOFT, e_type=ET_EXEC))
+    with pytest.raises(UserError) as err:
+        check_tree_arch(t, RISCV64)
+    assert str(err.value) == ("/usr/bin/soft is an ELF for RISC-V lp64 soft-float "
+                              "(no architecture lxembed supports), the board is riscv64")
+    t.remove("/usr/bin/soft")
+    t.write(f"{RV_TRIPLET}/libz.so.1", make_elf(64, machine=EM_AARCH64, soname="libz.so.1"))
+    with pytest.raises(UserError, match=rf"^{RV_TRIPLET}/libz.so.1 is an ELF for arm64 "
+                                        r"\(AArch64\), the board is riscv64"):
+        check_tree_arch(t, RISCV64)
+    # and the other way round: the riscv64 program has no place in an arm64 image
+    with pytest.raises(UserError, match=r"/usr/bin/prog is an ELF for riscv64 \(RISC-V lp64d "
+                                        r"double-float\), the board is arm64"):
+        elf_closure(TreeSysroot(riscv64_tree()), ["/usr/bin/prog"], get_arch("arm64"))
 
 
 def test_missing_library_names_the_chain():

@@ -1,5 +1,5 @@
-"""Closures in Debian sysroots for arm64, armhf, mipsel (and mips64el), checked against the
-target's own dynamic loader run under qemu-user with `--list`.
+"""Closures in Debian sysroots for arm64, armhf, mipsel, mips64el (bookworm) and riscv64
+(trixie), checked against the target's own dynamic loader run under qemu-user with `--list`.
 
 Slow: downloads the packages once (through lxembed's sources layer and its cache), then
 extracts them into the user cache, so reruns take seconds.
@@ -27,18 +27,32 @@ from lxembed.tree import RootfsTree
 pytestmark = pytest.mark.slow
 
 SUITE = "bookworm"
-PACKAGES = ["curl", "openssl", "python3.11-minimal", "libpython3.11-stdlib"]
-CROSS_ARCHES = ["arm64", "armhf", "mipsel", "mips64el"]
+CROSS_ARCHES = {"arm64": "bookworm", "armhf": "bookworm", "mipsel": "bookworm",
+                "mips64el": "bookworm", "riscv64": "trixie"}  # riscv64 is in Debian from trixie
+PYTHON = {"bookworm": "3.11", "trixie": "3.13"}
 CHROOT = shutil.which("chroot") or "/usr/sbin/chroot"
 
 
-def programs(triplet: str) -> list:
+def packages(suite: str) -> list:
+    """What the sysroot holds; base-files makes trixie's /lib -> usr/lib (its PT_INTERP path)."""
+    py = PYTHON[suite]
+    return ["curl", "openssl", f"python{py}-minimal", f"libpython{py}-stdlib"] + (
+        ["base-files"] if suite != "bookworm" else [])
+
+
+def python_of(arch) -> str:
+    return PYTHON[CROSS_ARCHES[arch.debian]]
+
+
+def programs(arch) -> list:
     """Programs, libraries and Python extension modules (which have no PT_INTERP)."""
-    dynload = f"/usr/lib/python3.11/lib-dynload/{{}}.cpython-311-{triplet}.so"
+    py = python_of(arch)
+    triplet = arch.triplet
+    dynload = f"/usr/lib/python{py}/lib-dynload/{{}}.cpython-{py.replace('.', '')}-{triplet}.so"
     return [
         "/usr/bin/curl",
         "/usr/bin/openssl",
-        "/usr/bin/python3.11",
+        f"/usr/bin/python{py}",
         f"/usr/lib/{triplet}/libcurl.so.4",
         dynload.format("_ssl"),
         dynload.format("_ctypes"),
@@ -46,22 +60,22 @@ def programs(triplet: str) -> list:
     ]
 
 
-def fetch_debs(arch: str, packages: list) -> list:
+def fetch_debs(arch: str, packages: list, suite: str = SUITE) -> list:
     try:
         from lxembed.sources.apt import PackageSource
     except ImportError:  # pragma: no cover - the sources layer is part of lxembed
         pytest.skip("lxembed.sources.apt is not available")
     try:
-        return [d.path for d in PackageSource(SUITE, arch).fetch(packages)]
+        return [d.path for d in PackageSource(suite, arch).fetch(packages)]
     except UserError as err:
         pytest.skip(f"Debian packages for {arch} unavailable: {err}")
 
 
-def extracted(arch: str, packages: list) -> tuple:
+def extracted(arch: str, suite: str) -> tuple:
     """(host directory with the packages extracted by dpkg-deb, the .deb paths), cached."""
-    debs = fetch_debs(arch, packages)
+    debs = fetch_debs(arch, packages(suite), suite)
     digest = hashlib.sha256("\n".join(sorted(p.name for p in debs)).encode()).hexdigest()[:16]
-    root = cache_dir() / "test-sysroots" / f"{SUITE}-{arch}-{digest}"
+    root = cache_dir() / "test-sysroots" / f"{suite}-{arch}-{digest}"
     if not (root / ".complete").exists():
         tmp = root.with_name(root.name + f".tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -77,12 +91,12 @@ def extracted(arch: str, packages: list) -> tuple:
     return root, debs
 
 
-@pytest.fixture(scope="module", params=CROSS_ARCHES)
+@pytest.fixture(scope="module", params=list(CROSS_ARCHES))
 def sysroot(request):
     arch = get_arch(request.param)
     if not os.path.exists(arch.qemu_user_path):
         pytest.skip(f"{arch.qemu_user_path} is not installed")
-    root, debs = extracted(arch.debian, PACKAGES)
+    root, debs = extracted(arch.debian, CROSS_ARCHES[arch.debian])
     return arch, root, debs
 
 
@@ -129,7 +143,7 @@ def test_closures_equal_the_target_loader(sysroot):
     arch, root, _ = sysroot
     host = HostSysroot(str(root))
     compared = 0
-    for program in programs(arch.triplet):
+    for program in programs(arch):
         if host.resolve(program) is None:
             continue
         expected = loader_list(arch, root, program)
@@ -152,7 +166,7 @@ def test_tree_sysroot_agrees_with_the_directory(sysroot):
     tree = RootfsTree()
     for deb in debs:
         extract_deb(deb, tree)
-    wanted = [p for p in programs(arch.triplet) if tree.get(p) is not None]
+    wanted = [p for p in programs(arch) if tree.get(p) is not None]
     from_tree = elf_closure(TreeSysroot(tree), wanted, arch)
     from_dir = elf_closure(HostSysroot(str(root)), wanted, arch)
     assert from_tree.real_paths == from_dir.real_paths and not from_tree.missing
@@ -160,7 +174,7 @@ def test_tree_sysroot_agrees_with_the_directory(sysroot):
 
 
 def test_picked_python_runs_under_qemu_user(sysroot, tmp_path):
-    """pick = ["/usr/bin/python3.11"] + the stdlib: the picked tree alone runs ctypes and ssl."""
+    """pick = ["/usr/bin/python3.X"] + the stdlib: the picked tree alone runs ctypes and ssl."""
     arch, root, debs = sysroot
     from lxembed.sources.deb import extract_deb
     from lxembed.writers.directory import write_dir
@@ -168,7 +182,8 @@ def test_picked_python_runs_under_qemu_user(sysroot, tmp_path):
     tree = RootfsTree()
     for deb in debs:
         extract_deb(deb, tree)
-    picked = pick_files(tree, ["/usr/bin/python3.11"], ["/usr/lib/python3.11"], arch)
+    py = python_of(arch)
+    picked = pick_files(tree, [f"/usr/bin/python{py}"], [f"/usr/lib/python{py}"], arch)
     assert picked.get("/usr/bin/curl") is None and picked.total_bytes() < tree.total_bytes()
     out = tmp_path / "picked"
     write_dir(picked, out)
@@ -176,7 +191,7 @@ def test_picked_python_runs_under_qemu_user(sysroot, tmp_path):
         "import ctypes, ssl, sqlite3;"
         "print(ssl.OPENSSL_VERSION.split()[0], ctypes.sizeof(ctypes.c_void_p))"
     )
-    result = in_chroot(arch, out, "/usr/bin/python3.11", "-IS", "-c", code, timeout=300)
+    result = in_chroot(arch, out, f"/usr/bin/python{py}", "-IS", "-c", code, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["OpenSSL", str(arch.elf_class // 8)]
 
@@ -196,3 +211,20 @@ def test_real_armel_busybox_is_refused_in_an_armhf_tree():
         r"the board is armhf",
     ):
         check_tree_arch(tree, get_arch("armhf"))
+
+
+def test_real_riscv64_busybox_is_refused_in_an_arm64_tree():
+    riscv64 = get_arch("riscv64")
+    debs = fetch_debs(riscv64.debian, ["busybox-static"], "trixie")
+    from lxembed.sources.deb import extract_deb
+
+    tree = RootfsTree()
+    for deb in debs:
+        extract_deb(deb, tree)
+    check_tree_arch(tree, riscv64)
+    with pytest.raises(
+        UserError,
+        match=r"^/usr/bin/busybox is an ELF for riscv64 \(RISC-V lp64d double-float\), "
+        r"the board is arm64",
+    ):
+        check_tree_arch(tree, get_arch("arm64"))

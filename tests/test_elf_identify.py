@@ -14,10 +14,13 @@ from test_elf_synth import (
     EM_AARCH64,
     EM_ARM,
     EM_MIPS,
+    EM_RISCV,
     EM_X86_64,
     ET_EXEC,
     ET_REL,
     MIPS_O32_FLAGS,
+    RISCV_LP64D_FLAGS,
+    RISCV_SOFT_FLAGS,
     make_elf,
 )
 
@@ -58,6 +61,13 @@ def arches_of(data: bytes) -> list:
         (dict(elf_class=32, machine=EM_X86_64), []),  # x32
         (dict(elf_class=32, machine=EM_386), ["i386"]),
         (dict(elf_class=64, machine=EM_X86_64, osabi=9), []),  # FreeBSD
+        (dict(elf_class=64, machine=EM_RISCV, flags=RISCV_LP64D_FLAGS), ["riscv64"]),
+        (dict(elf_class=64, machine=EM_RISCV, flags=0x4), ["riscv64"]),  # lp64d without RVC
+        (dict(elf_class=64, machine=EM_RISCV, flags=RISCV_SOFT_FLAGS), []),  # lp64: soft-float
+        (dict(elf_class=64, machine=EM_RISCV, flags=0x3), []),  # lp64f: single-float
+        (dict(elf_class=64, machine=EM_RISCV, flags=0xD), []),  # lp64e: the embedded base ISA
+        (dict(elf_class=32, machine=EM_RISCV, flags=RISCV_LP64D_FLAGS), []),  # ilp32d: RV32
+        (dict(elf_class=64, endian="big", machine=EM_RISCV, flags=RISCV_LP64D_FLAGS), []),
         (dict(elf_class=64, machine=0), sorted(ARCHES)),  # EM_NONE: no CPU, any image
     ],
 )
@@ -69,6 +79,15 @@ def test_kernel_modules_are_soft_float_even_on_armhf():
     module = make_elf(32, machine=EM_ARM, flags=0x05000000, e_type=ET_REL)
     assert runs_on(identify(module, "/lib/modules/x.ko"), get_arch("armhf"))
     assert not runs_on(identify(module, "/x.ko"), get_arch("arm64"))
+
+
+def test_riscv_kernel_modules_are_soft_float_and_still_fit():
+    """The riscv64 kernel (and its modules) is built for lp64: the float ABI binds userland."""
+    module = make_elf(64, machine=EM_RISCV, flags=RISCV_SOFT_FLAGS, e_type=ET_REL)
+    assert identify(module, "/x.ko").riscv_abi == "lp64"
+    assert runs_on(identify(module, "/lib/modules/x.ko"), get_arch("riscv64"))
+    program = make_elf(64, machine=EM_RISCV, flags=RISCV_SOFT_FLAGS, e_type=ET_EXEC)
+    assert not runs_on(identify(program, "/x"), get_arch("riscv64"))
 
 
 def test_i386_program_does_not_fit_an_amd64_image():
@@ -84,6 +103,13 @@ def test_descriptions_and_labels():
     assert "no architecture" in mips_be.target_label()
     assert identify(make_elf(64, machine=EM_AARCH64), "/x").describe() == "AArch64"
     assert identify(make_elf(32, machine=EM_X86_64), "/x").describe() == "x86-64 32-bit"
+    riscv = identify(make_elf(64, machine=EM_RISCV, flags=RISCV_LP64D_FLAGS), "/x")
+    assert riscv.describe() == "RISC-V lp64d double-float"
+    assert riscv.target_label() == "riscv64 (RISC-V lp64d double-float)"
+    soft = identify(make_elf(64, machine=EM_RISCV, flags=RISCV_SOFT_FLAGS), "/x")
+    assert soft.target_label() == "RISC-V lp64 soft-float (no architecture lxembed supports)"
+    rv32 = identify(make_elf(32, machine=EM_RISCV, flags=0x2), "/x")
+    assert rv32.describe() == "RISC-V ilp32f single-float 32-bit"
 
 
 def test_dynamic_fields():

@@ -15,11 +15,13 @@ ET_EXEC, ET_DYN, ET_REL = 2, 3, 1
 PT_LOAD, PT_DYNAMIC, PT_INTERP = 1, 2, 3
 DT_NULL, DT_NEEDED, DT_STRTAB, DT_STRSZ, DT_SONAME, DT_RPATH = 0, 1, 5, 10, 14, 15
 DT_RUNPATH, DT_FLAGS_1 = 29, 0x6FFFFFFB
-EM_386, EM_MIPS, EM_ARM, EM_X86_64, EM_AARCH64 = 3, 8, 40, 62, 183
+EM_386, EM_MIPS, EM_ARM, EM_X86_64, EM_AARCH64, EM_RISCV = 3, 8, 40, 62, 183, 243
 
 ARMHF_FLAGS = 0x05000400  # EABI5, hard-float
 ARMEL_FLAGS = 0x05000200  # EABI5, soft-float
 MIPS_O32_FLAGS = 0x70001007  # mips32r2, o32, pic, cpic, noreorder (legacy NaN)
+RISCV_LP64D_FLAGS = 0x5  # compressed instructions (RVC), double-float ABI: Debian's riscv64
+RISCV_SOFT_FLAGS = 0x1  # RVC, soft-float ABI (lp64): what the riscv64 kernel is built with
 
 
 def make_elf(

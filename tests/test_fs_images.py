@@ -477,7 +477,8 @@ def test_disk_needs_busybox_for_its_initramfs(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.qemu
-@pytest.mark.parametrize("board", ["qemu-arm64", "qemu-x86_64"])
+# qemu-riscv64: a merged-/usr (trixie) image, whose modules segment is under /usr/lib/modules.
+@pytest.mark.parametrize("board", ["qemu-arm64", "qemu-x86_64", "qemu-riscv64"])
 @pytest.mark.parametrize("root", ["ext4", "squashfs"])
 def test_qemu_boards_boot_busybox_from_their_disk(tmp_path, board, root):
     result = run_lxembed("test", "--board", board, "--recipe", "busybox", "--root", root,

@@ -23,7 +23,7 @@ from lxembed.runners import Check, load_checks
 pytestmark = [pytest.mark.slow, pytest.mark.qemu]
 
 RECIPE = "busybox-python"
-BOARDS = ["qemu-arm64", "qemu-mipsel"]
+BOARDS = ["qemu-arm64", "qemu-mipsel", "qemu-riscv64"]
 POWEROFF_TIMEOUT = 5.0  # KVM-sized, scaled for TCG like the runner's
 # Console lines of the init that mean a setup step went wrong. The kernel hands init the
 # command-line words it does not know (nokaslr on malta and arm64): the init notes and ignores
@@ -35,7 +35,7 @@ TROUBLE = re.compile(
 
 # Checks of what the init did in device mode: (name, command, expected output regex).
 INIT_CHECKS = [
-    ("pid1-is-the-init", "tr '\\0' ' ' < /proc/1/cmdline", r"^/usr/bin/python3\.11 -IS /init"),
+    ("pid1-is-the-init", "tr '\\0' ' ' < /proc/1/cmdline", r"^/usr/bin/python3\.1[13] -IS /init"),
     ("ready-file", "ls /run/lxembed/ready", r"^/run/lxembed/ready$"),
     ("mounts", "cut -d' ' -f2,3 /proc/mounts",
      r"(?s)(?=.*^/dev devtmpfs$)(?=.*^/dev/pts devpts$)(?=.*^/sys sysfs$)"

@@ -49,7 +49,7 @@ def test_bad_input_one_line_nothing_written(tmp_path, capsys, recipe, line, mess
 def test_every_architecture_has_an_incus_name():
     assert {a.debian: a.incus for a in ARCHES.values()} == {
         "amd64": "x86_64", "i386": "i686", "arm64": "aarch64", "armhf": "armv7l",
-        "armel": "armv6l", "mipsel": "mips", "mips64el": "mips64"}
+        "armel": "armv6l", "mipsel": "mips", "mips64el": "mips64", "riscv64": "riscv64"}
     assert {a.incus for a in ARCHES.values()} <= INCUS_ARCHES
 
 

@@ -103,7 +103,7 @@ KERNEL_FIELDS = (
 BOARD_SETTINGS = (
     Setting("description", "str", "", "one line about the board"),
     Setting("arch", "str", None, "Debian architecture of the userland",
-            choices=("amd64", "i386", "arm64", "armhf", "armel", "mipsel", "mips64el")),
+            choices=("amd64", "i386", "arm64", "armhf", "armel", "mipsel", "mips64el", "riscv64")),
     Setting("suite", "str", "bookworm", "Debian suite the board is pinned to"),
     Setting("components", "list", ["main"], "archive components packages may come from "
             "(non-free-firmware for boot firmware)"),

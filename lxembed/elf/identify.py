@@ -10,7 +10,7 @@ from typing import BinaryIO, List, Optional, Tuple, Union
 from elftools.elf.elffile import ELFFile
 from elftools.elf.enums import ENUM_E_MACHINE, ENUM_EI_OSABI
 
-from ..arch import ARCHES, EM_386, EM_AARCH64, EM_ARM, EM_MIPS, EM_X86_64, Arch
+from ..arch import ARCHES, EM_386, EM_AARCH64, EM_ARM, EM_MIPS, EM_RISCV, EM_X86_64, Arch
 from ..errors import UserError
 
 ELF_MAGIC = b"\x7fELF"
@@ -34,6 +34,11 @@ EF_MIPS_NAN2008 = 0x400
 EF_MIPS_ABI = 0xF000
 _MIPS_ABI_FIELD = {0x1000: "o32", 0x2000: "o64", 0x3000: "eabi32", 0x4000: "eabi64"}
 
+# RISC-V e_flags (RISC-V ELF psABI, "e_flags"): the float ABI of the calling convention.
+EF_RISCV_FLOAT_ABI = 0x6
+_RISCV_FLOAT_ABI = {0x0: "", 0x2: "f", 0x4: "d", 0x6: "q"}  # soft, single, double, quad
+EF_RISCV_RVE = 0x8  # the embedded base ISA (16 registers): ilp32e / lp64e
+
 _MACHINE_NAMES = {
     EM_NONE: "no machine",
     EM_386: "x86",
@@ -41,10 +46,11 @@ _MACHINE_NAMES = {
     EM_ARM: "ARM",
     EM_X86_64: "x86-64",
     EM_AARCH64: "AArch64",
+    EM_RISCV: "RISC-V",
     EM_BPF: "eBPF",
 }
 
-_USUAL_CLASS = {EM_386: 32, EM_ARM: 32, EM_X86_64: 64, EM_AARCH64: 64}
+_USUAL_CLASS = {EM_386: 32, EM_ARM: 32, EM_X86_64: 64, EM_AARCH64: 64, EM_RISCV: 64}
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,7 @@ class ElfInfo:
     float_abi: Optional[str] = None  # ARM: "hard" or "soft"
     mips_abi: Optional[str] = None  # MIPS: "o32", "n32", "n64" (or "o64", "eabi32", "eabi64")
     mips_nan: Optional[str] = None  # MIPS: "legacy" or "2008"
+    riscv_abi: Optional[str] = None  # RISC-V: "lp64d", "lp64f", "lp64", "ilp32d", "lp64e"...
     interp: Optional[str] = None  # PT_INTERP: the dynamic loader the kernel starts
     needed: Tuple[str, ...] = ()  # DT_NEEDED, in order
     rpath: Tuple[str, ...] = ()  # DT_RPATH entries
@@ -91,6 +98,8 @@ class ElfInfo:
             words.append(f"{self.float_abi}-float")
         elif self.machine == EM_MIPS:
             words.append(self.mips_abi or "unknown ABI")
+        elif self.machine == EM_RISCV:
+            words.append(_riscv_abi_words(self.riscv_abi))
         if self.machine != EM_MIPS and _USUAL_CLASS.get(self.machine) != self.elf_class:
             words.append(f"{self.elf_class}-bit")
         if self.endian == "big" or self.machine == EM_MIPS:
@@ -141,6 +150,9 @@ def runs_on(info: ElfInfo, arch: Arch) -> bool:
             return False
         if info.float_abi != arch.float_abi:
             return False
+    if arch.riscv_abi and info.riscv_abi != arch.riscv_abi:
+        # glibc's RISC-V loader refuses a library of another float ABI (elf_machine_matches_host)
+        return False
     if info.machine == EM_MIPS:
         # Debian's MIPS ports use legacy NaN encoding; the table grows a field if that changes.
         if info.mips_nan != arch.mips_nan:
@@ -241,6 +253,8 @@ def _parse(elf: ELFFile, stream: BinaryIO, name: str, dynamic: bool) -> ElfInfo:
     elif machine == EM_MIPS:
         fields["mips_abi"] = _mips_abi(elf.elfclass, flags)
         fields["mips_nan"] = "2008" if flags & EF_MIPS_NAN2008 else "legacy"
+    elif machine == EM_RISCV:
+        fields["riscv_abi"] = _riscv_abi(elf.elfclass, flags)
     if dynamic and header["e_type"] in ("ET_EXEC", "ET_DYN"):
         fields.update(_dynamic_fields(elf, name, _file_size(stream)))
     return ElfInfo(**fields)
@@ -252,6 +266,20 @@ def _mips_abi(elf_class: int, flags: int) -> str:
     if flags & EF_MIPS_ABI2:
         return "n32"
     return _MIPS_ABI_FIELD.get(flags & EF_MIPS_ABI, "o32")
+
+
+def _riscv_abi(elf_class: int, flags: int) -> str:
+    base = ("ilp32" if elf_class == 32 else "lp64") + ("e" if flags & EF_RISCV_RVE else "")
+    return base + _RISCV_FLOAT_ABI[flags & EF_RISCV_FLOAT_ABI]
+
+
+def _riscv_abi_words(abi: Optional[str]) -> str:
+    """ "lp64d double-float", "lp64 soft-float": the ABI name and what it means."""
+    if not abi:
+        return "unknown ABI"
+    kind = {"d": "double-float", "f": "single-float", "q": "quad-float"}.get(abi[-1],
+                                                                           "soft-float")
+    return f"{abi} {kind}"
 
 
 def _dynamic_fields(elf: ELFFile, name: str, size: int) -> dict:

@@ -55,6 +55,7 @@ class QemuSetup:
     dtb: Optional[str] = None  # a device tree from the kernel's dtb directory
     disk_interface: str = "virtio"  # how a disk image is attached: virtio or sd
     serial: int = 0  # which qemu serial port is the console
+    bios: Optional[str] = None  # firmware run before a direct kernel boot (RISC-V: OpenSBI)
 
     @classmethod
     def for_board(
@@ -82,6 +83,7 @@ class QemuSetup:
             disk_interface=qemu.get("disk") or "virtio",
             serial=qemu.get("serial") or 0,
             watchdog=qemu.get("watchdog"),
+            bios=arch.qemu_bios,
         )
 
 
@@ -119,6 +121,8 @@ def qemu_argv(
     argv = [setup.binary, *accel.qemu_args(), "-M", setup.machine]
     if setup.cpu:
         argv += ["-cpu", setup.cpu]
+    if setup.bios:  # RISC-V: the machine-mode firmware that starts the kernel
+        argv += ["-bios", setup.bios]
     argv += [
         "-m",
         str(setup.memory),
