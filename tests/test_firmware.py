@@ -298,3 +298,20 @@ def test_power_cut_during_an_install_and_a_first_boot(firmware, tmp_path):
         assert "lxembed-boot: slot B (partition 4), 0 attempts left" in before
         dev.until(r"the update to version 2.0 in slot B is good", 20)
         assert dev.run("cat /etc/lxembed-test") == "kept"
+
+
+@pytest.mark.slow
+def test_the_firmware_of_a_trixie_board_boots_and_marks_itself_good(firmware, tmp_path):
+    """The same recipe on trixie (merged /usr, its swupdate and e2fsprogs): two builds the same
+    bytes, booted through U-Boot with its checks."""
+    recipe = firmware["v1"].parent / "v1.toml"
+    outs = [tmp_path / "a", tmp_path / "b"]
+    for out in outs:
+        run_lxembed("build", "-b", "qemu-arm64-trixie", "-r", str(recipe), "-o", str(out),
+                    "--format", "firmware", check=True)
+    for name in ("rootfs.firmware", "rootfs.swu"):
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes()
+    result = run_lxembed("test", "-b", "qemu-arm64-trixie", "-r", str(recipe), "--root",
+                         "firmware", "--image", str(outs[0] / "rootfs.firmware"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "firmware-marked-good" in result.stdout + result.stderr

@@ -18,13 +18,16 @@ from ..config.firmware import FIRMWARE_COMMAND
 from ..elf.pick import pick_files
 from ..sources.apt import PackageSource
 from ..sources.unpacked import add_packages
+from ..suites import empty_root, get_suite
 from ..tree import RootfsTree
 from ..writers.firmware_ubi import env_devices
 from .swupdate import FW_ENV_CONFIG, PACKAGES, device_files, install_command, picks
 
 COMMAND = FIRMWARE_COMMAND
 INFO = "/etc/lxembed/firmware.json"
-MKE2FS = "/sbin/mke2fs"  # e2fsprogs': the first boot's data partition gets ext4 with a journal
+# e2fsprogs' mke2fs: the first boot's data partition gets ext4 with a journal (/usr/sbin in a
+# merged-/usr suite's package; /sbin reaches it through the image's link either way).
+MKE2FS = "sbin/mke2fs"
 
 SCRIPT = r"""#!/bin/sh
 # lxembed-firmware (generated): the device's side of its A/B firmware (docs/firmware.md).
@@ -98,9 +101,10 @@ esac
 
 def add_firmware_tools(tree: RootfsTree, plan: Plan, source: PackageSource, fw) -> None:
     """The device side of the firmware format into `tree`; `fw`: its FirmwareSettings."""
-    full = RootfsTree()
+    full = empty_root(plan.board.suite, plan.arch)  # merged /usr: the loader's path resolves
     add_packages(source.fetch(sorted(set(PACKAGES) | {"e2fsprogs"})), full)
-    tools = picks(plan.arch) + [MKE2FS]
+    usr = "/usr/" if get_suite(plan.board.suite).merged_usr else "/"
+    tools = picks(plan.arch) + [usr + MKE2FS]
     for path, entry in pick_files(full, tools, [], plan.arch):
         # A tool replaces busybox's applet link of the same name (mke2fs).
         if path != "/" and (path in tools or tree.get(path) is None):
