@@ -8,14 +8,17 @@ members, xz streams, zstd frames) are read as one, as gzip, xz and zstd do.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import lzma
+import os
 import zlib
-from typing import BinaryIO, Optional, Union
+from typing import BinaryIO, Callable, Optional, Union
 
 import zstandard
 
 from .errors import UserError
+from .paths import cache_dir
 
 # Magic numbers, first bytes of a stream.
 MAGICS = ((b"\x1f\x8b", "gz"), (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zst"))
@@ -140,3 +143,21 @@ def decompress_embedded(blob: bytes, kind: str) -> Optional[bytes]:
         return _decompressor(kind).decompress(blob)
     except _ERRORS:
         return None
+
+
+def compressed_memo(raw: bytes, method: str, suffix: str,
+                    compress: Callable[[bytes], bytes]) -> bytes:
+    """`compress(raw)`, remembered in the cache by the hash of the input and `method` (the
+    compressor and its level): only for a compressor whose output depends on nothing else."""
+    key = hashlib.sha256(raw + method.encode()).hexdigest()
+    memo = cache_dir() / method.rstrip("0123456789") / key[:2] / f"{key}.{suffix}"
+    try:
+        return memo.read_bytes()
+    except FileNotFoundError:
+        pass
+    data = compress(raw)
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    tmp = memo.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, memo)
+    return data

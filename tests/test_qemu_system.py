@@ -22,9 +22,10 @@ import pytest
 
 from lxembed.arch import get_arch
 from lxembed.config import list_boards, load_board
-from lxembed.rootfs.modules import Module, modules_dep
+from lxembed.rootfs.modules import modules_dep
 from lxembed.runners.accel import choose_accel, kvm_usable
 from lxembed.runners.console import SerialConsole
+from lxembed.sources.kernel_modules import Module
 
 ROOT = Path(__file__).resolve().parents[1]
 QEMU_BOARDS = [b for b in list_boards() if load_board(b).qemu is not None]

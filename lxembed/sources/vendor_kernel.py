@@ -29,7 +29,8 @@ from ..errors import UserError
 from ..log import step
 from ..paths import cache_dir, file_lock
 from .apt import Deb
-from .kernel import Kernel, _unpack, kernel_arch, unpacked_pin
+from .kernel_modules import ModuleIndex, read_modinfo
+from .kernel_unpack import Kernel, _unpack, kernel_arch, unpacked_pin
 
 Where = Callable[[str], str]  # key -> "BOARD:LINE: [kernel] KEY"
 _BANNER = re.compile(rb"Linux version (\S+) \(")  # linux_banner, in an uncompressed image
@@ -211,7 +212,6 @@ def check_kernel(kernel: Kernel, expected: Arch, where: Where, image_key: str) -
 def _one_module(kernel: Kernel, expected: Arch, where: str) -> Optional[Tuple[Path, dict]]:
     """One module stands for all: checked for the board's ELF machine; (its path, .modinfo),
     None for a kernel with everything built in."""
-    from ..rootfs.modules import ModuleIndex, read_modinfo  # the modules layer reads .modinfo
     index = ModuleIndex(kernel.modules)
     for path in sorted(index.files.values()):  # modules.order says .ko; files may be .ko.xz
         found = [p for p in (path, *(path.with_name(path.name + s) for s in (".xz", ".zst",

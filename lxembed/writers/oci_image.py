@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Dict, List
 
+from ..compression import compressed_memo
 from ..tree import RootfsTree
-from .output import Artifact, compressed_memo, replace_dir_atomic
+from .output import Artifact, replace_dir_atomic
 from .tar import write_tar
 
 MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

@@ -16,9 +16,9 @@ from typing import Callable, Dict, List, Optional
 
 import zstandard
 
+from ..compression import compressed_memo
 from ..errors import UserError
 from ..log import progress
-from ..paths import cache_dir
 from ..tree import RootfsTree
 from .cpio import write_cpio
 from .directory import write_dir
@@ -112,24 +112,6 @@ def _zstd_cached(raw: bytes) -> bytes:
     """
     return compressed_memo(raw, f"zstd{ZSTD_LEVEL}", "zst",
                            zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress)
-
-
-def compressed_memo(raw: bytes, method: str, suffix: str,
-                    compress: Callable[[bytes], bytes]) -> bytes:
-    """`compress(raw)`, remembered in the cache by the hash of the input and `method` (the
-    compressor and its level): only for a compressor whose output depends on nothing else."""
-    key = hashlib.sha256(raw + method.encode()).hexdigest()
-    memo = cache_dir() / method.rstrip("0123456789") / key[:2] / f"{key}.{suffix}"
-    try:
-        return memo.read_bytes()
-    except FileNotFoundError:
-        pass
-    data = compress(raw)
-    memo.parent.mkdir(parents=True, exist_ok=True)
-    tmp = memo.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, memo)
-    return data
 
 
 class _TellWrapper:

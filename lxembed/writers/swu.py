@@ -34,8 +34,8 @@ from typing import BinaryIO, Dict, List, Optional, Tuple
 
 import zstandard
 
+from ..compression import compressed_memo
 from ..errors import UserError
-from . import output as _output  # module, not names: output.py may import this writer
 
 SOFTWARE_SET = "stable"  # the `-e SET,MODE` set; the mode is the target slot's name
 IMAGE_NAME = "rootfs.ext4.zst"
@@ -207,7 +207,7 @@ def compress(raw: bytes) -> bytes:
     params = zstandard.ZstdCompressionParameters.from_level(
         ZSTD_LEVEL, window_log=ZSTD_WINDOW_LOG, enable_ldm=True, write_checksum=True,
         threads=0)
-    return _output.compressed_memo(
+    return compressed_memo(
         raw, f"zstd{ZSTD_LEVEL}w{ZSTD_WINDOW_LOG}", "zst",
         lambda data: zstandard.ZstdCompressor(compression_params=params).compress(data))
 
