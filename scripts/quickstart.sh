@@ -32,6 +32,12 @@ if [ -n "$missing" ]; then
   # shellcheck disable=SC2086
   apt-get install -y -q --no-install-recommends $missing
 fi
+# The swupdate package enables its own daemon (a web server taking updates for THIS machine):
+# lxembed only runs the binary to check bundles, so no such service is left running here.
+if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+  systemctl disable --now swupdate.socket swupdate.service swupdate-progress.service \
+    >/dev/null 2>&1 || true
+fi
 
 # Python packages, from pyproject.toml, in a project venv.
 if [ ! -x .venv/bin/lxembed ] || [ pyproject.toml -nt .venv/.installed ]; then
