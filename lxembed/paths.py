@@ -1,9 +1,10 @@
-"""Where lxembed keeps its caches (XDG)."""
+"""Where lxembed keeps its caches (XDG), their locks, and a file's SHA256."""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 from pathlib import Path
 from typing import Iterator
@@ -24,3 +25,12 @@ def file_lock(path: Path) -> Iterator[None]:
     with open(path, "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         yield
+
+
+def file_sha256(path: Path) -> str:
+    """SHA256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -125,3 +125,20 @@ def make_key(keydir: Path) -> None:
                     "-nodes", "-keyout", str(keydir / f"{name}.key"),
                     "-out", str(keydir / f"{name}.crt"), "-subj", f"/CN={name}",
                     "-days", "3650"], check=True, capture_output=True)
+
+
+# A firmware recipe for the firmware tests (keys/dev made with make_key beside it).
+FIRMWARE_RECIPE = """base = "busybox-python"
+description = "firmware test"
+
+[fit]
+key = "keys/dev"
+
+[firmware]
+version = "1.0"
+key = "keys/dev"
+slot_size = "160MiB"
+data_size = "16MiB"
+tries = 2
+trial_timeout = 120
+"""

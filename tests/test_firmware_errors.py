@@ -7,24 +7,12 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import make_key
+from conftest import FIRMWARE_RECIPE, make_key
 
 from lxembed.cli import main
 from lxembed.config.loader import load_board
 
-GOOD = """base = "busybox-python"
-
-[fit]
-key = "keys/dev"
-
-[firmware]
-version = "1.0"
-key = "keys/dev"
-slot_size = "160MiB"
-data_size = "16MiB"
-tries = 2
-trial_timeout = 120
-"""
+GOOD = FIRMWARE_RECIPE
 
 
 @pytest.fixture(scope="module")

@@ -13,23 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_key, run_lxembed
+from conftest import FIRMWARE_RECIPE, make_key, run_lxembed
 
 BOARD = "qemu-arm64"
-RECIPE = """base = "busybox-python"
-description = "firmware inspect test"
-
-[fit]
-key = "keys/dev"
-
-[firmware]
-version = "1.0"
-key = "keys/dev"
-slot_size = "160MiB"
-data_size = "16MiB"
-tries = 2
-trial_timeout = 120
-"""
+RECIPE = FIRMWARE_RECIPE
 MIB = 1 << 20
 ENV_COPY = 0x4000
 

@@ -251,7 +251,7 @@ def test_the_boot_command_picks_and_counts_the_slot_in_real_u_boot(nand, tmp_pat
     from lxembed.runners.accel import choose_accel
     from lxembed.runners.qemu_system import QemuSetup
     from lxembed.runners.uboot import boot_disk, uboot_argv
-    from lxembed.writers.firmware import write_script_image
+    from lxembed.writers.fit import write_script_image
 
     board = load_board(str(nand / "nand-arm64.toml"))
     uboot = uboot_settings(board)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from ..errors import UserError
+from ..paths import file_sha256
 from ..writers.swu import read_bundle
 
 FDT_MAGIC = b"\xd0\x0d\xfe\xed"
@@ -89,7 +90,7 @@ def inspect_fit(path: Path, check_hashes: bool = True) -> Dict:
             extracted = subprocess.run([dumpimage, "-T", "flat_dt", "-p", str(image["index"]),
                                         "-o", str(out), str(path)], capture_output=True)
             image["hash_ok"] = (extracted.returncode == 0 and out.exists()
-                                and _sha256(out) == image.get("hash_value"))
+                                and file_sha256(out) == image.get("hash_value"))
             out.unlink(missing_ok=True)
     for conf in fit["configurations"]:
         conf["signed"] = "sign_algo" in conf
@@ -102,14 +103,6 @@ def inspect_fit(path: Path, check_hashes: bool = True) -> Dict:
 def _data_size(text: str) -> int:
     match = re.match(r"(\d+) Bytes", text)
     return int(match.group(1)) if match else 0
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def fit_lines(fit: Dict, indent: str = "") -> List[str]:

@@ -14,7 +14,6 @@ a temporary directory: a runner never changes an image.
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 import tempfile
 from pathlib import Path
@@ -24,7 +23,7 @@ from ..config import Board
 from ..config.uboot import uboot_settings
 from ..errors import UserError
 from ..writers.disk import PARTITION_START, SECTOR, write_partitioned
-from ..writers.fit import DATA_POSITION, tool
+from ..writers.fit import DATA_POSITION, tool, write_script_image
 from ..writers.sdcard import write_fat
 from .accel import Accel
 from .qemu_system import QemuSetup, _console, kernel_cmdline
@@ -53,13 +52,7 @@ def boot_script(cmdline: str, fit_addr: str, arch: str, dest: Path, own_fdt: boo
             # bootm returns only when it refused the FIT: say so and stop here rather than
             # fall through to distro_bootcmd's network boot (qemu runs with -no-reboot).
             "echo lxembed-uboot: the FIT was refused\nreset\n")
-    src = dest.with_suffix(".cmd")
-    src.write_text(text)
-    result = subprocess.run([tool("mkimage"), "-A", arch, "-O", "linux", "-T", "script",
-                             "-C", "none", "-d", str(src), str(dest)], capture_output=True,
-                            text=True, env=dict(os.environ, SOURCE_DATE_EPOCH="0"))
-    if result.returncode != 0:
-        raise UserError(f"mkimage (boot.scr) failed: {result.stderr.strip()[-300:]}")
+    dest.write_bytes(write_script_image(text, arch, dest.parent))
 
 
 def boot_disk(fit: Path, script: Path, dest: Path) -> None:

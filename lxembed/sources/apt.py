@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Tuple
 from ..errors import UserError
 from ..log import progress, warn
 from ..paths import cache_dir, file_lock
+from ..paths import file_sha256 as _file_sha256  # a test counts its calls
 from .mirror import DEBIAN_KEYRING, find_mirrors
 
 _INST = re.compile(r"^Inst (\S+) (?:\[\S+\] )?\((\S+) .*\[(\S+)\]\)")
@@ -298,14 +299,6 @@ class PackageSource:
         raise UserError(f"cannot download {what} ({self.suite}/{self.arch}) and it is not in "
                         "the cache", hint=f"this needs the network once; later builds use the "
                         f"cache ({why})")
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class VerifiedFiles:

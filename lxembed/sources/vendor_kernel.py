@@ -27,7 +27,7 @@ from ..config import Board
 from ..config.toml_lines import key_line
 from ..errors import UserError
 from ..log import step
-from ..paths import cache_dir, file_lock
+from ..paths import cache_dir, file_lock, file_sha256
 from .apt import Deb
 from .kernel_modules import ModuleIndex, read_modinfo
 from .kernel_unpack import Kernel, _unpack, kernel_arch, unpacked_pin
@@ -314,18 +314,15 @@ def file_digest(path: Path) -> str:
     known = memo.get(str(path))
     if isinstance(known, list) and known[:4] == stamp:
         return known[4]
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
+    digest = file_sha256(path)
     with file_lock(memo_path.with_name(".digests.lock")):
         try:
             memo = json.loads(memo_path.read_text())
         except (OSError, ValueError):
             memo = {}
         memo = {p: v for p, v in memo.items() if os.path.exists(p)}  # forget deleted files
-        memo[str(path)] = stamp + [h.hexdigest()]
+        memo[str(path)] = stamp + [digest]
         tmp = memo_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(memo, indent=0, sort_keys=True))
         os.replace(tmp, memo_path)
-    return h.hexdigest()
+    return digest

@@ -143,8 +143,19 @@ def partition_table(fs_bytes: int, identity: str, epoch: int) -> str:
 def write_partitioned(disk: Path, partitions: List[tuple], script: str) -> None:
     """Make `disk` with sfdisk from `script`, then copy each (offset, file) into it."""
     end = max(offset + path.stat().st_size for offset, path in partitions)
+    write_table(disk, -(-end // (1 << 20)) * (1 << 20), script)
+    with open(disk, "r+b") as fh:
+        for offset, path in partitions:
+            fh.seek(offset)
+            with open(path, "rb") as src:
+                shutil.copyfileobj(src, fh, 1 << 20)
+
+
+def write_table(disk: Path, size: int, script: str) -> None:
+    """A `size`-byte file (sparse) with sfdisk's table from `script` written in: no loop
+    device, no root."""
     with open(disk, "wb") as fh:
-        fh.truncate(-(-end // (1 << 20)) * (1 << 20))
+        fh.truncate(size)
     if shutil.which("sfdisk") is None:
         raise UserError("disk: sfdisk is not installed", hint="apt-get install fdisk")
     result = subprocess.run(["sfdisk", "--no-reread", "--no-tell-kernel", "-q", str(disk)],
@@ -152,11 +163,6 @@ def write_partitioned(disk: Path, partitions: List[tuple], script: str) -> None:
                             env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"})
     if result.returncode != 0:
         raise UserError(f"disk: sfdisk failed: {result.stderr.strip()[-400:]}")
-    with open(disk, "r+b") as fh:
-        for offset, path in partitions:
-            fh.seek(offset)
-            with open(path, "rb") as src:
-                shutil.copyfileobj(src, fh, 1 << 20)
 
 
 def write_disk(tree: RootfsTree, out, fstype: str, identity: str, epoch: int,

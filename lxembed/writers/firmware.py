@@ -25,11 +25,11 @@ from typing import List, Optional
 from ..config.firmware import BOOT_SIZE, MIB, PARTITIONS, FirmwareSettings
 from ..errors import UserError
 from ..tree import RootfsTree
-from .disk import PARTITION_START, SECTOR, boot_initramfs, merged
+from .disk import PARTITION_START, SECTOR, boot_initramfs, merged, write_table
 from .ext4 import Ext4Options, write_ext4
 from .firmware_boot import ENV_SIZE, FIT_PATH, BootLayout, boot_script, initial_env
 from .firmware_init import firmware_init_script
-from .fit import DATA_POSITION, FitInputs, tool, write_fit
+from .fit import DATA_POSITION, FitInputs, tool, write_fit, write_script_image
 from .flash import derived_number
 from .sdcard import write_fat
 
@@ -105,10 +105,11 @@ def gpt_script(fw: FirmwareSettings, identity: str, epoch: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def env_image(tries: int, work: Path) -> bytes:
-    """Both copies of the factory boot state: the first current (flags 1), the second older."""
+def env_image(text: str, work: Path) -> bytes:
+    """Both copies of the environment `text` (mkenvimage -r: CRC, flags byte, variables): the
+    first current (flags 1), the second older (0)."""
     src, img = work / "env.txt", work / "env.img"
-    src.write_text(initial_env(tries))
+    src.write_text(text)
     result = subprocess.run([tool("mkenvimage"), "-r", "-p", "0", "-s", str(ENV_SIZE),
                              "-o", str(img), str(src)], capture_output=True, text=True)
     if result.returncode != 0:
@@ -118,17 +119,6 @@ def env_image(tries: int, work: Path) -> bytes:
     second = bytearray(first)
     second[4] = 0
     return bytes(first + second)
-
-
-def write_script_image(text: str, arch: str, work: Path) -> bytes:
-    src, scr = work / "boot.cmd", work / "boot.scr"
-    src.write_text(text)
-    result = subprocess.run([tool("mkimage"), "-A", arch, "-O", "linux", "-T", "script",
-                             "-C", "none", "-d", str(src), str(scr)], capture_output=True,
-                            text=True, env=dict(os.environ, SOURCE_DATE_EPOCH="0"))
-    if result.returncode != 0:
-        raise UserError(f"mkimage (boot.scr) failed: {result.stderr.strip()[-300:]}")
-    return scr.read_bytes()
 
 
 def boot_layout(fw: FirmwareSettings, own_fdt: bool) -> BootLayout:
@@ -151,17 +141,9 @@ def write_firmware_disk(slot: Path, fw: FirmwareSettings, arch: str, own_fdt: bo
         volume_id = int.from_bytes(derived_number(identity, epoch, "fat-volume-id", 4), "little")
         write_fat(fat, {"boot.scr": script}, BOOT_SIZE, volume_id, epoch)
         disk = work / "disk"
-        with open(disk, "wb") as fh:
-            fh.truncate(off["end"] + MIB)  # room for the backup GPT
-        if shutil.which("sfdisk") is None:
-            raise UserError("firmware: sfdisk is not installed", hint="apt-get install fdisk")
-        result = subprocess.run(["sfdisk", "--no-reread", "--no-tell-kernel", "-q", str(disk)],
-                                input=gpt_script(fw, identity, epoch), capture_output=True,
-                                text=True, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-                                                "LC_ALL": "C"})
-        if result.returncode != 0:
-            raise UserError(f"firmware: sfdisk failed: {result.stderr.strip()[-400:]}")
-        pieces = [(off["boot"], fat.read_bytes()), (off["env"], env_image(fw.tries, work))]
+        write_table(disk, off["end"] + MIB, gpt_script(fw, identity, epoch))  # + backup GPT
+        env = env_image(initial_env(fw.tries), work)
+        pieces = [(off["boot"], fat.read_bytes()), (off["env"], env)]
         copy_sparse(disk, pieces, [(off["a"], slot)], out)
 
 

@@ -26,7 +26,6 @@ holds `bootcmd`: the A/B choice with RAUC's variables, the same as the disk's bo
 from __future__ import annotations
 
 import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,9 +35,10 @@ from ..config.firmware import MIB, FirmwareSettings
 from ..errors import UserError
 from ..tree import RootfsTree
 from .disk import boot_initramfs, merged
-from .firmware import _has_module
+from .firmware import _has_module, env_image
 from .firmware_boot import ENV_SIZE, SLOTS, initial_env
-from .fit import DATA_POSITION, FitInputs, tool, write_fit
+from .firmware_init import nand_init_script
+from .fit import DATA_POSITION, FitInputs, write_fit
 from .flash import FlashGeometry, derived_number, run_tool
 from .squashfs import SquashfsOptions, write_squashfs
 
@@ -144,71 +144,11 @@ def factory_env(fw: FirmwareSettings, fit_addr: str, own_fdt: bool) -> str:
             f"lxembed_boot={boot_command(fw, fit_addr, own_fdt)}\n")
 
 
-NAND_INIT = """\
-#!/bin/busybox sh
-# lxembed firmware boot on NAND (generated): UBI attached, the slot's squashfs (ubiblock) ->
-# /rom, the data volume (UBIFS) -> /overlay, overlay -> /.
-b=/bin/busybox
-$b mount -t proc proc /proc
-$b mount -t sysfs sysfs /sys
-$b mount -t devtmpfs devtmpfs /dev
-say() {{ echo "lxembed-firmware: $*" > /dev/console; }}
-root= init=/sbin/init reset=
-for arg in $($b cat /proc/cmdline); do
-	case "$arg" in
-	root=*) root=${{arg#root=}} ;;
-	init=*) init=${{arg#init=}} ;;
-	lxembed.factory_reset) reset=1 ;;
-	esac
-done
-# UBI takes ubi.mtd= and ubi.block= from the kernel command line: built in, from the kernel;
-# as a module, from busybox's modprobe, which adds a module's options found there.
-while read -r module; do
-	$b modprobe "$module" 2>/dev/null || say "cannot load $module"
-done < /etc/modules-boot
-n=0
-while [ ! -b "$root" ] && [ $n -lt 200 ]; do $b usleep 50000; n=$((n + 1)); done
-$b mkdir -p /rom /overlay /newroot
-if ! $b mount -t squashfs -o ro "$root" /rom; then
-	say "slot $root does not mount: this boot failed"
-	exit 1
-fi
-# UBIFS formats an empty volume at its first mount: the first boot needs no mkfs.
-if $b mount -t ubifs -o noatime ubi{ubi}:data /overlay; then
-	:
-else
-	say "the data volume does not mount: changes are kept in RAM until reboot"
-	$b mount -t tmpfs -o mode=0755 tmpfs /overlay
-fi
-if [ -n "$reset" ] || [ -e /overlay/factory-reset ]; then
-	say "factory reset: emptying the overlay"
-	$b rm -rf /overlay/upper /overlay/work
-	$b rm -f /overlay/factory-reset
-	$b sync
-fi
-$b mkdir -p /overlay/upper /overlay/work
-if ! $b mount -t overlay -o lowerdir=/rom,upperdir=/overlay/upper,workdir=/overlay/work \\
-		overlay /newroot; then
-	say "the overlay does not mount: emptying it"
-	$b rm -rf /overlay/upper /overlay/work
-	$b mkdir -p /overlay/upper /overlay/work
-	$b mount -t overlay -o lowerdir=/rom,upperdir=/overlay/upper,workdir=/overlay/work \\
-		overlay /newroot || exit 1
-fi
-$b mkdir -p /newroot/rom /newroot/overlay
-$b mount --move /rom /newroot/rom
-$b mount --move /overlay /newroot/overlay
-$b umount /sys /proc
-$b umount /dev
-exec $b switch_root /newroot "$init"
-"""
-
-
 def nand_initramfs(tree: RootfsTree, modules: Optional[RootfsTree], epoch: int) -> RootfsTree:
     """The FIT's initramfs on NAND: busybox, the UBI modules, the NAND /init."""
     boot = boot_initramfs(tree, modules, "squashfs", root_block_device("A"), epoch,
                           [m for m in NAND_MODULES if _has_module(modules, m)])
-    boot.write("/init", NAND_INIT.format(ubi=UBI_DEVICE).encode(), mode=0o755, mtime=epoch,
+    boot.write("/init", nand_init_script(UBI_DEVICE).encode(), mode=0o755, mtime=epoch,
                origin="firmware boot")
     return boot
 
@@ -287,7 +227,7 @@ def write_firmware_ubi(slot: UbiSlot, fw: FirmwareSettings, geometry: FlashGeome
     with tempfile.TemporaryDirectory(prefix="lxembed-firmware-ubi-") as tmp:
         work = Path(tmp)
         env = work / "env"
-        both = env_image_text(factory_env(fw, fit_addr, own_fdt), work)
+        both = env_image(factory_env(fw, fit_addr, own_fdt), work)
         env.with_suffix(".1").write_bytes(both[:ENV_SIZE])
         env.with_suffix(".2").write_bytes(both[ENV_SIZE:])
         config, ubi = work / "ubinize.cfg", work / "firmware.ubi"
@@ -298,19 +238,3 @@ def write_firmware_ubi(slot: UbiSlot, fw: FirmwareSettings, geometry: FlashGeome
                  "firmware")
         with open(ubi, "rb") as fh:
             shutil.copyfileobj(fh, out, MIB)
-
-
-def env_image_text(text: str, work: Path) -> bytes:
-    """Both environment copies of `text` (mkenvimage -r: CRC, flags byte, variables): the
-    first current (flags 1), the second older (0), as the disk's env partition has them."""
-    src, img = work / "env.txt", work / "env.img"
-    src.write_text(text)
-    result = subprocess.run([tool("mkenvimage"), "-r", "-p", "0", "-s", str(ENV_SIZE),
-                             "-o", str(img), str(src)], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise UserError(f"firmware: mkenvimage failed: {result.stderr.strip()[-300:]}")
-    first = bytearray(img.read_bytes())
-    first[4] = 1
-    second = bytearray(first)
-    second[4] = 0
-    return bytes(first + second)

@@ -136,3 +136,15 @@ def _empty_dtb(work: Path) -> bytes:
     if result.returncode != 0:
         raise UserError(f"fit: dtc failed: {result.stderr.strip()[-300:]}")
     return (work / "empty.dtb").read_bytes()
+
+
+def write_script_image(text: str, arch: str, work: Path) -> bytes:
+    """A U-Boot script image (boot.scr) of `text`, made in `work`; fixed time: reproducible."""
+    src, scr = work / "boot.cmd", work / "boot.scr"
+    src.write_text(text)
+    result = subprocess.run([tool("mkimage"), "-A", arch, "-O", "linux", "-T", "script",
+                             "-C", "none", "-d", str(src), str(scr)], capture_output=True,
+                            text=True, env=dict(os.environ, SOURCE_DATE_EPOCH="0"))
+    if result.returncode != 0:
+        raise UserError(f"mkimage (boot.scr) failed: {result.stderr.strip()[-300:]}")
+    return scr.read_bytes()

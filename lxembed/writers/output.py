@@ -19,6 +19,7 @@ import zstandard
 from ..compression import compressed_memo
 from ..errors import UserError
 from ..log import progress
+from ..paths import file_sha256
 from ..tree import RootfsTree
 from .cpio import write_cpio
 from .directory import write_dir
@@ -356,10 +357,7 @@ def _write_bundle(slot: Path, fw, plan, path: Path, epoch: int,
                        tries=fw.tries, epoch=epoch, slot_bytes=fw.slot_size,
                        where=plan.recipe.line_of("key", "firmware"))
     bundle = write_swu(inputs, path)
-    with open(path, "rb") as fh:
-        digest = hashlib.file_digest(fh, "sha256").hexdigest() if hasattr(
-            hashlib, "file_digest") else hashlib.sha256(fh.read()).hexdigest()
-    return Artifact("swu", str(path), bundle.bytes, digest)
+    return Artifact("swu", str(path), bundle.bytes, file_sha256(path))
 
 
 def _write_one(tree: RootfsTree, output: Path, fmt: str, plan, name: str,
