@@ -41,6 +41,10 @@ INIT_CHECKS = [
      r"(?s)(?=.*^/dev devtmpfs$)(?=.*^/dev/pts devpts$)(?=.*^/sys sysfs$)"
      r"(?=.*^/run tmpfs$)(?=.*^/tmp tmpfs$)(?=.*^/dev/shm tmpfs$)"),
     ("lo-up", "ip link show lo", r"<LOOPBACK,UP,LOWER_UP>"),
+    # The lease through rtnetlink: the address lives as long as the lease, the route is dhcp's.
+    ("dhcp-lease", "ip -4 addr show dev eth0; ip -4 route; cat /etc/resolv.conf",
+     r"(?s)inet 10\.0\.2\.15/24 brd 10\.0\.2\.255 .*dynamic.*valid_lft 86\d\d\dsec.*"
+     r"default via 10\.0\.2\.2 dev eth0 .*nameserver 10\.0\.2\.3"),
     ("init-rss", "grep VmRSS /proc/1/status", r"^VmRSS:\s+\d+ kB$"),
     # The rescue shell got the console as its controlling tty (TIOCSCTTY): job control, Ctrl-C.
     ("rescue-shell-tty", "set -- $(cat /proc/$$/stat); echo tty=$7", r"^tty=[1-9]\d*$"),
@@ -79,8 +83,9 @@ def test_boots_to_ready_in_device_mode(boot):
     assert "lxembed-init: mode device, busybox signal table" in boot.before_ready
     trouble = [line for line in boot.before_ready.splitlines() if TROUBLE.search(line)]
     assert not trouble, boot.before_ready
-    # DHCP went through the init's own udhcpc script.
-    assert re.search(r"udhcpc: lease of \d+\.\d+\.\d+\.\d+ obtained", boot.before_ready)
+    # DHCP went through the init's own client (qemu's server: a day's lease, DNS at .3).
+    assert ("lxembed-init: eth0: lease of 10.0.2.15/24 from 10.0.2.2, router 10.0.2.2, "
+            "dns 10.0.2.3, 86400 s") in boot.before_ready
 
 
 def test_standard_checks_pass(boot):

@@ -171,7 +171,8 @@ SERVICE_FIELDS = (
 
 INTERFACE_FIELDS = (
     Setting("name", "str", None, "interface name"),
-    Setting("dhcp", "bool", False, "configure through busybox udhcpc"),
+    Setting("dhcp", "bool", False, "take a DHCP lease and keep it (the Python init's own "
+            "client renews it; busybox init: ifup's udhcpc daemon)"),
     Setting("wait", "bool", True, "with dhcp: services start once it has its lease; false: "
             "the lease is taken in the background (the oneshot service dhcp-NAME), for devices "
             "whose services do not need it to start"),

@@ -220,27 +220,6 @@ DEFAULTS = {
 # Console output the init holds while the console does not take it (a UART at 115200 baud
 # writes 11 KB/s; a console nobody reads takes nothing): beyond this, lines are dropped.
 CONSOLE_BUFFER = 65536
-DHCP_SCRIPT = """#!/bin/sh
-# Written by lxembed-init for udhcpc: $1 is deconfig, bound, renew, leasefail or nak.
-IP="%s"
-case "$1" in
-# Each ip run costs ~50 ms on an emulated board, so only what is needed: the init has set the
-# link up and runs udhcpc once (-q), so deconfig has nothing to undo and bound adds the first
-# address; an address already there (a renew) is flushed first.
-deconfig) ;;
-bound|renew)
-    $IP addr add "$ip/${mask:-24}" dev "$interface" 2>/dev/null || {
-        $IP -4 addr flush dev "$interface"
-        $IP addr add "$ip/${mask:-24}" dev "$interface"
-    }
-    [ -n "$router" ] && $IP route replace default via "${router%%%% *}" dev "$interface"
-    [ -n "$dns" ] && for s in $dns; do echo "nameserver $s"; done 2>/dev/null >/etc/resolv.conf
-    ;;
-esac
-exit 0
-"""
-
-
 # -- helpers: libc, processes, users, the config -------------------------------------------
 
 if _ctypes is not None:
@@ -927,7 +906,8 @@ class SystemSetup:
     def __init__(self, runtime, cfg):
         self.rt, self.cfg = runtime, cfg
         self.device = runtime.mode == "device"
-        self.deferred = []  # services for the supervisor: leases taken in the background
+        self.deferred = []  # services for the supervisor: udhcpc runs in the background
+        self.leases = []  # the init's DHCP clients: the supervisor renews their leases
 
     def run(self):
         if self.rt.mode == "subreaper":
@@ -983,9 +963,12 @@ class SystemSetup:
             if words and words[0] not in seen:
                 seen.add(words[0])
                 argvs.append(words)
+        argvs = insert_modules(argvs)  # what is left is modprobe's: aliases, compressed .ko
+        if not argvs:
+            return
         modprobe = find_tool("modprobe")
-        if argvs and not modprobe:
-            say("no modprobe: modules not loaded")
+        if not modprobe:
+            say("no modprobe: modules %s not loaded" % " ".join(w[0] for w in argvs))
             return
         # One modprobe -a for every name without arguments: each run of a dynamic busybox
         # costs ~50 ms on an emulated board. Those with arguments first, one call each.
@@ -1013,7 +996,7 @@ class SystemSetup:
             return
         if self.device and any(i.get("vlan") is not None for i in interfaces):
             modprobe = find_tool("modprobe")  # 802.1Q may be a module the board did not list
-            if modprobe:
+            if insert_modules([["8021q"]]) and modprobe:
                 step("modprobe 8021q", run_command, modprobe + ["8021q"], quiet=True)
         for iface in interfaces:
             name = iface.get("name") if isinstance(iface, dict) else iface
@@ -1052,15 +1035,22 @@ class SystemSetup:
         return run_command(ip + cmd) == 0
 
     def dhcp(self, ip, name, script, wait=True):
-        """Take a lease now, or (wait false) as the oneshot service dhcp-NAME, in parallel with
-        the services that do not need it (boot is "ready" once it is done either way)."""
-        udhcpc = find_tool("udhcpc")
+        """Take a lease now (the init's own client), or (wait false) in the background.
+
+        An interface with its own `udhcpc_script` runs udhcpc with it, once; with wait false
+        as the oneshot service dhcp-NAME, in parallel with the services that do not need it."""
         if not script:
-            script = "/run/lxembed/udhcpc.script"
-            os.makedirs(os.path.dirname(script), exist_ok=True)
-            with open(script, "w") as f:
-                f.write(DHCP_SCRIPT % " ".join(ip))
-            os.chmod(script, 0o755)
+            try:
+                resolv = self.cfg["network"].get("resolv_conf", RESOLV_CONF)
+                client = DhcpClient(name, self.cfg["hostname"], resolv)
+            except Exception as e:
+                say("%s: no DHCP client: %s" % (name, e))
+                return
+            self.leases.append(client)
+            if wait and not client.acquire():
+                say("%s: no DHCP lease yet: asking again in the background" % name)
+            return
+        udhcpc = find_tool("udhcpc")
         argv = (udhcpc or []) + ["-i", name, "-s", script, "-n", "-q", "-t", "5", "-T", "1"]
         if udhcpc and not wait:
             self.deferred.append({"name": "dhcp-" + name, "type": "oneshot", "command": argv})
@@ -1088,6 +1078,372 @@ class SystemSetup:
         finally:  # exec failed: carry on as before
             signal.signal(signal.SIGPIPE, signal.SIG_IGN)
             signal.pthread_sigmask(signal.SIG_BLOCK, self.rt.sigset)
+
+
+# -- DHCP and rtnetlink: a lease taken and kept in-process --------------------------------------
+# udhcpc and its script cost five runs of a dynamic busybox, a third of a second of an emulated
+# board's boot, and `udhcpc -q` never renewed what it took. The init speaks RFC 2131 itself on
+# a kernel UDP socket bound to the interface, and sets the lease through rtnetlink: the
+# address's lifetime is the lease's, so the kernel drops an address nobody renewed.
+
+DHCP_DISCOVER, DHCP_OFFER, DHCP_REQUEST, DHCP_ACK, DHCP_NAK = 1, 2, 3, 5, 6
+DHCP_COOKIE = b"\x63\x82\x53\x63"
+# Asked for: mask, routers, DNS, domain, broadcast, lease time, server, T1, T2.
+DHCP_WANTED = bytes([1, 3, 6, 15, 28, 51, 54, 58, 59])
+DHCP_SERVER_PORT, DHCP_CLIENT_PORT = 67, 68
+DHCP_BOOT_TRIES, DHCP_BOOT_WAIT = 5, 1.0  # at boot, as `udhcpc -t 5 -T 1`: five DISCOVERs, 1 s
+DHCP_RETRY_MIN = 60.0  # RFC 2131 4.4.5: a RENEW or REBIND is sent again at most once a minute
+DHCP_DISCOVER_MAX = 64.0  # without a lease: DISCOVERs 4, 8, ... 64 s apart (RFC 2131 4.1)
+NO_ADDR = b"\0\0\0\0"
+RESOLV_CONF = "/etc/resolv.conf"  # a lease's DNS servers; config: network.resolv_conf
+FOREVER = 0xFFFFFFFF  # a lease time of all ones: infinite
+# rtnetlink (linux/rtnetlink.h, if_addr.h): host byte order, the same numbers on every arch.
+RTM_NEWADDR, RTM_DELADDR, RTM_NEWROUTE, NLMSG_ERROR = 20, 21, 24, 2
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_REPLACE, NLM_F_CREATE = 0x1, 0x4, 0x100, 0x400
+IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST, IFA_CACHEINFO = 1, 2, 4, 6
+RTA_OIF, RTA_GATEWAY = 4, 5
+RT_TABLE_MAIN, RTPROT_DHCP, RTN_UNICAST, AF_INET = 254, 16, 1, 2
+
+
+def _u32(n):
+    return n.to_bytes(4, sys.byteorder)
+
+
+def _rtattr(kind, data):
+    size = 4 + len(data)  # struct rtattr: length, type, the data padded to 4 bytes
+    head = size.to_bytes(2, sys.byteorder) + kind.to_bytes(2, sys.byteorder)
+    return head + data + bytes(-size % 4)
+
+
+def rtnetlink(kind, flags, body):
+    """One rtnetlink request and its ack; OSError with the kernel's errno when it is refused."""
+    import _socket
+    sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, 0)
+    try:
+        sock.bind((0, 0))
+        flags |= NLM_F_REQUEST | NLM_F_ACK
+        head = _u32(16 + len(body)) + kind.to_bytes(2, sys.byteorder)
+        sock.send(head + flags.to_bytes(2, sys.byteorder) + _u32(1) + _u32(0) + body)
+        while True:
+            reply = sock.recv(65536)
+            if int.from_bytes(reply[4:6], sys.byteorder) == NLMSG_ERROR:
+                err = -int.from_bytes(reply[16:20], sys.byteorder, signed=True)
+                if err:
+                    raise OSError(err, os.strerror(err))
+                return
+    finally:
+        sock.close()
+
+
+def ipv4_address(ifindex, ip, prefix, broadcast=None, lifetime=None, delete=False):
+    """Add (or replace, or delete) an IPv4 address; with `lifetime` the kernel removes it then."""
+    body = bytes([AF_INET, prefix, 0, 0]) + _u32(ifindex)
+    body += _rtattr(IFA_LOCAL, ip) + _rtattr(IFA_ADDRESS, ip)
+    if broadcast:
+        body += _rtattr(IFA_BROADCAST, broadcast)
+    if lifetime is not None:  # struct ifa_cacheinfo: preferred, valid, two stamps
+        body += _rtattr(IFA_CACHEINFO, _u32(lifetime) * 2 + bytes(8))
+    if delete:
+        rtnetlink(RTM_DELADDR, 0, body)
+    else:
+        rtnetlink(RTM_NEWADDR, NLM_F_CREATE | NLM_F_REPLACE, body)
+
+
+def ipv4_default_route(ifindex, gateway):
+    """`ip route replace default via GATEWAY dev IFINDEX proto dhcp`."""
+    body = bytes([AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_DHCP, 0, RTN_UNICAST]) + _u32(0)
+    body += _rtattr(RTA_GATEWAY, gateway) + _rtattr(RTA_OIF, _u32(ifindex))
+    rtnetlink(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, body)
+
+
+def dotted(addr):
+    return ".".join(str(b) for b in addr)
+
+
+def _addresses(data):
+    return [data[i:i + 4] for i in range(0, len(data) - 3, 4)]
+
+
+class DhcpClient:
+    """One interface's DHCP lease (RFC 2131), kept by the init.
+
+    At boot acquire() waits for a lease as `udhcpc -n -q -t 5 -T 1` did. Then the supervisor's
+    loop calls tick() at `due` (and when SIGIO says an answer came): at T1 a REQUEST goes to
+    the server (RENEWING), at T2 to everyone (REBINDING), each sent again at half the time
+    left, and once the lease has run out (the kernel has dropped the address) or a NAK came,
+    DISCOVERs begin again. The socket is a kernel UDP one bound to the interface; requests
+    set the BROADCAST flag while there is no address, so that the answers reach it (RFC 2131
+    4.1: a client that cannot take unicast before it is configured asks for broadcast).
+    """
+
+    def __init__(self, name, hostname=None, resolv_conf=RESOLV_CONF):
+        import _socket
+        self.so, self.name, self.resolv_conf = _socket, name, resolv_conf
+        self.hostname = (hostname or "").encode()[:63]
+        with open("/sys/class/net/%s/address" % name) as f:
+            self.mac = bytes(int(x, 16) for x in f.read().strip().split(":"))
+        self.ifindex = _socket.if_nametoindex(name)
+        self.sock = None
+        self.xid = NO_ADDR
+        self.state = "init"  # init, selecting, requesting, bound, renewing, rebinding
+        self.lease = None  # what is set: ip, prefix, routers, dns, server, and its times
+        self.offer = None  # (address offered, server) while requesting
+        self.due = time.monotonic()
+        self.tries = 0
+
+    # -- packets
+
+    def open(self):
+        if self.sock is None:
+            so = self.so
+            sock = so.socket(so.AF_INET, so.SOCK_DGRAM)
+            sock.setsockopt(so.SOL_SOCKET, so.SO_REUSEADDR, 1)
+            sock.setsockopt(so.SOL_SOCKET, so.SO_BROADCAST, 1)
+            sock.setsockopt(so.SOL_SOCKET, so.SO_BINDTODEVICE, self.name.encode())
+            sock.bind(("0.0.0.0", DHCP_CLIENT_PORT))
+            self.sock = sock
+        return self.sock
+
+    def close(self):
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def packet(self, kind, ciaddr=NO_ADDR, requested=None, server=None):
+        """A BOOTREQUEST: op, htype, hlen, hops, xid, secs, flags, ciaddr, yiaddr, siaddr,
+        giaddr, chaddr, sname, file, the cookie and the options, padded to BOOTP's 300 bytes."""
+        flags = b"\x80\0" if ciaddr == NO_ADDR else b"\0\0"
+        head = bytes([1, 1, 6, 0]) + self.xid + b"\0\0" + flags + ciaddr + bytes(12)
+        head += self.mac.ljust(16, b"\0") + bytes(192) + DHCP_COOKIE
+        opts = [(53, bytes([kind])), (61, b"\x01" + self.mac), (55, DHCP_WANTED)]
+        if self.hostname:
+            opts.append((12, self.hostname))
+        if requested:
+            opts.append((50, requested))
+        if server:
+            opts.append((54, server))
+        body = b"".join(bytes([code, len(value)]) + value for code, value in opts)
+        return (head + body + b"\xff").ljust(300, b"\0")
+
+    def parse(self, data):
+        """(message type, yiaddr, options) of an answer to our xid and MAC, else None."""
+        if (len(data) < 240 or data[0] != 2 or data[4:8] != self.xid
+                or data[28:28 + len(self.mac)] != self.mac or data[236:240] != DHCP_COOKIE):
+            return None
+        opts, i = {}, 240
+        while i + 1 < len(data) and data[i] != 255:
+            if data[i] == 0:
+                i += 1
+                continue
+            n = data[i + 1]  # a long option comes in parts, to be joined (RFC 3396)
+            opts[data[i]] = opts.get(data[i], b"") + data[i + 2:i + 2 + n]
+            i += 2 + n
+        kind = opts.get(53, b"\0")[0]
+        return kind, data[16:20], opts
+
+    def send(self, kind, now, to="255.255.255.255"):
+        ciaddr = self.lease["ip"] if self.state in ("renewing", "rebinding") else NO_ADDR
+        requested = server = None
+        if self.state == "requesting":
+            requested, server = self.offer
+        self.open().sendto(self.packet(kind, ciaddr, requested, server), (to, DHCP_SERVER_PORT))
+
+    # -- the exchange
+
+    def start(self, now):
+        """DISCOVER. A new transaction id only for a new search: an answer to an earlier
+        DISCOVER of the same search is taken (a server that first pings the address, as
+        dnsmasq does, answers ~3 s late)."""
+        if self.state not in ("selecting", "requesting"):
+            self.xid = os.urandom(4)
+        self.state, self.offer = "selecting", None
+        self.send(DHCP_DISCOVER, now)
+
+    def answer(self, data, now):
+        """Act on one datagram; True when it bound (or renewed) a lease."""
+        got = self.parse(data)
+        if got is None:
+            return False
+        kind, yiaddr, opts = got
+        if kind == DHCP_OFFER and self.state == "selecting" and yiaddr != NO_ADDR:
+            self.offer = (yiaddr, opts.get(54, b"")[:4] or None)
+            self.state = "requesting"
+            self.send(DHCP_REQUEST, now)
+            self.due = now + 4.0
+        elif kind == DHCP_ACK and self.state in ("requesting", "renewing", "rebinding"):
+            self.bind(yiaddr, opts, now)
+            return True
+        elif kind == DHCP_NAK and self.state in ("requesting", "renewing", "rebinding"):
+            say("%s: the DHCP server refused the lease (NAK): asking again" % self.name)
+            self.drop()
+            self.state, self.due, self.tries = "init", now, 0
+        return False
+
+    def receive(self, now, wait=0.0):
+        """Read what has come (waiting up to `wait` s for the first); True if a lease bound."""
+        sock = self.sock
+        if sock is None:
+            return False
+        sock.settimeout(wait)
+        try:
+            while True:
+                data = sock.recv(2048)
+                sock.settimeout(0.0)
+                if self.answer(data, now):
+                    return True
+        except OSError:  # timeout, or nothing more to read
+            return False
+
+    def acquire(self, tries=DHCP_BOOT_TRIES, wait=DHCP_BOOT_WAIT):
+        """At boot: a lease within `tries` DISCOVERs `wait` s apart; False if none came (the
+        loop goes on asking, with tick())."""
+        for _ in range(tries):
+            self.start(time.monotonic())
+            end, extended = time.monotonic() + wait, False
+            while True:
+                left = end - time.monotonic()
+                if left <= 0 and self.state == "requesting" and not extended:
+                    end, extended = end + wait, True  # a late offer: its REQUEST gets a wait too
+                    continue
+                if left <= 0:
+                    break
+                if self.receive(time.monotonic(), left):
+                    return True
+        self.state, self.due = "init", time.monotonic() + 4.0
+        return False
+
+    def bind(self, ip, opts, now):
+        """Set the lease: address (lifetime: the lease), default route, resolv.conf."""
+        mask = opts.get(1, b"")[:4]
+        prefix = bin(int.from_bytes(mask, "big")).count("1") if len(mask) == 4 else 24
+        seconds = int.from_bytes(opts[51][:4], "big") if len(opts.get(51, b"")) >= 4 else FOREVER
+        t1 = int.from_bytes(opts[58][:4], "big") if len(opts.get(58, b"")) >= 4 else seconds // 2
+        t2 = (int.from_bytes(opts[59][:4], "big") if len(opts.get(59, b"")) >= 4
+              else seconds * 7 // 8)
+        old = self.lease
+        if old and old["ip"] != ip:  # a new address: the old one goes
+            ipv4_address(self.ifindex, old["ip"], old["prefix"], delete=True)
+        lifetime = None if seconds == FOREVER else seconds
+        host_bits = (1 << (32 - prefix)) - 1  # no broadcast option: the subnet's, as `brd +`
+        subnet_broadcast = (int.from_bytes(ip, "big") | host_bits).to_bytes(4, "big")
+        broadcast = opts.get(28, b"")[:4] or subnet_broadcast
+        ipv4_address(self.ifindex, ip, prefix, broadcast, lifetime)
+        routers, dns = _addresses(opts.get(3, b"")), _addresses(opts.get(6, b""))
+        if routers:
+            ipv4_default_route(self.ifindex, routers[0])
+        domain = opts.get(15, b"").rstrip(b"\0").decode("ascii", "replace")
+        if dns and self.resolv_conf and (not old or (dns, domain) != (old["dns"], old["domain"])):
+            text = "".join("nameserver %s\n" % dotted(a) for a in dns)
+            text = ("search %s\n" % domain if domain else "") + text
+            write_file(self.resolv_conf, text.encode())
+        server = opts.get(54, b"")[:4] or (old or {}).get("server")
+        self.lease = {"ip": ip, "prefix": prefix, "routers": routers, "dns": dns,
+                      "domain": domain, "server": server, "seconds": seconds,
+                      "t1": now + t1, "t2": now + t2, "end": now + seconds}
+        renewed = self.state in ("renewing", "rebinding") and old and old["ip"] == ip
+        self.state, self.tries = "bound", 0
+        self.due = float("inf") if seconds == FOREVER else now + t1
+        say("%s: %s %s/%d from %s%s%s, %s" % (
+            self.name, "lease renewed:" if renewed else "lease of", dotted(ip), prefix,
+            dotted(server) if server else "?",
+            ", router " + dotted(routers[0]) if routers else "",
+            ", dns " + " ".join(dotted(a) for a in dns) if dns else "",
+            "no expiry" if seconds == FOREVER else "%d s" % seconds))
+
+    def drop(self):
+        """The lease is gone (NAK, or run out): its address goes too."""
+        if self.lease:
+            try:
+                ipv4_address(self.ifindex, self.lease["ip"], self.lease["prefix"], delete=True)
+            except OSError:
+                pass  # the kernel dropped it already at its lifetime's end
+            self.lease = None
+
+    def watch(self):
+        """After boot: a non-blocking socket that raises SIGIO when an answer comes."""
+        sock = self.open()
+        sock.settimeout(0.0)
+        try:
+            fcntl.fcntl(sock.fileno(), fcntl.F_SETOWN, os.getpid())
+            flags = fcntl.fcntl(sock.fileno(), fcntl.F_GETFL)
+            fcntl.fcntl(sock.fileno(), fcntl.F_SETFL, flags | os.O_ASYNC)
+        except Exception:
+            pass  # no SIGIO: answers are read at the next due time
+        if self.state == "init":
+            self.due = time.monotonic()
+
+    def tick(self, now):
+        """Read answers, then do what is due: renew, rebind, or discover again."""
+        self.receive(now)
+        if now < self.due:
+            return
+        lease = self.lease
+        if self.state in ("bound", "renewing") and lease and now >= lease["t2"]:
+            self.state = "rebinding"
+        elif self.state == "bound":
+            self.state = "renewing"
+        if self.state in ("renewing", "rebinding") and now >= lease["end"]:
+            say("%s: the lease of %s ran out: asking again" % (self.name, dotted(lease["ip"])))
+            self.drop()
+            self.state, self.tries = "init", 0
+        if self.state in ("renewing", "rebinding"):
+            self.xid = os.urandom(4)  # a new exchange (a minute or more after the last)
+        if self.state == "renewing":
+            self.send(DHCP_REQUEST, now, to=dotted(lease["server"]) if lease["server"]
+                      else "255.255.255.255")
+            self.due = now + max(DHCP_RETRY_MIN, (lease["t2"] - now) / 2)
+            self.due = min(self.due, lease["t2"])
+        elif self.state == "rebinding":
+            self.send(DHCP_REQUEST, now)
+            self.due = min(now + max(DHCP_RETRY_MIN, (lease["end"] - now) / 2), lease["end"])
+        else:  # init, selecting, or a request that went unanswered
+            self.start(now)
+            self.due = now + min(DHCP_DISCOVER_MAX, 4.0 * 2 ** min(self.tries, 4))
+            self.tries += 1
+
+
+
+def insert_modules(argvs):
+    """Load modules ([NAME, ARG...] each) with init_module(2), their dependencies first, as
+    modules.dep orders them: a modprobe run costs ~50 ms of an emulated board's boot. Return
+    the ones left for modprobe: names modules.dep does not have (aliases), compressed files."""
+    base = "/lib/modules/" + os.uname().release
+    index = {}
+    if _ctypes is None:
+        return argvs
+    try:
+        with open(base + "/modules.dep") as f:
+            for line in f:
+                path, _, deps = line.partition(":")
+                name = path.rsplit("/", 1)[-1].split(".ko", 1)[0].replace("-", "_")
+                index[name] = [path] + deps.split()  # loaded from the end: the last dep first
+        with open(base + "/modules.builtin") as f:
+            builtin = {p.rsplit("/", 1)[-1].split(".ko", 1)[0].replace("-", "_") for p in f}
+    except OSError:
+        return argvs
+    left, loaded = [], set()
+    for words in argvs:
+        name = words[0].replace("-", "_")
+        if name in builtin:
+            continue
+        paths = index.get(name)
+        if not paths or not all(p.endswith(".ko") for p in paths):
+            left.append(words)
+            continue
+        for path in reversed(paths):  # dependencies, then the module with its arguments
+            if path in loaded:
+                continue
+            loaded.add(path)
+            args = " ".join(words[1:]) if path == paths[0] else ""
+            with open(base + "/" + path, "rb") as f:
+                image = f.read()
+            try:
+                libc_call("init_module", image, c_ulong(len(image)), args.encode())
+            except OSError as e:
+                if e.errno != errno.EEXIST:  # loaded already: as modprobe, not an error
+                    say("cannot load module %s: %s (the kernel log says why)"
+                        % (path.rsplit("/", 1)[-1], os.strerror(e.errno)))
+    return left
 
 
 def unmount_all():
@@ -1609,6 +1965,7 @@ class Supervisor:
         self.errors = {}  # error text -> when it was last reported
         self.health = Health(self)
         self.trial_deadline, self.marked_good = None, False
+        self.leases = []  # DhcpClient: each renews its lease from the loop
 
     # -- firmware: a slot booted on trial must get healthy in time; a healthy one is marked good
 
@@ -1901,7 +2258,10 @@ class Supervisor:
             self.guard("probing", self.health.probe_due)
             self.guard("starting services", self.start_due)
             self.guard("trial", self.check_trial)
+            for client in self.leases:
+                self.guard("DHCP on " + client.name, client.tick, time.monotonic())
             waits = [s.restart_at for s in self.order if s.state == "waiting"]
+            waits += [client.due for client in self.leases]
             if self.trial_deadline is not None:
                 waits.append(self.trial_deadline)
             waits += self.health.due_times()
@@ -2049,6 +2409,9 @@ class Init:
                     TIMELINE.echo = True
             TIMELINE.open(cfg["timeline"])
         sup = self.supervisor = Supervisor(rt, cfg, error)
+        sup.leases = setup.leases
+        for client in sup.leases:
+            step("%s: DHCP in the background" % client.name, client.watch)
         if cfg["ready_file"]:  # a stale marker from the last boot must not claim readiness
             step("removing the old ready file", os.unlink, cfg["ready_file"], quiet=True)
         step("loading services", sup.load_services)

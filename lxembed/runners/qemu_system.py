@@ -34,8 +34,11 @@ POWEROFF_TIMEOUT = 3.0
 # clean console is easier to read; errors still show. `cryptomgr.notests`: skips the crypto
 # self-tests, ~0.3 s of a 2 s TCG boot, irrelevant to what an image test proves. `nokaslr`: with
 # KASLR the arm64 kernel turns on KPTI (a page-table switch on every kernel entry, costly under
-# TCG: ~0.2 s of an arm64 boot); a fixed layout also makes runs repeatable.
-FAST_APPEND = "quiet cryptomgr.notests nokaslr"
+# TCG: ~0.2 s of an arm64 boot); a fixed layout also makes runs repeatable. `norandmaps`, the
+# same for processes: TCG keeps its translated code by virtual address, so with randomised maps
+# every exec translates ld.so, libc and a PIE program again (a dynamic busybox run: 28 ms, not
+# 9; python3 -IS: 109 ms, not 67; the kernel's six modprobe calls at boot: ~0.2 s).
+FAST_APPEND = "quiet cryptomgr.notests nokaslr norandmaps"
 
 
 @dataclass
