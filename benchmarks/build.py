@@ -14,9 +14,11 @@ steadier of the two when other work runs):
              filled), then `find | sort | cpio -o -H newc | zstd`: the shell floor for unpacking
              them, with no picking, ELF closure, skeleton or checks
 Then busybox and busybox-python warm on a bookworm and a trixie board (`build.py suites`: only
-that), and busybox on qemu-x86_64 against mmdebstrap --variant=custom installing the same
-package into a tarball (mmdebstrap keeps no package cache: its time includes apt update and the
-downloads, the way it is used; it needs dpkg and a shell in the chroot, so amd64).
+that), the CLI's start-up (`build.py startup`: only that; `python3 -c pass`, `lxembed --help`,
+and a warm build's imports by -X importtime), and busybox on qemu-x86_64 against mmdebstrap
+--variant=custom installing the same package into a tarball (mmdebstrap keeps no package
+cache: its time includes apt update and the downloads, the way it is used; it needs dpkg and a
+shell in the chroot, so amd64).
 
 lxembed runs with its bytecode written (PYTHONPYCACHEPREFIX in a temporary directory), as an
 installed copy does, and with its own unpacked cache; downloads and kernels come from the
@@ -174,6 +176,32 @@ def print_suite_rows(rows: list) -> None:
     print()
 
 
+def startup_rows(tmp: Path, env: dict) -> list:
+    """(what, median wall s) of the CLI's start: the interpreter alone, `lxembed --help`, and
+    the imports of a warm busybox-python build (-X importtime, its top-level imports summed:
+    what the build costs before it does anything)."""
+    py = sys.executable
+    build = [py, "-X", "importtime", "-m", "lxembed", "-q", "build", "-b", BOARD,
+             "-r", "busybox-python", "-o", str(tmp / "startup"), "-f", "cpio.zst"]
+    subprocess.run(build, check=True, env=env, capture_output=True)  # warm, bytecode written
+    floor, helps, imports = [], [], []
+    for _ in range(RUNS):
+        floor.append(timed([py, "-c", "pass"], env=env))
+        helps.append(timed([py, "-m", "lxembed", "--help"], env=env))
+        err = subprocess.run(build, check=True, env=env, capture_output=True, text=True).stderr
+        fields = [line.split("|") for line in err.splitlines() if line.startswith("import time:")]
+        imports.append(sum(int(f[1]) for f in fields if f[1].strip().isdigit()
+                           and f[2].startswith(" ") and not f[2].startswith("  ")) / 1e6)
+    return [("python3 -c pass", statistics.median(floor)),
+            ("lxembed --help", statistics.median(helps)),
+            ("a warm build's imports", statistics.median(imports))]
+
+
+def print_startup_rows(rows: list) -> None:
+    print(f"CLI start-up, median of {RUNS}: " + ", ".join(f"{w} {s:.3f}s" for w, s in rows))
+    print()
+
+
 def mmdebstrap_row(tmp: Path, env: dict) -> tuple:
     ensure_mmdebstrap()
     out = tmp / "x86_64"
@@ -252,6 +280,10 @@ def main() -> int:
     if sys.argv[1:] == ["oci"]:
         oci_archive_against_buildah()
         return 0
+    if sys.argv[1:] == ["startup"]:
+        with tempfile.TemporaryDirectory(prefix="lxembed-bench-") as tmp:
+            print_startup_rows(startup_rows(Path(tmp), lxembed_env(Path(tmp))))
+        return 0
     if sys.argv[1:] == ["suites"]:
         with tempfile.TemporaryDirectory(prefix="lxembed-bench-") as tmp:
             print_suite_rows(suite_rows(Path(tmp), lxembed_env(Path(tmp))))
@@ -260,6 +292,7 @@ def main() -> int:
         env = lxembed_env(Path(tmp))
         rows = lxembed_rows(Path(tmp), env)
         by_suite = suite_rows(Path(tmp), env)
+        startup = startup_rows(Path(tmp), env)
         lx_s, mm_s, size, mm_size = mmdebstrap_row(Path(tmp), env)
     print(f"{BOARD}, cpio.zst, median of {RUNS} runs, columns alternating in one loop; "
           f"wall seconds, then CPU seconds (user + system)\n")
@@ -272,6 +305,7 @@ def main() -> int:
                   + f" {t['warm'][i] / t['no cache'][i]:14.2f} {size_ / 1e6:9.2f}M")
         print()
     print_suite_rows(by_suite)
+    print_startup_rows(startup)
     print(f"qemu-x86_64 busybox: lxembed warm {lx_s:.2f}s, mmdebstrap {mm_s:.2f}s "
           f"(ratio {lx_s / mm_s:.3f}); cpio.zst {size / 1e6:.2f}M, mmdebstrap tar "
           f"{mm_size / 1e6:.2f}M")

@@ -951,13 +951,16 @@ class SystemSetup:
                     say("mounting %s on %s failed: %s" % (fstype, target, e))
 
     def load_modules(self):
-        """The config's modules, then /etc/modules ("NAME [ARGS]" lines), each once."""
-        wanted = [[str(m)] for m in self.cfg["modules"]]
+        """/etc/modules ("NAME [ARGS]" lines), then the config's modules, each once: the build
+        writes /etc/modules in load order, soft dependencies (libcrc32c's crc32c) included, which
+        modules.dep does not know."""
+        wanted = []
         try:
             with open(MODULES_FILE) as f:
-                wanted += [line.split("#", 1)[0].split() for line in f]
+                wanted = [line.split("#", 1)[0].split() for line in f]
         except OSError:
             pass
+        wanted += [[str(m)] for m in self.cfg["modules"]]
         seen, argvs = set(), []
         for words in wanted:
             if words and words[0] not in seen:
