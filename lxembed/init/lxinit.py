@@ -1202,7 +1202,8 @@ class DhcpClient:
             sock = so.socket(so.AF_INET, so.SOCK_DGRAM)
             sock.setsockopt(so.SOL_SOCKET, so.SO_REUSEADDR, 1)
             sock.setsockopt(so.SOL_SOCKET, so.SO_BROADCAST, 1)
-            sock.setsockopt(so.SOL_SOCKET, so.SO_BINDTODEVICE, self.name.encode())
+            bind_to_device = getattr(so, "SO_BINDTODEVICE", 25)  # 25 on every Linux we run on
+            sock.setsockopt(so.SOL_SOCKET, bind_to_device, self.name.encode())
             sock.bind(("0.0.0.0", DHCP_CLIENT_PORT))
             self.sock = sock
         return self.sock
