@@ -210,7 +210,8 @@ def test_container_bind_runs_the_hosts_python(bind_build, tmp_path, containers):
     du = subprocess.run(
         ["du", "-sk", str(bind_build / "lxc/rootfs")], capture_output=True, text=True, check=True
     )
-    assert int(du.stdout.split()[0]) < 100, du.stdout
+    # A skeleton and the init's compressed source (24 KB), not a copy of /usr: ~100 KB of blocks.
+    assert int(du.stdout.split()[0]) < 128, du.stdout
     c = Lxc("container-bind", bind_build / "lxc/config", tmp_path / "run")
     containers.append(c)
     c.start()

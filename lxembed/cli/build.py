@@ -10,7 +10,7 @@ from .common import add_target_args
 
 def format_table() -> list:
     """(kind, formats) from the tables that define them: every format `build` accepts."""
-    from ..containers.bundle import CONTAINER_FORMATS
+    from ..config.container_schema import CONTAINER_FORMATS
     from ..writers.output import known_formats
     return [("images", known_formats()), ("containers", list(CONTAINER_FORMATS))]
 

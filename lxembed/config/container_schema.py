@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from .settings import Setting
 
+# What a [container] table builds: format -> its path in the output directory.
+CONTAINER_FORMATS = {"lxc": "lxc", "oci": "oci", "libvirt": "libvirt",
+                     "oci-image": "oci-image", "oci-archive": "oci-archive.tar",
+                     "lxc-image": "lxc-image"}
 NETWORK_TYPES = ("empty", "none", "phys", "veth", "vlan", "macvlan")
 MACVLAN_MODES = ("bridge", "vepa", "private", "passthru")
 

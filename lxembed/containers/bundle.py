@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from ..config import Plan
+from ..config.container_schema import CONTAINER_FORMATS
 from ..log import warn
 from ..net.ports import hook_files
 from ..tree import RootfsTree
@@ -27,9 +28,6 @@ from .rootfs import container_tree
 from .spec import ContainerSpec, container_spec
 
 # Container formats and where each lands in the output directory.
-CONTAINER_FORMATS = {"lxc": "lxc", "oci": "oci", "libvirt": "libvirt",
-                     "oci-image": "oci-image", "oci-archive": "oci-archive.tar",
-                     "lxc-image": "lxc-image"}
 IMAGE_FORMATS = ("oci-image", "oci-archive", "lxc-image")
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 from ..config import Plan
 from ..config.firmware import firmware_settings
@@ -13,9 +13,6 @@ from ..elf.closure import check_tree_arch
 from ..elf.pick import pick_files
 from ..errors import UserError
 from ..log import info, progress, step
-from ..net.device import RULES_FILE, device_rules, device_setup
-from ..net.model import NetworkModel, load_description
-from ..net.rules import check as check_rules
 from ..sources.apt import Deb, PackageSource, UnknownPackage
 from ..sources.deb import extract_deb
 from ..sources.unpacked import add_packages
@@ -26,6 +23,9 @@ from .firmware import add_firmware_tools
 from .overlay import add_overlay
 from .python_init import add_python_init
 from .skeleton import add_skeleton
+
+if TYPE_CHECKING:  # the network's modules load when a recipe describes one (a warm build
+    from ..net.model import NetworkModel  # of any other image does not pay for them)
 
 
 def build_tree(plan: Plan, mirror: Optional[str] = None) -> RootfsTree:
@@ -98,6 +98,7 @@ def device_description(plan: Plan) -> Optional[NetworkModel]:
     """The device's own network description (its recipe's [host_network]), or None."""
     if plan.recipe.settings.get("host_network") is None:
         return None
+    from ..net.model import load_description
     # The description lives in this recipe or in the base that sets it (lines name that file).
     source = next(p for p in plan.recipe.sources if "host_network" in parse(p)[0])
     return load_description(source)
@@ -108,6 +109,8 @@ def _add_device_network(tree: RootfsTree, plan: Plan) -> None:
     if plan.recipe.settings["init"] != "python":
         raise UserError(f"{plan.recipe.line_of('host_network')}: the device network is made "
                         'by the Python init at boot: set init = "python"')
+    from ..net.device import RULES_FILE, device_rules, device_setup
+    from ..net.rules import check as check_rules
     model = device_description(plan)
     rules = device_rules(model)
     check_rules(rules, f"{plan.recipe.path}: [host_network]")
