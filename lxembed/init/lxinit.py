@@ -1208,11 +1208,6 @@ class DhcpClient:
             self.sock = sock
         return self.sock
 
-    def close(self):
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-
     def packet(self, kind, ciaddr=NO_ADDR, requested=None, server=None):
         """A BOOTREQUEST: op, htype, hlen, hops, xid, secs, flags, ciaddr, yiaddr, siaddr,
         giaddr, chaddr, sname, file, the cookie and the options, padded to BOOTP's 300 bytes."""
