@@ -174,8 +174,8 @@ INTERFACE_FIELDS = (
     Setting("dhcp", "bool", False, "take a DHCP lease and keep it (the Python init's own "
             "client renews it; busybox init: ifup's udhcpc daemon)"),
     Setting("wait", "bool", True, "with dhcp: services start once it has its lease; false: "
-            "the lease is taken in the background (the oneshot service dhcp-NAME), for devices "
-            "whose services do not need it to start"),
+            "the init takes the lease in the background while they start, for devices whose "
+            "services do not need it"),
     Setting("ipv4", "list", [], "static IPv4 addresses with prefix (10.0.0.2/24)"),
     Setting("gateway4", "str", None, "IPv4 default gateway"),
     Setting("ipv6", "list", [], "static IPv6 addresses with prefix"),
