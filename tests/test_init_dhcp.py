@@ -1,8 +1,9 @@
 """The Python init's own DHCP client against a real dnsmasq, the init as PID 1 of a network
 namespace of a throwaway host (net_helpers): the lease at start (address with the lease's
 lifetime, default route, resolv.conf, the hostname given to the server), renewals at T1 from
-the supervisor's loop, a NAK that sends it back to DISCOVER for a new address, and a server that
-only answers late (dnsmasq's ping check: the same search must take a late OFFER).
+the supervisor's loop, a NAK that sends it back to DISCOVER for a new address, a server that
+only answers late (dnsmasq's ping check: the same search must take a late OFFER), and a lease
+that runs out while its server is away (busybox udhcpd: dropped, then taken again).
 """
 
 from __future__ import annotations
@@ -70,8 +71,8 @@ def config(tmp_path, seconds: float) -> dict:
 
 
 def addresses(host) -> list:
-    out = host.ns("cli", "ip", "-j", "-4", "addr", "show", "dev", "eth0").stdout
-    return json.loads(out)[0]["addr_info"]
+    out = json.loads(host.ns("cli", "ip", "-j", "-4", "addr", "show", "dev", "eth0").stdout)
+    return out[0]["addr_info"] if out else []  # no IPv4 address: ip lists no interface
 
 
 @pytest.mark.slow
@@ -132,4 +133,35 @@ def test_a_late_offer_is_taken(lan, tmp_path):
     assert "no DHCP lease yet" not in out
     xids = set(re.findall(r"(\d+) DHCPDISCOVER", log.read_text()))
     assert len(xids) == 1, log.read_text()
+    server.kill()
+
+
+@pytest.mark.slow
+def test_a_lease_that_runs_out_is_dropped_and_taken_again(lan, tmp_path):
+    """busybox udhcpd with an 8 s lease (dnsmasq's least is 2 min): the server goes away, the
+    renewal (T1 4 s) and the rebinding (T2 7 s) go unanswered, the kernel drops the address at
+    8 s and the init says so and asks again; the server comes back and the device has a lease."""
+    conf = tmp_path / "udhcpd.conf"
+    conf.write_text(f"start 10.71.0.20\nend 10.71.0.29\ninterface veth0\n"
+                    f"lease_file {tmp_path / 'udhcpd.leases'}\npidfile {tmp_path / 'udhcpd.pid'}\n"
+                    f"opt subnet 255.255.255.0\nopt router {SERVER}\nopt lease 8\n")
+
+    def udhcpd():
+        return lan.popen("ip", "netns", "exec", "srv", "busybox", "udhcpd", "-f", str(conf))
+
+    server = udhcpd()
+    init = LanInit(lan, tmp_path, config(tmp_path, 22), env={"container": "oci"})
+    out = init.wait_console("eth0: lease of 10.71.0.2", 15)
+    taken = time.monotonic()
+    server.kill()
+    server.wait()
+    init.wait_console("eth0: the lease of 10.71.0.2", 15)  # "... ran out: asking again"
+    assert time.monotonic() - taken >= 6, init.console()  # not before its end (8 s)
+    assert addresses(lan) == [], addresses(lan)  # gone with the lease
+    server = udhcpd()
+    assert init.wait(40) == 0, init.console()
+    out = init.console()
+    assert re.search(r"ran out: asking again\n(.*\n)*lxembed-init: eth0: lease of "
+                     r"10\.71\.0\.2\d/24 from 10\.71\.0\.1", out), out
+    assert [a["local"][:-1] for a in addresses(lan)] == ["10.71.0.2"]
     server.kill()
