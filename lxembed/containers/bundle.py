@@ -27,7 +27,7 @@ from .oci import oci_config, unsupported_networks
 from .rootfs import container_tree
 from .spec import ContainerSpec, container_spec
 
-# Container formats and where each lands in the output directory.
+# The container formats that are images (CONTAINER_FORMATS: every one, and where it lands).
 IMAGE_FORMATS = ("oci-image", "oci-archive", "lxc-image")
 
 

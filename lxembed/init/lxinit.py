@@ -1240,7 +1240,7 @@ class DhcpClient:
         kind = opts.get(53, b"\0")[0]
         return kind, data[16:20], opts
 
-    def send(self, kind, now, to="255.255.255.255"):
+    def send(self, kind, to="255.255.255.255"):
         ciaddr = self.lease["ip"] if self.state in ("renewing", "rebinding") else NO_ADDR
         requested = server = None
         if self.state == "requesting":
@@ -1249,14 +1249,14 @@ class DhcpClient:
 
     # -- the exchange
 
-    def start(self, now):
+    def start(self):
         """DISCOVER. A new transaction id only for a new search: an answer to an earlier
         DISCOVER of the same search is taken (a server that first pings the address, as
         dnsmasq does, answers ~3 s late)."""
         if self.state not in ("selecting", "requesting"):
             self.xid = os.urandom(4)
         self.state, self.offer = "selecting", None
-        self.send(DHCP_DISCOVER, now)
+        self.send(DHCP_DISCOVER)
 
     def answer(self, data, now):
         """Act on one datagram; True when it bound (or renewed) a lease."""
@@ -1267,7 +1267,7 @@ class DhcpClient:
         if kind == DHCP_OFFER and self.state == "selecting" and yiaddr != NO_ADDR:
             self.offer = (yiaddr, opts.get(54, b"")[:4] or None)
             self.state = "requesting"
-            self.send(DHCP_REQUEST, now)
+            self.send(DHCP_REQUEST)
             self.due = now + 4.0
         elif kind == DHCP_ACK and self.state in ("requesting", "renewing", "rebinding"):
             self.bind(yiaddr, opts, now)
@@ -1297,7 +1297,7 @@ class DhcpClient:
         """At boot: a lease within `tries` DISCOVERs `wait` s apart; False if none came (the
         loop goes on asking, with tick())."""
         for _ in range(tries):
-            self.start(time.monotonic())
+            self.start()
             end, extended = time.monotonic() + wait, False
             while True:
                 left = end - time.monotonic()
@@ -1388,18 +1388,23 @@ class DhcpClient:
         if self.state in ("renewing", "rebinding"):
             self.xid = os.urandom(4)  # a new exchange (a minute or more after the last)
         if self.state == "renewing":
-            self.send(DHCP_REQUEST, now, to=dotted(lease["server"]) if lease["server"]
+            self.send(DHCP_REQUEST, to=dotted(lease["server"]) if lease["server"]
                       else "255.255.255.255")
             self.due = now + max(DHCP_RETRY_MIN, (lease["t2"] - now) / 2)
             self.due = min(self.due, lease["t2"])
         elif self.state == "rebinding":
-            self.send(DHCP_REQUEST, now)
+            self.send(DHCP_REQUEST)
             self.due = min(now + max(DHCP_RETRY_MIN, (lease["end"] - now) / 2), lease["end"])
         else:  # init, selecting, or a request that went unanswered
-            self.start(now)
+            self.start()
             self.due = now + min(DHCP_DISCOVER_MAX, 4.0 * 2 ** min(self.tries, 4))
             self.tries += 1
 
+
+
+def module_name(path):
+    """The kernel's name of a module file: kernel/net/8021q/8021q.ko -> 8021q (- becomes _)."""
+    return path.strip().rsplit("/", 1)[-1].split(".ko", 1)[0].replace("-", "_")
 
 
 def insert_modules(argvs):
@@ -1414,10 +1419,9 @@ def insert_modules(argvs):
         with open(base + "/modules.dep") as f:
             for line in f:
                 path, _, deps = line.partition(":")
-                name = path.rsplit("/", 1)[-1].split(".ko", 1)[0].replace("-", "_")
-                index[name] = [path] + deps.split()  # loaded from the end: the last dep first
+                index[module_name(path)] = [path] + deps.split()  # loaded from the last dep
         with open(base + "/modules.builtin") as f:
-            builtin = {p.rsplit("/", 1)[-1].split(".ko", 1)[0].replace("-", "_") for p in f}
+            builtin = {module_name(line) for line in f}
     except OSError:
         return argvs
     left, loaded = [], set()
@@ -1430,8 +1434,8 @@ def insert_modules(argvs):
             left.append(words)
             continue
         for path in reversed(paths):  # dependencies, then the module with its arguments
-            if path in loaded:
-                continue
+            if path in loaded or os.path.isdir("/sys/module/" + module_name(path)):
+                continue  # loaded by an earlier call, or by the kernel (request_module)
             loaded.add(path)
             args = " ".join(words[1:]) if path == paths[0] else ""
             with open(base + "/" + path, "rb") as f:
@@ -1439,7 +1443,7 @@ def insert_modules(argvs):
             try:
                 libc_call("init_module", image, c_ulong(len(image)), args.encode())
             except OSError as e:
-                if e.errno != errno.EEXIST:  # loaded already: as modprobe, not an error
+                if e.errno != errno.EEXIST:  # loaded meanwhile: as modprobe, not an error
                     say("cannot load module %s: %s (the kernel log says why)"
                         % (path.rsplit("/", 1)[-1], os.strerror(e.errno)))
     return left
